@@ -1,0 +1,394 @@
+"""Helpers the book's chapters use, and the conventions every chapter follows.
+
+Chapter conventions (``chapters/NN_name.ipynb``; checked by ``tests/test_notebooks.py``):
+
+1. **Cell 1 is the Colab setup.** On Google Colab it pip-installs ``aen_lib`` from the public repository
+   (``REPO_URL``); it never installs or upgrades torch (Colab's CUDA build satisfies ``torch>=2.2``). Everywhere
+   else it does nothing. It is plain Python (no ``%pip`` magic), because ``aen_lib`` itself is not importable yet.
+2. **Cell 2 is tagged ``parameters``.** One line per parameter, with a type hint and a comment:
+   ``steps: int = 600  # optimiser steps per SAE``. The defaults run quickly on a 2-core CPU; this is what
+   ``make book`` and the Colab launch button execute. ``papermill --help-notebook`` prints the hints and comments.
+   Profiles that override them live in ``params/<profile>/NN_name.yaml`` (``ci``: tiny, for ``make test``;
+   ``paper``: the paper's settings, GPU-sized).
+3. **Cell 3 validates the parameters** with :func:`validate_parameters`, so a value of the wrong type or outside the
+   allowed set stops the chapter right after the parameters (papermill inserts its ``injected-parameters`` cell
+   between cells 2 and 3) with a message naming the parameter.
+4. Kernelspec ``python3``. Outputs are stripped in git (``python -m aen_lib.notebook strip chapters/*.ipynb``),
+   except for render-only chapters whose metadata holds ``{"mystnb": {"execution_mode": "off"}}``.
+5. Results (JSON and figures) go under :func:`results_dir` ``(chapter)``, i.e. ``results/<chapter>/`` at the
+   repository root, or under ``$AEN_RESULTS_DIR/<chapter>/`` when that variable is set (``make test`` and
+   ``make reproduce`` set it so that their runs do not overwrite the book's results).
+6. The chapter ends with an assertion cell that checks its claim numerically, then a "what we saw" paragraph
+   whose numbers are printed or glued by the code above it.
+
+Command line (used by the Makefile)::
+
+    python -m aen_lib.notebook strip FILE.ipynb ...          # remove outputs in place
+    python -m aen_lib.notebook check-stripped FILE.ipynb ... # exit 1 if a non-render-only notebook has outputs
+    python -m aen_lib.notebook summarize RUN_DIR [RESULTS_DIR] # table of papermill runs (make reproduce)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REPO_URL",
+    "in_colab",
+    "repo_root",
+    "results_dir",
+    "save_json",
+    "load_json",
+    "validate_parameters",
+    "is_render_only",
+    "has_outputs",
+    "strip_outputs",
+    "summarize_runs",
+    "format_summary",
+]
+
+REPO_URL = "https://github.com/aen-book/aen-book"
+"""Canonical public repository; the Colab setup cell installs ``aen_lib`` from here."""
+
+_CHAPTER_RE = re.compile(r"^\d\d_[a-z0-9_]+$")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Where am I, where do results go
+# ----------------------------------------------------------------------------------------------------------------
+def in_colab() -> bool:
+    """True when running inside a Google Colab runtime (the ``google.colab`` module is loaded there)."""
+    return "google.colab" in sys.modules
+
+
+def _looks_like_repo(path: Path) -> bool:
+    return (path / "_toc.yml").is_file() and (path / "aen_lib").is_dir()
+
+
+def repo_root(start: str | Path | None = None) -> Path | None:
+    """The aen-book checkout that holds ``_toc.yml`` and ``aen_lib/``, or ``None`` (e.g. on Colab).
+
+    Looks first beside the imported ``aen_lib`` package (an editable install), then upwards from ``start``
+    (default: the current directory), so chapters executed from ``chapters/`` or ``_build/ci_runs/`` agree.
+    """
+    package_parent = Path(__file__).resolve().parent.parent
+    if _looks_like_repo(package_parent):
+        return package_parent
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if _looks_like_repo(candidate):
+            return candidate
+    return None
+
+
+def results_dir(chapter: str, root: str | Path | None = None) -> Path:
+    """Create and return the folder where ``chapter`` writes its JSON results and figures.
+
+    The base is, in order: ``root``; the environment variable ``AEN_RESULTS_DIR``; ``<repository>/results``;
+    ``./results`` when no checkout is found (Colab). The chapter name must look like ``NN_name``.
+    """
+    if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
+        raise ValueError(f"chapter must look like 'NN_name' (two digits, underscore, lower-case words), got {chapter!r}")
+    if root is not None:
+        base = Path(root)
+    elif os.environ.get("AEN_RESULTS_DIR"):
+        base = Path(os.environ["AEN_RESULTS_DIR"])
+    else:
+        repo = repo_root()
+        base = (repo if repo is not None else Path.cwd()) / "results"
+    out = base / chapter
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths, dataclasses and sets into JSON-friendly values."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+        return [_to_jsonable(v) for v in items]
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
+        if hasattr(obj, "detach"):
+            obj = obj.detach().cpu()
+        return _to_jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return _to_jsonable(obj.item())
+    raise TypeError(f"save_json cannot store a value of type {type(obj).__name__}: {obj!r}")
+
+
+def save_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON (numpy/torch values, dataclasses and paths are converted) and return the path.
+
+    Non-finite floats are written as ``NaN``/``Infinity`` (Python's json default), which ``load_json`` reads back.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_to_jsonable(obj), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def load_json(path: str | Path) -> Any:
+    """Read a JSON file written by :func:`save_json`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no JSON results file at {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parameter validation (cell 3 of every chapter)
+# ----------------------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Does ``value`` match the annotation ``tp``? ``int`` rejects bool; ``float`` accepts int."""
+    if tp is Any or tp is object:
+        return True
+    if tp is None or tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, set, frozenset, Sequence, Collection):
+        container = {list: list, tuple: (list, tuple), set: (list, set), frozenset: (list, set, frozenset)}.get(
+            origin, (list, tuple)
+        )
+        if not isinstance(value, container):
+            return False
+        if not args:
+            return True
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return all(_matches(v, args[0]) for v in value)
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            return False
+        return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    raise TypeError(f"validate_parameters does not understand the annotation {tp!r}")
+
+
+def _annotations_of(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    if "__annotations__" in namespace:
+        hints = dict(namespace["__annotations__"])
+    elif callable(namespace.get("__annotate__")):  # Python >= 3.14 evaluates module annotations lazily
+        hints = dict(namespace["__annotate__"](1))
+    else:
+        return {}
+    # String hints (from `from __future__ import annotations`) are evaluated like typing.get_type_hints does.
+    scope = {**vars(typing), **dict(namespace)}
+    for name, tp in hints.items():
+        if isinstance(tp, str):
+            try:
+                hints[name] = eval(tp, scope)  # noqa: S307 - the chapter's own annotation text
+            except Exception as e:
+                raise TypeError(f"parameter {name!r}: cannot evaluate its type hint {tp!r} ({e})") from e
+    return hints
+
+
+def validate_parameters(
+    namespace: Mapping[str, Any],
+    annotations: Mapping[str, Any] | None = None,
+    *,
+    choices: Mapping[str, Collection[Any]] | None = None,
+    bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> dict[str, Any]:
+    """Check a chapter's parameters and return them as a dict (to store with the results).
+
+    ``namespace`` is the chapter's ``globals()`` after the parameters cell and papermill's injected cell ran;
+    ``annotations`` defaults to the type hints the parameters cell left in ``namespace["__annotations__"]``.
+    Every annotated name must exist and match its hint (``int`` rejects ``True``; ``float`` accepts ``3``;
+    ``list[float]`` checks each item; ``str | None`` and ``Literal[...]`` work). ``choices[name]`` lists allowed
+    values, ``bounds[name] = (low, high)`` an inclusive range (either end may be ``None``).
+
+    Raises:
+        TypeError: a value has the wrong type (the message names the parameter, the value and the expected type).
+        ValueError: a value is not among its choices or outside its bounds, or a choice/bound names no parameter.
+    """
+    hints = dict(annotations) if annotations is not None else _annotations_of(namespace)
+    if not hints:
+        raise ValueError("validate_parameters found no annotated parameters: give each parameter a type hint")
+    choices = dict(choices or {})
+    bounds = dict(bounds or {})
+    for name in (*choices, *bounds):
+        if name not in hints:
+            raise ValueError(f"validate_parameters: {name!r} has a choice/bound but is not an annotated parameter")
+    values: dict[str, Any] = {}
+    for name, tp in hints.items():
+        if name not in namespace:
+            raise ValueError(f"parameter {name!r} is annotated but has no value")
+        value = namespace[name]
+        if not _matches(value, tp):
+            hint = ""
+            if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value):
+                hint = " (YAML reads '1e-3' as text: write 1.0e-3)"
+            raise TypeError(
+                f"parameter {name!r} must be of type {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}"
+            )
+        if name in choices and value not in choices[name]:
+            allowed = ", ".join(repr(c) for c in choices[name])
+            raise ValueError(f"parameter {name!r} = {value!r} is not allowed; choose one of: {allowed}")
+        if name in bounds:
+            low, high = bounds[name]
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, float) and math.isnan(item):
+                    raise ValueError(f"parameter {name!r} is NaN")
+                if (low is not None and item < low) or (high is not None and item > high):
+                    rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+                    raise ValueError(f"parameter {name!r} = {value!r} is outside the allowed range {rng}")
+        values[name] = value
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Notebook files: outputs, stripping
+# ----------------------------------------------------------------------------------------------------------------
+def is_render_only(nb: Mapping[str, Any]) -> bool:
+    """A render-only chapter is shown from committed outputs: metadata ``{"mystnb": {"execution_mode": "off"}}``."""
+    return nb.get("metadata", {}).get("mystnb", {}).get("execution_mode") == "off"
+
+
+def has_outputs(nb: Mapping[str, Any]) -> bool:
+    """True if any code cell of the notebook dict carries outputs or an execution count."""
+    return any(
+        cell.get("cell_type") == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+        for cell in nb.get("cells", [])
+    )
+
+
+def strip_outputs(nb: dict[str, Any]) -> dict[str, Any]:
+    """Remove outputs, execution counts and per-cell execution metadata in place; return the notebook."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        for key in ("execution", "papermill", "collapsed", "scrolled"):
+            cell.get("metadata", {}).pop(key, None)
+    for key in ("papermill", "widgets"):
+        nb.get("metadata", {}).pop(key, None)
+    return nb
+
+
+def _read_nb(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook at {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_nb(nb: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# make reproduce: summary of papermill runs
+# ----------------------------------------------------------------------------------------------------------------
+def summarize_runs(run_dir: str | Path, results_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per papermill output notebook in ``run_dir``: run name, chapter, status, duration, parameters and the
+    JSON files it wrote under ``results_root/<run>/<chapter>/`` (default ``run_dir/results``), as ``make reproduce``
+    lays them out."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run folder at {run_dir}")
+    results_root = Path(results_root) if results_root is not None else run_dir / "results"
+    rows = []
+    for path in sorted(run_dir.glob("*.ipynb")):
+        meta = _read_nb(path).get("metadata", {}).get("papermill", {})
+        run = path.stem
+        chapter = run.split("__")[0]
+        exception = meta.get("exception")
+        failed = bool(exception) or meta.get("duration") is None
+        jsons = sorted(str(p) for p in (results_root / run / chapter).glob("*.json"))
+        rows.append(
+            {
+                "run": run,
+                "chapter": chapter,
+                "status": "failed" if failed else "ok",
+                "duration_s": meta.get("duration"),
+                "parameters": meta.get("parameters", {}),
+                "results": jsons,
+                "notebook": str(path),
+            }
+        )
+    return rows
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of :func:`summarize_runs` rows."""
+    lines = ["| run | status | duration (s) | parameters | results JSON |", "|---|---|---|---|---|"]
+    for r in rows:
+        dur = "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}"
+        params = ", ".join(f"{k}={v}" for k, v in sorted(r["parameters"].items())) or "(defaults)"
+        res = "<br>".join(r["results"]) or "-"
+        lines.append(f"| {r['run']} | {r['status']} | {dur} | {params} | {res} |")
+    return "\n".join(lines) + "\n"
+
+
+def _main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aen_lib.notebook", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_strip = sub.add_parser("strip", help="remove outputs in place (render-only chapters are left alone)")
+    p_strip.add_argument("paths", nargs="+", type=Path)
+    p_check = sub.add_parser("check-stripped", help="exit 1 if a non-render-only notebook carries outputs")
+    p_check.add_argument("paths", nargs="+", type=Path)
+    p_sum = sub.add_parser("summarize", help="tabulate papermill runs; writes summary.json and summary.md")
+    p_sum.add_argument("run_dir", type=Path)
+    p_sum.add_argument("results_root", type=Path, nargs="?")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+
+    if args.cmd == "strip":
+        for path in args.paths:
+            nb = _read_nb(path)
+            if not is_render_only(nb) and has_outputs(nb):
+                _write_nb(strip_outputs(nb), path)
+                print(f"stripped {path}")
+        return 0
+    if args.cmd == "check-stripped":
+        dirty = [p for p in args.paths if not is_render_only(nb := _read_nb(p)) and has_outputs(nb)]
+        for p in dirty:
+            print(f"{p} carries outputs: run `make strip`", file=sys.stderr)
+        return 1 if dirty else 0
+    rows = summarize_runs(args.run_dir, args.results_root)
+    save_json(rows, args.run_dir / "summary.json")
+    table = format_summary(rows)
+    (args.run_dir / "summary.md").write_text(table, encoding="utf-8")
+    print(table)
+    return 1 if any(r["status"] != "ok" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,302 @@
+"""Figures for the book: one colour per architecture everywhere, and the standard panels the paper uses.
+
+Colours come from the Okabe-Ito palette (Okabe & Ito 2008), which stays distinguishable under the common forms of
+colour-vision deficiency; each architecture also has its own marker so that greyscale prints still work.
+
+Standard panels:
+
+* :func:`plot_pareto_panel`: a metric against L0 (dead % or explained variance), as in the paper's Figures 2-3:
+  a transparent scatter of every run, seed-means with ``[min, max]`` bars, and the Pareto frontier per architecture.
+* :func:`dead_ev_vs_l0_figure`: the two panels side by side.
+* :func:`plot_training_curves` and :func:`plot_firing_histogram`: a metric over training steps and the distribution
+  of per-latent firing frequencies (dead latents counted in their own bar).
+* :func:`save_figure`: writes a figure under ``results/<chapter>/`` (see :func:`aen_lib.notebook.results_dir`).
+
+Matplotlib is imported lazily inside the functions that draw, so importing ``aen_lib`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aen_lib.notebook import results_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "OKABE_ITO",
+    "ARCHITECTURE_COLORS",
+    "ARCHITECTURE_LABELS",
+    "ARCHITECTURE_MARKERS",
+    "architecture_color",
+    "architecture_label",
+    "pareto_front",
+    "aggregate_seeds",
+    "plot_pareto_panel",
+    "dead_ev_vs_l0_figure",
+    "plot_training_curves",
+    "plot_firing_histogram",
+    "save_figure",
+]
+
+OKABE_ITO: dict[str, str] = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+}
+
+# Yellow is left out: it is hard to see on a white background.
+ARCHITECTURE_COLORS: dict[str, str] = {
+    "relu_l1": OKABE_ITO["orange"],
+    "elastic_net": OKABE_ITO["sky_blue"],
+    "adaptive_lasso": OKABE_ITO["bluish_green"],
+    "aen": OKABE_ITO["vermillion"],
+    "topk": OKABE_ITO["blue"],
+    "batchtopk": OKABE_ITO["reddish_purple"],
+    "jumprelu": OKABE_ITO["black"],
+}
+
+ARCHITECTURE_LABELS: dict[str, str] = {
+    "relu_l1": "ReLU + ℓ1",
+    "elastic_net": "Elastic net",
+    "adaptive_lasso": "Adaptive lasso",
+    "aen": "AEN (ours)",
+    "topk": "TopK",
+    "batchtopk": "BatchTopK",
+    "jumprelu": "JumpReLU",
+}
+
+ARCHITECTURE_MARKERS: dict[str, str] = {
+    "relu_l1": "o",
+    "elastic_net": "s",
+    "adaptive_lasso": "D",
+    "aen": "*",
+    "topk": "^",
+    "batchtopk": "v",
+    "jumprelu": "P",
+}
+
+
+def _check_arch(architecture: str) -> None:
+    if architecture not in ARCHITECTURE_COLORS:
+        raise ValueError(
+            f"architecture={architecture!r} has no book colour; known architectures: {sorted(ARCHITECTURE_COLORS)}"
+        )
+
+
+def architecture_color(architecture: str) -> str:
+    """The book-wide hex colour of an architecture (``ValueError`` for an unknown name)."""
+    _check_arch(architecture)
+    return ARCHITECTURE_COLORS[architecture]
+
+
+def architecture_label(architecture: str) -> str:
+    """The display name of an architecture used in legends."""
+    _check_arch(architecture)
+    return ARCHITECTURE_LABELS[architecture]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pareto frontiers and seed aggregation (paper Figures 2-3)
+# ----------------------------------------------------------------------------------------------------------------
+def pareto_front(x: Sequence[float], y: Sequence[float], *, maximize_y: bool) -> np.ndarray:
+    """Indices of the non-dominated points, sorted by increasing ``x``.
+
+    Smaller ``x`` (L0) is better; larger ``y`` is better when ``maximize_y`` (explained variance), smaller otherwise
+    (dead %). A point is dominated when another is at least as good on both axes and strictly better on one.
+    NaN points are ignored.
+    """
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and of equal length, got shapes {xs.shape} and {ys.shape}")
+    score = ys if maximize_y else -ys  # larger score is better
+    finite = np.flatnonzero(np.isfinite(xs) & np.isfinite(ys))
+    order = finite[np.lexsort((-score[finite], xs[finite]))]  # by x, then best score first
+    keep: list[int] = []
+    best = -math.inf
+    for i in order:
+        if score[i] > best:
+            keep.append(int(i))
+            best = score[i]
+    return np.asarray(keep, dtype=int)
+
+
+def aggregate_seeds(
+    runs: Iterable[Mapping[str, Any]], metrics: Sequence[str], group_by: Sequence[str] = ("architecture", "variant")
+) -> list[dict[str, Any]]:
+    """Group runs that differ only by seed and report mean, min and max of each metric.
+
+    Each run is a mapping with the ``group_by`` keys (missing keys count as ``None``) and the ``metrics``. Returns one
+    dict per group with the group keys, ``n`` (number of runs) and ``<metric>``, ``<metric>_min``, ``<metric>_max``.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        for m in metrics:
+            if m not in run:
+                raise ValueError(f"run {dict(run)!r} lacks the metric {m!r}")
+        groups[tuple(run.get(k) for k in group_by)].append(run)
+    out = []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip(group_by, key))
+        row["n"] = len(members)
+        for m in metrics:
+            vals = np.asarray([float(r[m]) for r in members])
+            row[m], row[f"{m}_min"], row[f"{m}_max"] = float(vals.mean()), float(vals.min()), float(vals.max())
+        out.append(row)
+    return out
+
+
+def plot_pareto_panel(
+    ax: Axes,
+    runs: Sequence[Mapping[str, Any]],
+    metric: str,
+    *,
+    maximize: bool,
+    x: str = "l0",
+    ylabel: str | None = None,
+    xlabel: str = "L0 (active latents per token)",
+    logx: bool = True,
+) -> list[dict[str, Any]]:
+    """Draw ``metric`` against ``x`` for every architecture in ``runs`` (one colour each).
+
+    Every run is a faint dot; runs that share ``architecture`` and ``variant`` (and differ by ``seed``) are averaged
+    into a marker with ``[min, max]`` error bars on both axes; the Pareto frontier of those means is a line.
+    Returns the aggregated rows that were drawn.
+    """
+    if not runs:
+        raise ValueError("plot_pareto_panel needs at least one run")
+    rows = aggregate_seeds(runs, metrics=(x, metric))
+    for arch in dict.fromkeys(r["architecture"] for r in runs):
+        color, label, marker = architecture_color(arch), architecture_label(arch), ARCHITECTURE_MARKERS[arch]
+        mine = [r for r in runs if r["architecture"] == arch]
+        ax.scatter([r[x] for r in mine], [r[metric] for r in mine], color=color, alpha=0.25, s=12, linewidths=0)
+        agg = [r for r in rows if r["architecture"] == arch]
+        mx = np.array([r[x] for r in agg])
+        my = np.array([r[metric] for r in agg])
+        xerr = np.array([[r[x] - r[f"{x}_min"] for r in agg], [r[f"{x}_max"] - r[x] for r in agg]])
+        yerr = np.array([[r[metric] - r[f"{metric}_min"] for r in agg], [r[f"{metric}_max"] - r[metric] for r in agg]])
+        ax.errorbar(mx, my, xerr=xerr, yerr=yerr, fmt=marker, color=color, ms=6, capsize=2, lw=1, label=label)
+        front = pareto_front(mx, my, maximize_y=maximize)
+        if len(front) > 1:
+            ax.plot(mx[front], my[front], color=color, lw=1.5, alpha=0.9)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or metric)
+    ax.grid(True, alpha=0.3)
+    return rows
+
+
+def dead_ev_vs_l0_figure(
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    dead: str = "dead_pct",
+    ev: str = "explained_variance",
+    x: str = "l0",
+    title: str | None = None,
+) -> Figure:
+    """The paper's two-panel figure: dead latents (%) vs L0 (left) and explained variance vs L0 (right)."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    plot_pareto_panel(left, runs, dead, maximize=False, x=x, ylabel="dead latents (%)")
+    plot_pareto_panel(right, runs, ev, maximize=True, x=x, ylabel="explained variance")
+    left.legend(frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training curves and firing frequencies
+# ----------------------------------------------------------------------------------------------------------------
+def plot_training_curves(
+    ax: Axes,
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    ylabel: str,
+    xlabel: str = "training step",
+) -> None:
+    """One line per architecture: ``curves[architecture] = (steps, values)``."""
+    if not curves:
+        raise ValueError("plot_training_curves needs at least one curve")
+    for arch, (steps, values) in curves.items():
+        if len(steps) != len(values):
+            raise ValueError(f"curve {arch!r}: {len(steps)} steps but {len(values)} values")
+        ax.plot(steps, values, color=architecture_color(arch), marker=ARCHITECTURE_MARKERS[arch], ms=3, lw=1.5,
+                label=architecture_label(arch))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+
+
+def plot_firing_histogram(
+    ax: Axes,
+    frequencies: Mapping[str, Sequence[float]],
+    *,
+    bins: int = 30,
+    floor: float | None = None,
+) -> dict[str, int]:
+    """Histogram of per-latent firing frequencies (fraction of inputs on which each latent is non-zero), log x-axis.
+
+    Latents that never fired (frequency 0) cannot sit on a log axis: they are counted in a separate bar at the left
+    edge, at ``floor`` (default: a decade below the smallest positive frequency). Returns the dead count per
+    architecture.
+    """
+    if not frequencies:
+        raise ValueError("plot_firing_histogram needs at least one architecture")
+    arrays = {a: np.asarray(f, dtype=float) for a, f in frequencies.items()}
+    for arch, f in arrays.items():
+        if f.ndim != 1 or np.any((f < 0) | (f > 1)) or not np.all(np.isfinite(f)):
+            raise ValueError(f"frequencies[{arch!r}] must be a 1-D array of values in [0, 1]")
+    positive = np.concatenate([f[f > 0] for f in arrays.values()])
+    lo = float(positive.min()) if positive.size else 1e-4
+    floor = floor if floor is not None else lo / 10
+    edges = np.logspace(math.log10(lo), 0.0, bins + 1)
+    dead: dict[str, int] = {}
+    for arch, f in arrays.items():
+        color = architecture_color(arch)
+        dead[arch] = int((f == 0).sum())
+        ax.hist(f[f > 0], bins=edges, histtype="step", lw=1.8, color=color,
+                label=f"{architecture_label(arch)} ({dead[arch]} never fired)")
+        if dead[arch]:
+            ax.bar(floor, dead[arch], width=floor * 0.6, color=color, alpha=0.6)
+    ax.set_xscale("log")
+    ax.axvline(lo / math.sqrt(10), color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("firing frequency (fraction of inputs, log scale; left bar = never fired)")
+    ax.set_ylabel("number of latents")
+    ax.legend(frameon=False, fontsize=8)
+    return dead
+
+
+def save_figure(
+    fig: Figure, chapter: str, name: str, *, formats: Sequence[str] = ("png",), root: str | Path | None = None,
+    dpi: int = 150,
+) -> list[Path]:
+    """Save ``fig`` as ``results/<chapter>/<name>.<fmt>`` for each format and return the paths."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"figure name must be a plain file stem, got {name!r}")
+    out = results_dir(chapter, root=root)
+    paths = []
+    for fmt in formats:
+        if fmt not in ("png", "pdf", "svg"):
+            raise ValueError(f"figure format {fmt!r} is not one of 'png', 'pdf', 'svg'")
+        path = out / f"{name}.{fmt}"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    return paths

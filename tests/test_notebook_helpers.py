@@ -1,0 +1,171 @@
+"""Tests for aen_lib.notebook: parameter validation, results folders, JSON, stripping and run summaries."""
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pytest
+import torch
+
+from aen_lib import notebook as nbh
+
+
+def _ns(code: str) -> dict:
+    """Execute a parameters cell the way the kernel does (module-level annotated assignments)."""
+    ns: dict = {}
+    exec(compile(code, "<parameters>", "exec"), ns)
+    return ns
+
+
+PARAMS = """
+seed: int = 0  # seed
+l1: float = 1e-3  # penalty
+architectures: list[str] = ["relu_l1", "topk"]  # which SAEs
+device: str = "cpu"  # torch device
+note: str | None = None  # free text
+"""
+
+
+def test_validate_parameters_accepts_defaults_and_returns_them():
+    ns = _ns(PARAMS)
+    got = nbh.validate_parameters(ns, choices={"device": ("cpu", "cuda")}, bounds={"l1": (0.0, None)})
+    assert got == {"seed": 0, "l1": 1e-3, "architectures": ["relu_l1", "topk"], "device": "cpu", "note": None}
+
+
+@pytest.mark.parametrize(
+    "override, exc, words",
+    [
+        ("seed = 1.5", TypeError, ["'seed'", "int", "1.5"]),
+        ("seed = True", TypeError, ["'seed'", "int", "bool"]),
+        ("l1 = '1e-3'", TypeError, ["'l1'", "float", "1.0e-3"]),
+        ("architectures = ['relu_l1', 3]", TypeError, ["'architectures'", "list[str]"]),
+        ("device = 'tpu'", ValueError, ["'device'", "'tpu'", "'cuda'"]),
+        ("l1 = -0.5", ValueError, ["'l1'", "-0.5", "range"]),
+    ],
+)
+def test_validate_parameters_names_the_bad_parameter(override, exc, words):
+    ns = _ns(PARAMS + override + "\n")
+    with pytest.raises(exc) as info:
+        nbh.validate_parameters(ns, choices={"device": ("cpu", "cuda")}, bounds={"l1": (0.0, None)})
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_validate_parameters_int_is_a_float_and_literal_and_tuple():
+    ns = {"l1": 3, "mode": "a", "pair": [1, 2.0]}
+    ann = {"l1": float, "mode": Literal["a", "b"], "pair": tuple[int, float]}
+    assert nbh.validate_parameters(ns, ann)["l1"] == 3
+    with pytest.raises(TypeError, match="'mode'"):
+        nbh.validate_parameters({**ns, "mode": "c"}, ann)
+    with pytest.raises(TypeError, match="'pair'"):
+        nbh.validate_parameters({**ns, "pair": [1.5, 2.0]}, ann)
+
+
+def test_validate_parameters_rejects_missing_or_unknown_names():
+    with pytest.raises(ValueError, match="no annotated parameters"):
+        nbh.validate_parameters({"x": 1})
+    with pytest.raises(ValueError, match="'steps'"):
+        nbh.validate_parameters({"__annotations__": {"steps": int}})
+    with pytest.raises(ValueError, match="'stepz'"):
+        nbh.validate_parameters({"steps": 1}, {"steps": int}, bounds={"stepz": (0, 1)})
+
+
+def test_results_dir_root_env_and_repo(tmp_path, monkeypatch):
+    assert nbh.results_dir("01_feature_starvation", root=tmp_path) == tmp_path / "01_feature_starvation"
+    assert (tmp_path / "01_feature_starvation").is_dir()
+    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "env"))
+    assert nbh.results_dir("02_lasso_geometry") == tmp_path / "env" / "02_lasso_geometry"
+    monkeypatch.delenv("AEN_RESULTS_DIR")
+    repo = nbh.repo_root()
+    assert repo is not None and (repo / "_toc.yml").is_file()
+    for bad in ["1_x", "01-x", "01_X", "", 5]:
+        with pytest.raises(ValueError, match="chapter"):
+            nbh.results_dir(bad, root=tmp_path)
+
+
+def test_in_colab_follows_google_colab_module(monkeypatch):
+    assert nbh.in_colab() is ("google.colab" in sys.modules)
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert nbh.in_colab() is True
+
+
+@dataclass
+class _Cfg:
+    k: int
+    lam: float
+
+
+def test_save_json_round_trip_converts_arrays_and_tensors(tmp_path):
+    obj = {
+        "cfg": _Cfg(4, 0.5),
+        "np": np.arange(3, dtype=np.int64),
+        "t": torch.tensor([0.5, 1.5]),
+        "scalar": np.float32(2.5),
+        "path": tmp_path,
+        "nan": float("nan"),
+    }
+    path = nbh.save_json(obj, tmp_path / "a" / "b.json")
+    back = nbh.load_json(path)
+    assert back["cfg"] == {"k": 4, "lam": 0.5}
+    assert back["np"] == [0, 1, 2] and back["t"] == [0.5, 1.5] and back["scalar"] == 2.5
+    assert back["path"] == str(tmp_path) and math.isnan(back["nan"])
+    with pytest.raises(TypeError, match="object"):
+        nbh.save_json({"x": object()}, tmp_path / "c.json")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        nbh.load_json(tmp_path / "missing.json")
+
+
+def _nb_with_outputs(render_only=False):
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# t"},
+            {"cell_type": "code", "metadata": {"papermill": {"duration": 1}}, "execution_count": 3,
+             "outputs": [{"output_type": "stream", "name": "stdout", "text": "hi"}], "source": "print('hi')"},
+        ],
+        "metadata": {"papermill": {"duration": 2.0}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    if render_only:
+        nb["metadata"]["mystnb"] = {"execution_mode": "off"}
+    return nb
+
+
+def test_strip_outputs_and_cli(tmp_path):
+    nb = _nb_with_outputs()
+    assert nbh.has_outputs(nb) and not nbh.is_render_only(nb)
+    stripped = nbh.strip_outputs(json.loads(json.dumps(nb)))
+    assert not nbh.has_outputs(stripped)
+    assert "papermill" not in stripped["metadata"] and "papermill" not in stripped["cells"][1]["metadata"]
+    dirty, render = tmp_path / "01_a.ipynb", tmp_path / "09_b.ipynb"
+    dirty.write_text(json.dumps(nb))
+    render.write_text(json.dumps(_nb_with_outputs(render_only=True)))
+    assert nbh._main(["check-stripped", str(dirty), str(render)]) == 1
+    assert nbh._main(["strip", str(dirty), str(render)]) == 0
+    assert nbh._main(["check-stripped", str(dirty), str(render)]) == 0
+    assert nbh.has_outputs(json.loads(render.read_text()))  # render-only chapters keep their outputs
+
+
+def test_summarize_runs_reads_papermill_metadata(tmp_path):
+    ok = _nb_with_outputs()
+    ok["metadata"]["papermill"] = {"duration": 12.5, "exception": None, "parameters": {"steps": 10}}
+    bad = _nb_with_outputs()
+    bad["metadata"]["papermill"] = {"duration": 3.0, "exception": True, "parameters": {}}
+    (tmp_path / "01_feature_starvation.ipynb").write_text(json.dumps(ok))
+    (tmp_path / "05_aen_sae__rho09.ipynb").write_text(json.dumps(bad))
+    res = tmp_path / "results" / "01_feature_starvation" / "01_feature_starvation"
+    nbh.save_json({"dead": 1}, res / "summary.json")
+    rows = nbh.summarize_runs(tmp_path)
+    assert [r["run"] for r in rows] == ["01_feature_starvation", "05_aen_sae__rho09"]
+    assert rows[0]["status"] == "ok" and rows[0]["duration_s"] == 12.5 and rows[0]["parameters"] == {"steps": 10}
+    assert rows[0]["results"] == [str(res / "summary.json")]
+    assert rows[1]["status"] == "failed" and rows[1]["chapter"] == "05_aen_sae"
+    table = nbh.format_summary(rows)
+    assert "| 01_feature_starvation | ok | 12.5 | steps=10 |" in table
+    assert nbh._main(["summarize", str(tmp_path)]) == 1  # one failed run
+    assert (tmp_path / "summary.md").read_text() == table
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        nbh.summarize_runs(tmp_path / "nowhere")

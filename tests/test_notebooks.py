@@ -1,0 +1,185 @@
+"""Chapter conventions (static checks on every chapters/NN_*.ipynb) and the papermill/nbval plumbing of `make test`.
+
+The conventions are documented in aen_lib/notebook.py and book/how_to_run.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from aen_lib import notebook as nbh
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted(ROOT.glob("chapters/[0-9][0-9]_*.ipynb"))
+PROFILES = ("ci", "paper")
+
+
+def _code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _load(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _run_cells(sources: list[str], namespace: dict | None = None) -> dict:
+    ns = namespace if namespace is not None else {}
+    for src in sources:
+        exec(compile(src, "<cell>", "exec", dont_inherit=True), ns)
+    return ns
+
+
+def test_there_is_at_least_one_chapter():
+    assert CHAPTERS, "no chapters/NN_name.ipynb found"
+
+
+@pytest.fixture(params=CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def chapter(request):
+    return request.param
+
+
+def test_kernelspec_is_python3(chapter):
+    assert _load(chapter).metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+def test_outputs_are_stripped_unless_render_only(chapter):
+    nb = json.loads(chapter.read_text())
+    if nbh.is_render_only(nb):
+        assert nbh.has_outputs(nb), f"{chapter.name} is render-only but carries no outputs to render"
+    else:
+        assert not nbh.has_outputs(nb), f"{chapter.name} carries outputs: run `make strip` before committing"
+
+
+def test_cell1_is_a_colab_only_setup(chapter):
+    src = _code_cells(_load(chapter))[0].source
+    assert "google.colab" in src and nbh.REPO_URL in src
+    install_lines = [ln for ln in src.splitlines() if "install" in ln and not ln.lstrip().startswith("#")]
+    assert install_lines and not any("torch" in ln for ln in install_lines), "cell 1 must never (re)install torch"
+    # Outside Colab it must do nothing: no subprocess, no pip.
+    with mock.patch.object(subprocess, "run", side_effect=AssertionError("cell 1 ran pip outside Colab")), \
+            mock.patch.object(subprocess, "check_call", side_effect=AssertionError("pip outside Colab")):
+        _run_cells([src])
+
+
+def test_cell2_is_tagged_parameters_with_types_and_comments(chapter):
+    nb = _load(chapter)
+    cells = _code_cells(nb)
+    assert "parameters" in cells[1].metadata.get("tags", []), "cell 2 must carry the tag 'parameters'"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in cells) == 1
+    inferred = pm.inspect_notebook(str(chapter))
+    assert inferred, "papermill infers no parameters"
+    for name, info in inferred.items():
+        assert info["inferred_type_name"] not in ("None", ""), f"parameter {name!r} has no type hint"
+        assert info["help"].strip(), f"parameter {name!r} has no comment explaining it"
+    tree = ast.parse(cells[1].source)
+    plain = [n.targets[0].id for n in tree.body if isinstance(n, ast.Assign)]
+    assert not plain, f"parameters without a type hint: {plain}"
+
+
+def test_cell3_validates_the_defaults(chapter):
+    cells = _code_cells(_load(chapter))
+    assert "validate_parameters(" in cells[2].source, "cell 3 must call aen_lib.notebook.validate_parameters"
+    ns = _run_cells([cells[1].source, cells[2].source])
+    assert ns.get("PARAMS") and set(ns["PARAMS"]) == set(pm.inspect_notebook(str(chapter)))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_exists_and_passes_the_chapter_validation(chapter, profile):
+    path = ROOT / "params" / profile / f"{chapter.stem}.yaml"
+    assert path.is_file(), f"missing papermill profile {path.relative_to(ROOT)}"
+    values = yaml.safe_load(path.read_text()) or {}
+    known = set(pm.inspect_notebook(str(chapter)))
+    unknown = set(values) - known
+    assert not unknown, f"{path.name}: unknown parameters {sorted(unknown)}; the chapter has {sorted(known)}"
+    cells = _code_cells(_load(chapter))
+    ns = _run_cells([cells[1].source])
+    ns.update(values)  # what papermill's injected-parameters cell does
+    _run_cells([cells[2].source], ns)
+
+
+def test_every_profile_file_belongs_to_a_chapter():
+    stems = {c.stem for c in CHAPTERS}
+    for path in sorted(ROOT.glob("params/*/*.yaml")):
+        assert path.stem.split("__")[0] in stems, f"{path.relative_to(ROOT)} names no chapter"
+
+
+def test_chapter_is_in_the_toc(chapter):
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert f"chapters/{chapter.stem}" in files
+
+
+def test_chapter_saves_results_and_checks_its_claim(chapter):
+    cells = _code_cells(_load(chapter))
+    code = "\n".join(c.source for c in cells)
+    assert f'"{chapter.stem}"' in code and ("results_dir(" in code or "save_figure(" in code), \
+        "the chapter must write its results under results_dir(<chapter>)"
+    asserts = [n for c in cells[3:] for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Assert)]
+    assert asserts, "the chapter needs an assertion cell that checks its claim numerically"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Plumbing: papermill + validation + nbval on a miniature chapter that follows the conventions.
+# ------------------------------------------------------------------------------------------------------------------
+def _mini_chapter(path: Path, body: str = "total = sum(range(steps))\nprint(total)") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Mini"),
+        nbformat.v4.new_code_cell("import sys\nif 'google.colab' in sys.modules:\n    pass"),
+        nbformat.v4.new_code_cell('steps: int = 4  # number of steps\nmode: str = "a"  # "a" or "b"',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from aen_lib.notebook import validate_parameters\n"
+            "PARAMS = validate_parameters(globals(), choices={'mode': ('a', 'b')})"
+        ),
+        nbformat.v4.new_code_cell(body),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_wrong_parameter_type_stops_at_the_validation_cell(tmp_path):
+    src = _mini_chapter(tmp_path / "mini.ipynb")
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), parameters={"steps": "ten"},
+                            kernel_name="python3", progress_bar=False)
+    err = info.value
+    assert err.ename == "TypeError" and "'steps'" in err.evalue and "int" in err.evalue
+    out = _load(tmp_path / "out.ipynb")
+    failed = [c for c in _code_cells(out) if any(o.get("output_type") == "error" for o in c.outputs)]
+    assert len(failed) == 1 and "validate_parameters(" in failed[0].source
+    assert _code_cells(out)[-1].execution_count is None  # nothing after it ran
+
+
+@pytest.mark.slow
+def test_papermill_output_passes_nbval_and_a_broken_cell_fails_it(tmp_path):
+    out = tmp_path / "ok.ipynb"
+    pm.execute_notebook(str(_mini_chapter(tmp_path / "mini.ipynb")), str(out), parameters={"steps": 3},
+                        kernel_name="python3", progress_bar=False)
+    run = _load(out)
+    assert run.metadata.papermill.parameters == {"steps": 3}
+    assert _code_cells(run)[-1].outputs[0]["text"] == "3\n"  # injected value used: 0 + 1 + 2
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--nbval-lax",
+           "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "--rootdir", str(tmp_path),
+           "--color=no"]
+    ok = subprocess.run([*cmd, str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    broken = _load(out)
+    _code_cells(broken)[-1].source = "raise RuntimeError('broken cell')"
+    nbformat.write(broken, tmp_path / "broken.ipynb")
+    bad = subprocess.run([*cmd, str(tmp_path / "broken.ipynb")], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "Cell 4" in bad.stdout and "broken cell" in bad.stdout  # the failing cell is named

@@ -1,0 +1,154 @@
+"""Tests for aen_lib.plotting: palette, Pareto frontier, seed aggregation, panels and figure saving."""
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from aen_lib import plotting  # noqa: E402
+from aen_lib.config import L1_FAMILY, HARD_K  # noqa: E402
+
+
+def test_every_architecture_has_a_distinct_okabe_ito_colour():
+    archs = set(L1_FAMILY) | set(HARD_K) | {"jumprelu"}
+    assert archs <= set(plotting.ARCHITECTURE_COLORS)
+    colours = list(plotting.ARCHITECTURE_COLORS.values())
+    assert len(set(colours)) == len(colours)
+    assert set(colours) <= set(plotting.OKABE_ITO.values())
+    assert plotting.OKABE_ITO["yellow"] not in colours
+    assert len(set(plotting.ARCHITECTURE_MARKERS.values())) == len(plotting.ARCHITECTURE_MARKERS)
+
+
+def test_unknown_architecture_is_named_in_the_error():
+    with pytest.raises(ValueError, match="'sparsemax'"):
+        plotting.architecture_color("sparsemax")
+
+
+def _brute_force_front(x, y, maximize):
+    s = np.asarray(y) if maximize else -np.asarray(y)
+    keep = []
+    for i in range(len(x)):
+        dominated = any(
+            x[j] <= x[i] and s[j] >= s[i] and (x[j] < x[i] or s[j] > s[i]) for j in range(len(x)) if j != i
+        )
+        if not dominated:
+            keep.append(i)
+    # ties (identical points) keep one representative: the brute force keeps both, so dedupe by value
+    seen, out = set(), []
+    for i in sorted(keep, key=lambda i: (x[i], -s[i])):
+        if (x[i], s[i]) not in seen:
+            seen.add((x[i], s[i]))
+            out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("maximize", [True, False])
+def test_pareto_front_matches_brute_force(maximize):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.integers(1, 30, size=25).astype(float)
+        y = rng.integers(0, 10, size=25).astype(float)
+        front = plotting.pareto_front(x, y, maximize_y=maximize)
+        expected = _brute_force_front(x, y, maximize)
+        assert [(x[i], y[i]) for i in front] == [(x[i], y[i]) for i in expected]
+
+
+def test_pareto_front_hand_example():
+    # L0, dead%: (8, 40) (16, 10) (16, 20) (32, 12) (64, 0) -> (32, 12) is dominated by (16, 10)
+    x = [8, 16, 16, 32, 64]
+    y = [40, 10, 20, 12, 0]
+    assert plotting.pareto_front(x, y, maximize_y=False).tolist() == [0, 1, 4]
+    # EV: higher is better
+    assert plotting.pareto_front([8, 16, 32], [0.5, 0.4, 0.9], maximize_y=True).tolist() == [0, 2]
+    assert plotting.pareto_front([1.0, np.nan], [1.0, 2.0], maximize_y=True).tolist() == [0]
+
+
+def test_aggregate_seeds_mean_min_max():
+    runs = [
+        {"architecture": "aen", "variant": "a", "seed": s, "l0": l0, "dead_pct": d}
+        for s, l0, d in [(0, 10, 1.0), (1, 14, 3.0), (2, 12, 8.0)]
+    ] + [{"architecture": "topk", "variant": "k16", "seed": 0, "l0": 16, "dead_pct": 30.0}]
+    rows = plotting.aggregate_seeds(runs, metrics=("l0", "dead_pct"))
+    aen = next(r for r in rows if r["architecture"] == "aen")
+    assert aen["n"] == 3
+    assert aen["l0"] == pytest.approx(12.0) and aen["l0_min"] == 10 and aen["l0_max"] == 14
+    assert aen["dead_pct"] == pytest.approx(4.0) and aen["dead_pct_min"] == 1.0 and aen["dead_pct_max"] == 8.0
+    with pytest.raises(ValueError, match="dead_pct"):
+        plotting.aggregate_seeds([{"architecture": "aen", "l0": 1}], metrics=("l0", "dead_pct"))
+
+
+def test_pareto_panel_draws_min_max_bars_in_the_architecture_colour():
+    runs = [
+        {"architecture": "aen", "variant": "a", "seed": s, "l0": 10.0 + s, "dead_pct": d}
+        for s, d in zip(range(3), [1.0, 3.0, 8.0])
+    ]
+    fig, ax = plt.subplots()
+    plotting.plot_pareto_panel(ax, runs, "dead_pct", maximize=False, logx=False)
+    bars = ax.containers[0]
+    _, _, (xbar, ybar) = bars
+    ysegs = ybar.get_segments()
+    assert len(ysegs) == 1
+    (x0, y0), (x1, y1) = ysegs[0]
+    assert x0 == pytest.approx(11.0) and sorted([y0, y1]) == pytest.approx([1.0, 8.0])
+    (xa, _), (xb, _) = xbar.get_segments()[0]
+    assert sorted([xa, xb]) == pytest.approx([10.0, 12.0])
+    assert mcolors.to_hex(bars.lines[0].get_color()).upper() == plotting.ARCHITECTURE_COLORS["aen"].upper()
+    plt.close(fig)
+
+
+def test_dead_ev_figure_has_two_labelled_panels():
+    runs = [
+        {"architecture": a, "variant": str(v), "seed": 0, "l0": 8.0 * (v + 1), "dead_pct": 10.0 / (v + 1),
+         "explained_variance": 0.5 + 0.1 * v}
+        for a, v in itertools.product(["aen", "topk"], range(3))
+    ]
+    fig = plotting.dead_ev_vs_l0_figure(runs, title="t")
+    left, right = fig.axes
+    assert left.get_ylabel() == "dead latents (%)" and right.get_ylabel() == "explained variance"
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["AEN (ours)", "TopK"]
+    # the frontier line of each architecture connects all three non-dominated means
+    lines = [ln for ln in right.get_lines() if len(ln.get_xdata()) == 3 and ln.get_linestyle() == "-"]
+    assert len(lines) == 2
+    plt.close(fig)
+
+
+def test_firing_histogram_counts_dead_latents():
+    freqs = {"relu_l1": [0.0, 0.0, 0.01, 0.2, 0.5], "topk": [0.0, 0.1, 0.1, 0.3, 0.9]}
+    fig, ax = plt.subplots()
+    dead = plotting.plot_firing_histogram(ax, freqs, bins=5)
+    assert dead == {"relu_l1": 2, "topk": 1}
+    heights = sorted(p.get_height() for p in ax.patches if p.__class__.__name__ == "Rectangle")
+    assert 2 in heights and 1 in heights
+    with pytest.raises(ValueError, match="relu_l1"):
+        plotting.plot_firing_histogram(ax, {"relu_l1": [1.5]})
+    plt.close(fig)
+
+
+def test_training_curves_reject_length_mismatch():
+    fig, ax = plt.subplots()
+    plotting.plot_training_curves(ax, {"topk": ([0, 1], [0.0, 0.5])}, ylabel="dead (%)")
+    assert ax.get_lines()[0].get_ydata().tolist() == [0.0, 0.5]
+    with pytest.raises(ValueError, match="'aen'"):
+        plotting.plot_training_curves(ax, {"aen": ([0, 1, 2], [0.0])}, ylabel="x")
+    plt.close(fig)
+
+
+def test_save_figure_writes_under_results_chapter(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    paths = plotting.save_figure(fig, "01_feature_starvation", "dead_over_training", formats=("png", "svg"),
+                                 root=tmp_path)
+    assert paths == [tmp_path / "01_feature_starvation" / "dead_over_training.png",
+                     tmp_path / "01_feature_starvation" / "dead_over_training.svg"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="'jpg'"):
+        plotting.save_figure(fig, "01_feature_starvation", "x", formats=("jpg",), root=tmp_path)
+    with pytest.raises(ValueError, match="chapter"):
+        plotting.save_figure(fig, "chapter one", "x", root=tmp_path)
+    plt.close(fig)
