@@ -1,0 +1,286 @@
+"""Tests for aen_lib.metrics (DIGEST §4.3, §5.3) against hand computations on tiny tensors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aen_lib.metrics import (
+    AtomMatch,
+    DeadLatentTracker,
+    StreamingExplainedVariance,
+    explained_variance,
+    feature_utilisation,
+    firing_entropy,
+    firing_rates,
+    gini,
+    l0,
+    match_atoms,
+    mse,
+    nearest_neighbour_coherence,
+    shrinkage_ratio,
+    support_metrics,
+    top_mass,
+)
+
+X = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+
+
+# ---------------------------------------------------------------------------------------------------- L0, MSE
+
+
+def test_l0_threshold_and_mean():
+    h = torch.tensor([[0.0, 1e-13, 2.0], [-3.0, 0.5, 1e-11]])
+    assert l0(h).item() == pytest.approx((1 + 3) / 2)
+    assert l0(h, thresh=1.0).item() == pytest.approx((1 + 1) / 2)
+
+
+def test_mse_mean_over_batch_and_dims():
+    assert mse(X, torch.tensor([[1.0, 0.0], [0.0, 4.0]])).item() == pytest.approx((0 + 4 + 9 + 0) / 4)
+
+
+# ---------------------------------------------------------------------------------------------------- EV
+
+
+def test_explained_variance_hand_values():
+    # column variances (biased, over the 2 rows): var([1,3]) = 1, var([2,4]) = 1 -> denominator 2
+    x_hat = torch.tensor([[1.0, 0.0], [0.0, 4.0]])  # residual columns [0,3] (var 2.25) and [2,0] (var 1)
+    assert explained_variance(X, x_hat).item() == pytest.approx(1 - 3.25 / 2)
+    assert explained_variance(X, X).item() == pytest.approx(1.0)
+
+
+def test_constant_bias_error_paper_vs_streaming():
+    c = torch.tensor([1.0, -1.0])
+    x_hat = X + c
+    # paper's residual-centred EV ignores a constant offset
+    assert explained_variance(X, x_hat).item() == pytest.approx(1.0)
+    # streaming EV: E||e||² = 2, E||x||² = 15, ||E x||² = 2² + 3² = 13 -> 1 - 2/2 = 0
+    ev = StreamingExplainedVariance()
+    ev.update(X, x_hat)
+    assert ev.compute().item() == pytest.approx(0.0, abs=1e-15)
+    assert ev.compute(centre_residual=True).item() == pytest.approx(1.0)
+
+
+def test_streaming_ev_cross_batch_equals_pooled_and_relation_to_paper():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=g) * 3 + 1
+    x_hat = x + 0.5 * torch.randn(50, 6, generator=g) + 0.2
+    ev = StreamingExplainedVariance()
+    for chunk in (slice(0, 7), slice(7, 30), slice(30, 50)):
+        ev.update(x[chunk], x_hat[chunk])
+    assert ev.n_tokens == 50
+    x64, e64 = x.double(), x.double() - x_hat.double()
+    var_x = (x64**2).sum(1).mean() - (x64.mean(0) ** 2).sum()
+    expected = 1 - (e64**2).sum(1).mean() / var_x
+    assert ev.compute().item() == pytest.approx(expected.item(), rel=1e-12)
+    # on the pooled batch, the residual-centred streaming form equals the paper's metric ...
+    assert ev.compute(centre_residual=True).item() == pytest.approx(explained_variance(x, x_hat).item(), rel=1e-5)
+    # ... and the two differ by exactly ||E e||² / Var(x)
+    gap = ev.compute(centre_residual=True) - ev.compute()
+    assert gap.item() == pytest.approx(((e64.mean(0) ** 2).sum() / var_x).item(), rel=1e-10)
+
+
+def test_streaming_ev_state_dict_and_errors():
+    a = StreamingExplainedVariance()
+    with pytest.raises(ValueError, match="before any update"):
+        a.compute()
+    a.update(X, X * 0.9)
+    b = StreamingExplainedVariance()
+    b.load_state_dict(a.state_dict())
+    a.update(X + 1, X)
+    b.update(X + 1, X)
+    assert a.compute().item() == b.compute().item()
+    with pytest.raises(ValueError, match="features"):
+        a.update(torch.ones(2, 3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="same shape"):
+        explained_variance(X, X[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------------- dead latents
+
+
+def test_dead_tracker_step_window_logic():
+    t = DeadLatentTracker(3, window=2, unit="steps")
+    t.update(torch.tensor([[1.0, 0.0, 0.0]]))
+    assert t.dead_mask().tolist() == [False, True, True] and not t.window_complete
+    t.update(torch.tensor([[0.0, 0.0, 0.0]]))
+    assert t.dead_mask().tolist() == [False, True, True] and t.window_complete
+    assert t.dead_fraction().item() == pytest.approx(2 / 3)
+    # third step starts a new window: latent 0's firing from step 1 is forgotten
+    t.update(torch.tensor([[0.0, -1.0, 0.0]]))  # |h| counts, so a negative code fires
+    assert t.dead_mask().tolist() == [True, False, True]
+    assert t.last_window_dead.tolist() == [False, True, True] and t.windows_completed == 1
+    t.update(torch.tensor([[0.0, 0.0, 1e-13]]))  # below the 1e-12 threshold: still dead
+    assert t.dead_mask().tolist() == [True, False, True]
+    t.update(torch.tensor([[0.0, 0.0, 5.0]]))
+    assert t.dead_mask().tolist() == [True, True, False]
+    assert t.last_window_dead.tolist() == [True, False, True] and t.windows_completed == 2
+    assert t.total_steps == 5 and t.total_tokens == 5
+
+
+def test_dead_tracker_token_window():
+    t = DeadLatentTracker(2, window=5, unit="tokens")
+    t.update(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))  # 2 tokens
+    t.update(torch.zeros(2, 2))  # 4 tokens: not complete
+    assert not t.window_complete and t.dead_mask().tolist() == [False, True]
+    t.update(torch.zeros(2, 2))  # 6 >= 5: complete (batches are not split)
+    assert t.window_complete and t.tokens_in_window == 6
+    t.update(torch.zeros(1, 2), tokens=128)  # explicit token count; the new window starts here
+    assert t.dead_mask().tolist() == [True, True] and t.tokens_in_window == 128 and t.window_complete
+    assert t.total_tokens == 134 and t.steps_in_window == 1
+
+
+def test_dead_tracker_state_dict_resume_and_validation():
+    g = torch.Generator().manual_seed(0)
+    hs = [torch.relu(torch.randn(4, 6, generator=g) - 1.2) for _ in range(7)]
+    a = DeadLatentTracker(6, window=3)
+    for h in hs[:4]:
+        a.update(h)
+    b = DeadLatentTracker(6, window=3)
+    b.load_state_dict(a.state_dict())
+    for h in hs[4:]:
+        a.update(h)
+        b.update(h)
+        assert torch.equal(a.dead_mask(), b.dead_mask())
+    assert torch.equal(a.last_window_dead, b.last_window_dead)
+    # reference: window 2 covers steps 4..6 (0-based 3..5); step 7 (index 6) opens window 3
+    expected = torch.stack(hs[3:6]).abs().amax(dim=(0, 1)) <= 1e-12
+    assert torch.equal(a.last_window_dead, expected)
+    with pytest.raises(ValueError, match="window"):
+        DeadLatentTracker(6, window=4).load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="unit"):
+        DeadLatentTracker(6, window=3, unit="epochs")
+    with pytest.raises(ValueError, match="d_sae"):
+        a.update(torch.zeros(2, 5))
+
+
+# ---------------------------------------------------------------------------------------------------- geometry
+
+
+def test_shrinkage_ratio_hand_value():
+    x = torch.tensor([[1.0, -2.0], [3.0, 0.0]])
+    assert shrinkage_ratio(x, 0.5 * x).item() == pytest.approx(0.5)
+    assert shrinkage_ratio(x, torch.tensor([[1.0, 2.0], [0.0, 0.0]])).item() == pytest.approx(3 / 6)
+
+
+def test_nearest_neighbour_coherence_hand_values_and_chunking():
+    W = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.6, 0.8], [-1.0, 0.0]])  # row 1 not unit: normalised inside
+    expected = [1.0, 0.8, 0.8, 1.0]
+    for chunk in (1, 3, 4096):
+        per_atom, summary = nearest_neighbour_coherence(W, chunk_size=chunk)
+        assert per_atom.tolist() == pytest.approx(expected)
+    ref = np.percentile(np.array(expected), [10, 50, 90])
+    assert [summary["p10"], summary["p50"], summary["p90"]] == pytest.approx(ref.tolist())
+    assert summary["mean"] == pytest.approx(0.9) and summary["max"] == pytest.approx(1.0)
+
+
+def _random_dict(m, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(m, n, generator=g, dtype=torch.float64)
+    return D / D.norm(dim=1, keepdim=True)
+
+
+def test_match_atoms_recovers_permutation():
+    D = _random_dict(6, 5, 0)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])  # learned row i is true atom perm[i]
+    W = 2.0 * D[perm]
+    res = match_atoms(W, D)
+    assert isinstance(res, AtomMatch)
+    assert res.true_idx.tolist() == list(range(6))
+    assert torch.equal(perm[res.learned_idx], res.true_idx)
+    assert res.mean_abs_cos == pytest.approx(1.0) and res.dictionary_error == pytest.approx(0.0, abs=1e-12)
+    assert res.frobenius_error == pytest.approx(0.0, abs=1e-12)
+    # a sign flip keeps |cos| = 1 but shows in the signed cosine and the Frobenius error
+    W2 = W.clone()
+    W2[0] *= -1
+    res2 = match_atoms(W2, D)
+    assert res2.mean_abs_cos == pytest.approx(1.0) and (res2.cos < 0).sum() == 1
+    assert res2.frobenius_error == pytest.approx(2 / math.sqrt(6))
+    # more learned atoms than true ones: the extra random rows are left unmatched
+    W3 = torch.cat([_random_dict(3, 5, 1), W])
+    res3 = match_atoms(W3, D)
+    assert res3.learned_idx.tolist() == (perm.argsort() + 3).tolist() and res3.mean_abs_cos == pytest.approx(1.0)
+
+
+def test_match_atoms_mean_cos_on_noisy_copy_is_below_one():
+    D = _random_dict(8, 16, 2)
+    W = D + 0.3 * _random_dict(8, 16, 3)
+    res = match_atoms(W, D)
+    Wn = W / W.norm(dim=1, keepdim=True)
+    # identity is the best assignment here (noise is small); check the value directly
+    assert res.learned_idx.tolist() == list(range(8))
+    assert res.mean_abs_cos == pytest.approx((Wn * D).sum(1).abs().mean().item())
+    assert res.mean_abs_cos < 1
+
+
+# ---------------------------------------------------------------------------------------------------- support
+
+
+def test_support_metrics_hand_counts_with_assignment():
+    h_true = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]])
+    # learned latent 2 <-> true 0, 0 <-> 1, 1 <-> 2; latent 3 unmatched
+    h = torch.tensor([[0.0, 0.0, 2.0, 0.5], [1.0, 4.0, 1e-7, 0.0]])
+    res = support_metrics(h, h_true, assignment=(torch.tensor([2, 0, 1]), torch.tensor([0, 1, 2])))
+    # sample 0: TP (2<->0), FN (true 2 missed), FP (unmatched 3 fires); sample 1: TP (0<->1), FP (1 fires, true 2 off)
+    assert (res["tp"], res["fp"], res["fn"]) == (2, 2, 1)
+    assert res["precision"] == pytest.approx(0.5)
+    assert res["recall"] == pytest.approx(2 / 3)
+    assert res["f1"] == pytest.approx(4 / 7)
+    assert res["jaccard"] == pytest.approx(2 / 5)
+    # the threshold matters: at 1e-8 latent 2 fires in sample 1 against an inactive true atom 0 -> one more FP
+    res2 = support_metrics(h, h_true, thresh=1e-8, assignment=(torch.tensor([2, 0, 1]), torch.tensor([0, 1, 2])))
+    assert res2["fp"] == 3
+
+
+def test_support_metrics_identity_and_match_atoms_pipeline():
+    D = _random_dict(6, 5, 4)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    W = D[perm]
+    h_true = torch.tensor([[1.0, 0, 0, 2.0, 0, 0], [0, 0, 1.5, 0, 0, 1.0]])
+    h_learned = h_true[:, perm]  # latent i carries true atom perm[i]
+    perfect = support_metrics(h_learned, h_true, assignment=match_atoms(W, D))
+    assert perfect["precision"] == perfect["recall"] == perfect["f1"] == perfect["jaccard"] == 1.0
+    # without the assignment the identity pairing is wrong
+    assert support_metrics(h_learned, h_true)["tp"] < 4
+    with pytest.raises(ValueError, match="same number of latents"):
+        support_metrics(torch.zeros(2, 4), h_true)
+
+
+# ---------------------------------------------------------------------------------------------------- utilisation
+
+
+def test_utilisation_hand_values():
+    one_hot = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    assert firing_entropy(one_hot) == pytest.approx(0.0)
+    assert gini(one_hot) == pytest.approx(0.75)
+    assert top_mass(one_hot, 0.01) == pytest.approx(1.0)
+    flat = torch.full((4,), 0.5)
+    assert firing_entropy(flat) == pytest.approx(1.0) and gini(flat) == pytest.approx(0.0)
+    assert top_mass(flat, 0.01) == pytest.approx(0.25)  # max(1, floor(0.04)) = 1 latent
+    r = torch.tensor([1.0, 1.0, 2.0, 0.0])
+    # q = [.25, .25, .5, 0]: H = .5 ln 4 + .5 ln 2 = .75 ln 4
+    assert firing_entropy(r) == pytest.approx(0.75)
+    assert gini(r) == pytest.approx(6 / 16)
+    assert top_mass(r, 0.5) == pytest.approx(3 / 4)
+    assert math.isnan(firing_entropy(torch.zeros(3)))
+
+
+def test_gini_matches_mean_difference_formula_and_top_mass_count():
+    g = torch.Generator().manual_seed(0)
+    r = torch.rand(200, generator=g, dtype=torch.float64) ** 3
+    mean_diff = (r[:, None] - r[None, :]).abs().sum() / (2 * 200 * 200 * r.mean())
+    assert gini(r) == pytest.approx(mean_diff.item(), rel=1e-10)
+    # top 1% of 200 latents is 2 latents
+    assert top_mass(r, 0.01) == pytest.approx((r.sort().values[-2:].sum() / r.sum()).item())
+    u = feature_utilisation(r)
+    assert set(u) == {"normalised_entropy", "gini", "top1_mass", "top10_mass"}
+    assert u["top10_mass"] == pytest.approx((r.sort().values[-20:].sum() / r.sum()).item())
+
+
+def test_firing_rates_from_codes():
+    h = torch.tensor([[1.0, 0.0], [1.0, 1e-13], [0.0, 2.0]])
+    assert firing_rates(h).tolist() == pytest.approx([2 / 3, 1 / 3])
+    assert firing_entropy(h) == pytest.approx(firing_entropy(torch.tensor([2 / 3, 1 / 3])))
+    with pytest.raises(ValueError, match="frac"):
+        top_mass(h, 0.0)
