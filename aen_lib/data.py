@@ -371,8 +371,8 @@ def dictionary_statistics(
     Keys: ``mean_abs_offdiag``, ``max_abs_offdiag`` (mutual coherence), ``lambda_min_mean``/``_std``,
     ``cond_mean``/``_std`` (active Gram over ``n_sets`` random supports of size ``k``), ``irc_mean``/``_std``/
     ``irc_max`` (exact IRC with s = 1 over the same supports), ``irc_frac_violated`` (share of supports with
-    IRC ≥ 1) and ``n_sets``. The digest's "IRC_exact" row is the **mean** over 100 supports (see the tests and
-    the data chapter). Supports come from ``generator`` (a fresh generator seeded 0 on CPU if None).
+    IRC ≥ 1) and ``n_sets``. The digest's "IRC_exact" row matches the **mean** over 100 supports, not the max
+    (tests/test_data.py compares both tables). Supports come from ``generator`` (a CPU generator seeded 0 if None).
     """
     D = _check_dict(D)
     if generator is None:

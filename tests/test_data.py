@@ -226,3 +226,15 @@ def test_statistics_bad_input():
         active_gram_stats(_three_atoms())
     with pytest.raises(ValueError, match="k must be <= m"):
         sample_supports(3, 4, 1, torch.Generator())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_stream_equals_cpu_stream():
+    cpu = SpikedDictionaryData(_small_cfg(), dtype=torch.float64)
+    gpu = SpikedDictionaryData(_small_cfg(), device="cuda", dtype=torch.float64)
+    assert gpu.dictionary.device.type == "cuda"
+    torch.testing.assert_close(gpu.dictionary.cpu(), cpu.dictionary, atol=0, rtol=0)
+    xc, hc = cpu.sample(16)
+    xg, hg = gpu.sample(16)
+    torch.testing.assert_close(hg.cpu(), hc, atol=0, rtol=0)
+    torch.testing.assert_close(xg.cpu(), xc, atol=1e-12, rtol=0)

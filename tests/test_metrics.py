@@ -284,3 +284,17 @@ def test_firing_rates_from_codes():
     assert firing_entropy(h) == pytest.approx(firing_entropy(torch.tensor([2 / 3, 1 / 3])))
     with pytest.raises(ValueError, match="frac"):
         top_mass(h, 0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_metrics_on_cuda():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g)
+    x_hat = x + 0.1 * torch.randn(64, 8, generator=g)
+    h = torch.relu(torch.randn(64, 12, generator=g))
+    assert explained_variance(x.cuda(), x_hat.cuda()).item() == pytest.approx(explained_variance(x, x_hat).item(), rel=1e-5)
+    t = DeadLatentTracker(12, window=2)
+    t.update(h.cuda())
+    assert t.max_abs.device.type == "cuda" and t.dead_fraction().item() == pytest.approx((h.amax(0) <= 1e-12).float().mean().item())
+    per_atom, _ = nearest_neighbour_coherence(h.T.contiguous().cuda())
+    torch.testing.assert_close(per_atom.cpu(), nearest_neighbour_coherence(h.T.contiguous())[0], atol=1e-5, rtol=0)

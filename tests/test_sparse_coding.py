@@ -316,3 +316,12 @@ def test_bad_inputs_raise():
         nonneg_lasso(D, y, 0.1, max_iter=-1)
     with pytest.raises(ValueError, match="n \\(input dimension\\)"):
         sae_to_theory_penalties(0.1, 0.1, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    D, y, w = _problem(32, 96, B=8, k=4, seed=50)
+    h_cpu, _ = weighted_elastic_net(D, y, 0.1, 0.05, w)
+    h_gpu, info = weighted_elastic_net(D.cuda(), y.cuda(), 0.1, 0.05, w.cuda())
+    assert h_gpu.device.type == "cuda" and info.converged.all()
+    torch.testing.assert_close(h_gpu.cpu(), h_cpu, atol=1e-9, rtol=0)
