@@ -7,6 +7,10 @@ Submodules are imported lazily by the chapters; the core names are re-exported h
 from .config import SAEConfig
 from .model import SAE, LossTerms, SAEOutput
 from .objectives import OBJECTIVES, register_objective
+from .train import TrainConfig, Trainer, TrainResult, train
 
-__all__ = ["SAE", "SAEConfig", "SAEOutput", "LossTerms", "OBJECTIVES", "register_objective"]
+__all__ = [
+    "SAE", "SAEConfig", "SAEOutput", "LossTerms", "OBJECTIVES", "register_objective",
+    "TrainConfig", "Trainer", "TrainResult", "train",
+]
 __version__ = "0.1.0"

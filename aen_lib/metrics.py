@@ -532,3 +532,31 @@ def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
         "top1_mass": top_mass(r, 0.01),
         "top10_mass": top_mass(r, 0.10),
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one-call ground-truth recovery of a trained SAE (synthetic data)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: Tensor, thresh: float = 1e-6) -> dict[str, float]:
+    """Dictionary and support recovery of a trained SAE against the true dictionary (DIGEST §4.3 recovery).
+
+    Learned atoms (rows of ``sae.W_dec``) are matched to the true atoms ``D_true [m, n]`` with :func:`match_atoms`;
+    the codes ``sae.encode(x)`` are then scored against ``h_true`` with :func:`support_metrics` under that
+    assignment. ``x [B, n]`` should be fresh samples the SAE was not trained on.
+    Returns ``dictionary_mean_cos``, ``dictionary_error``, ``support_precision``, ``support_recall``,
+    ``support_f1``, ``support_jaccard``.
+    """
+    match = match_atoms(sae.W_dec, D_true)
+    h = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
+    s = support_metrics(h, h_true.cpu(), thresh=thresh, assignment=match)
+    return {
+        "dictionary_mean_cos": match.mean_abs_cos,
+        "dictionary_error": match.dictionary_error,
+        "support_precision": s["precision"],
+        "support_recall": s["recall"],
+        "support_f1": s["f1"],
+        "support_jaccard": s["jaccard"],
+    }

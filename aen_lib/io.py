@@ -1,0 +1,149 @@
+"""Saving and loading trained SAEs, and atomic file writes.
+
+A trained SAE is written as a folder with ``cfg.json`` + ``sae_weights.safetensors`` in the SAELens layout
+(``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_enc [d_sae]``, ``b_dec [d_in]``; DIGEST §2.1 and the
+SAELens "standard" format). At inference an AEN-SAE *is* a standard ReLU SAE with ``apply_b_dec_to_input=True``,
+so the folder loads anywhere a standard SAE loads. TopK is written as ``architecture: "topk"`` with ``k``;
+JumpReLU and BatchTopK as ``"jumprelu"`` with a per-latent ``threshold``. The full :class:`SAEConfig` is kept
+under ``cfg.json["aen_lib"]`` so that :func:`load_sae` rebuilds the exact module. Training-only state (adaptive
+EMA, optimiser, data position) lives in training checkpoints (:mod:`aen_lib.train`), not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import SAEConfig
+from .model import SAE
+
+CFG_NAME = "cfg.json"
+WEIGHTS_NAME = "sae_weights.safetensors"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write a file via ``write(tmp_path)`` then rename over ``path``: a failed write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _saelens_cfg(sae: SAE, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    c = sae.cfg
+    arch = {"topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}.get(c.architecture, "standard")
+    cfg: dict[str, Any] = {
+        "architecture": arch,
+        "d_in": c.d_in,
+        "d_sae": c.d_sae,
+        "dtype": str(sae.W_enc.dtype).removeprefix("torch."),
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": dict(metadata or {}),
+        "aen_lib": c.to_dict(),
+    }
+    if arch == "topk":
+        cfg["k"] = c.k
+    return cfg
+
+
+def sae_tensors(sae: SAE) -> dict[str, torch.Tensor]:
+    """The inference tensors of an SAE in SAELens layout (contiguous CPU copies)."""
+    t = {
+        "W_enc": sae.W_enc.detach(),
+        "W_dec": sae.W_dec.detach(),
+        "b_enc": sae.b_enc.detach(),
+        "b_dec": sae.b_dec.detach(),
+    }
+    a = sae.cfg.architecture
+    if a == "jumprelu":
+        t["threshold"] = sae.objective.threshold.detach()
+    elif a == "batchtopk":
+        t["threshold"] = sae.objective.threshold.detach().expand(sae.cfg.d_sae)
+    return {k: v.to("cpu").contiguous().clone() for k, v in t.items()}
+
+
+def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write ``cfg.json`` + ``sae_weights.safetensors`` into ``folder``.
+
+    The folder is assembled in a temporary sibling and renamed into place, so a failed save never leaves a
+    half-written SAE, and an existing folder is only replaced when ``overwrite=True``.
+    ``metadata`` (e.g. model_name, hook_name, hook_layer, normalisation) goes to ``cfg.json["metadata"]``.
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} already exists; pass overwrite=True to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(sae_tensors(sae), str(tmp / WEIGHTS_NAME))
+        (tmp / CFG_NAME).write_text(json.dumps(_saelens_cfg(sae, metadata), indent=2) + "\n")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_sae(
+    folder: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> tuple[SAE, dict[str, Any]]:
+    """Load an SAE written by :func:`save_sae`; returns ``(sae, metadata)``. The SAE is in eval mode."""
+    folder = Path(folder)
+    cfg_path, w_path = folder / CFG_NAME, folder / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing; expected a folder written by aen_lib.io.save_sae")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}); the file is corrupt") from e
+    if "aen_lib" not in raw:
+        raise ValueError(f"{cfg_path} has no 'aen_lib' section; it was not written by aen_lib.io.save_sae")
+    cfg = SAEConfig.from_dict(raw["aen_lib"])
+    try:
+        tensors = load_file(str(w_path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{w_path} could not be read ({e}); the file is corrupt") from e
+    expected = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ValueError(f"{w_path} lacks tensor {name!r}")
+        if tuple(tensors[name].shape) != shape:
+            raise ValueError(f"{w_path}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
+    dtype = dtype or tensors["W_enc"].dtype
+    sae = SAE(cfg, device=device, dtype=dtype)
+    with torch.no_grad():
+        for name in expected:
+            getattr(sae, name).copy_(tensors[name])
+        if cfg.architecture == "jumprelu":
+            sae.objective.log_threshold.copy_(tensors["threshold"].log())
+        elif cfg.architecture == "batchtopk":
+            sae.objective.threshold.copy_(tensors["threshold"][0])
+            sae.objective.threshold_initialised.fill_(True)
+    sae.eval()
+    return sae, dict(raw.get("metadata", {}))
