@@ -42,6 +42,7 @@ __all__ = [
     "worst_case_direction",
     "exact_coding_map",
     "label_regions",
+    "region_grid",
     "lambda_max",
     "solution_path",
     "HoffmanDiagnostics",
@@ -351,6 +352,27 @@ def label_regions(
     """Active-set label (bit mask, see :func:`exact_coding_map`) of each input ``y [B, n]``: the polyhedral
     partition of input space by the coding map (DIGEST §3), for drawing a grid of 2-D inputs."""
     return exact_coding_map(W_dec, y, l1, l2, w)[1]
+
+
+def region_grid(
+    W_dec: Tensor, l1: float, l2: float = 0.0, w: Tensor | None = None, *, extent: float = 3.0, n_grid: int = 201
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Active-set labels on a square grid of 2-D inputs [−extent, extent]² (DIGEST §3 polyhedral partition).
+
+    Returns ``(xs [n_grid], ys [n_grid], labels [n_grid, n_grid])`` with ``labels[i, j]`` the bit mask of the
+    active set at input (xs[j], ys[i]) (image layout, ready for ``imshow``/``pcolormesh``).
+    """
+    m, n = _check_dict(W_dec)
+    if n != 2:
+        raise ValueError(f"region_grid draws 2-D inputs only; W_dec must be [m, 2], got n={n}")
+    if not isinstance(n_grid, int) or isinstance(n_grid, bool) or n_grid < 2:
+        raise ValueError(f"n_grid must be an int >= 2, got {n_grid!r}")
+    extent = _check_nonneg("extent", extent, positive=True)
+    xs = torch.linspace(-extent, extent, n_grid, dtype=W_dec.dtype, device=W_dec.device)
+    YY, XX = torch.meshgrid(xs, xs, indexing="ij")
+    pts = torch.stack([XX.reshape(-1), YY.reshape(-1)], dim=1)
+    labels = label_regions(W_dec, pts, l1, l2, w).reshape(n_grid, n_grid)
+    return xs, xs.clone(), labels
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -287,3 +287,13 @@ def test_bad_inputs_raise():
         g.penalty_setup("ridge", 0.1)
     with pytest.raises(ValueError, match="m must be <= 12"):
         g.exact_coding_map(torch.eye(13, dtype=F64), torch.zeros(1, 13, dtype=F64), 0.1)
+
+
+def test_region_grid_labels_match_hand_regions_for_orthogonal_atoms():
+    # Atoms e1, e2, λ1 = 1, λ2 = 0: atom i is active iff y_i > 1 (orthogonal design: soft thresholding per axis).
+    D = g.planar_dictionary([0, 90])
+    xs, ys, lab = g.region_grid(D, 1.0, extent=3.0, n_grid=7)  # grid -3..3 step 1; avoid the boundary at 1
+    XX = xs.unsqueeze(0).expand(7, 7)
+    YY = ys.unsqueeze(1).expand(7, 7)
+    hand = (XX > 1).long() + 2 * (YY > 1).long()
+    assert torch.equal(lab, hand)
