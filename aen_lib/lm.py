@@ -287,7 +287,7 @@ def document_separator_id(tokenizer: Any, name_or_path: str | os.PathLike[str] |
     entry = lookup_model(os.fspath(name_or_path)) if name_or_path is not None else None
     if entry is not None and entry.doc_separator is not None:
         tid = tokenizer.convert_tokens_to_ids(entry.doc_separator)
-        if tid is None or tid == tokenizer.unk_token_id:
+        if tid is None or (tid == tokenizer.unk_token_id and entry.doc_separator != tokenizer.unk_token):
             raise ValueError(f"tokenizer has no token {entry.doc_separator!r} (doc_separator of {entry.name!r})")
         return int(tid)
     if tokenizer.eos_token_id is None:

@@ -1,0 +1,220 @@
+"""Spliced evaluation: how much of the LM's next-token prediction survives the SAE (paper Figure 1, DIGEST §5.3).
+
+For each batch of held-out windows ``ids [B, T]`` the LM runs three times:
+
+* **clean**: unchanged, logits ``z [B, T, V]``;
+* **patched**: the output of block L is replaced by the SAE reconstruction, and the forward pass continues;
+* **mean-ablated**: the output of block L is replaced by its mean over the batch and the positions.
+
+With next-token cross-entropy CE (nats/token) and the KL divergence KL(p_clean ‖ p_patched) averaged over tokens::
+
+    CE recovered = 1 - (CE_patched - CE_clean) / (CE_ablated - CE_clean)
+
+All of it is computed in float32 and averaged over every scored token of the held-out set.
+
+**Normalisation.** The SAE was trained on tokens rescaled to norm √d (DIGEST §2.6). The correct splice normalises
+each token, reconstructs, and multiplies the token's norm back: ``x̂ = SAE(x·√d/‖x‖)·‖x‖/√d``. The reference code fed
+the *raw* activations to the SAE instead (DIGEST §5.3), which is why the paper's patched CE is worse than mean
+ablation; ``reproduce_reference_bug=True`` does that so both numbers can be shown side by side.
+
+**Position 0.** Training drops positions ``< skip_first`` (default 1, the attention sink; see
+:mod:`aen_lib.activations`), so the SAE never saw them. Here those positions keep their clean activation in the
+patched and ablated runs, are left out of the ablation mean, and their predictions are not scored: CE and KL are
+averaged over the predictions made at positions ``skip_first .. T-2`` (targets ``skip_first+1 .. T-1``). With causal
+attention a position's logits depend only on itself and earlier positions, so scoring position 0 would only add
+identical clean/patched terms. ``skip_first=0`` patches and scores every position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .activations import iter_window_batches, denormalize_per_token, normalize_per_token
+from .lm import model_device, residual_hook_module, rewrap_block_output, unwrap_block_output
+
+
+@dataclass
+class SplicedEvalResult:
+    """Token-averaged downstream metrics of DIGEST §5.3 (nats/token)."""
+
+    ce_clean: float
+    ce_patched: float
+    ce_ablated: float
+    ce_recovered: float
+    """1 - (CE_patched - CE_clean)/(CE_ablated - CE_clean); NaN if CE_ablated == CE_clean."""
+    kl: float
+    """Mean over tokens of KL(p_clean ‖ p_patched)."""
+    n_tokens: int
+    """Scored predictions."""
+    n_windows: int
+    reproduce_reference_bug: bool
+    """True when raw (un-normalised) activations were fed to the SAE, as the reference code did."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sae_reconstruct(sae: Callable[[Tensor], Any], x: Tensor) -> Tensor:
+    """``x_hat [B, d]`` of an SAE whose forward returns a tensor, an ``SAEOutput`` (``.x_hat``) or a tuple."""
+    out = sae(x)
+    if isinstance(out, Tensor):
+        return out
+    if hasattr(out, "x_hat"):
+        return out.x_hat
+    if isinstance(out, tuple):
+        return out[0]
+    raise TypeError(f"cannot read a reconstruction from an SAE output of type {type(out).__name__}")
+
+
+def _sae_dtype(sae: Any) -> torch.dtype:
+    params = list(sae.parameters()) if isinstance(sae, nn.Module) else []
+    return params[0].dtype if params else torch.float32
+
+
+def splice_sae(
+    resid: Tensor,
+    sae: Callable[[Tensor], Any],
+    *,
+    skip_first: int = 1,
+    normalize: bool = True,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Replace block-L activations ``resid [B, T, d]`` by their SAE reconstruction (positions ``>= skip_first``).
+
+    ``normalize=True``: ``x̂ = SAE(x·√d/‖x‖)·‖x‖/√d`` per token (DIGEST §2.6, §5.3). ``normalize=False`` feeds the raw
+    activations (the reference code's behaviour). Returns a tensor of ``resid``'s shape and dtype.
+    """
+    x = resid[:, skip_first:]  # [B, T', d]
+    B, Tp, d = x.shape
+    flat = x.reshape(B * Tp, d).float()
+    sdt = _sae_dtype(sae)
+    if normalize:
+        xn, norms = normalize_per_token(flat, eps)
+        x_hat = denormalize_per_token(sae_reconstruct(sae, xn.to(sdt)).float(), norms, eps)
+    else:
+        x_hat = sae_reconstruct(sae, flat.to(sdt)).float()
+    out = resid.clone()
+    out[:, skip_first:] = x_hat.reshape(B, Tp, d).to(resid.dtype)
+    return out
+
+
+def mean_ablate(resid: Tensor, *, skip_first: int = 1) -> Tensor:
+    """Replace positions ``>= skip_first`` of ``resid [B, T, d]`` by their mean over batch and those positions."""
+    out = resid.clone()
+    mean = resid[:, skip_first:].float().mean(dim=(0, 1))  # [d]
+    out[:, skip_first:] = mean.to(resid.dtype)
+    return out
+
+
+def _forward_logits(model: nn.Module, ids: Tensor, layer: int,
+                    replace: Callable[[Tensor], Tensor] | None = None, capture: dict[str, Tensor] | None = None) -> Tensor:
+    """Logits [B, T, V] (float32); optionally capture and/or replace block ``layer``'s output."""
+    handle = None
+    if replace is not None or capture is not None:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
+            h = unwrap_block_output(out)
+            if capture is not None:
+                capture["resid"] = h.detach()
+            if replace is not None:
+                return rewrap_block_output(out, replace(h))
+            return None
+
+        handle = residual_hook_module(model, layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            return model(input_ids=ids, use_cache=False).logits.float()
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _ce_sum(logits: Tensor, ids: Tensor, s: int) -> Tensor:
+    """Sum of next-token CE over predictions at positions s..T-2. logits [B, T, V], ids [B, T]."""
+    V = logits.shape[-1]
+    return F.cross_entropy(logits[:, s:-1].reshape(-1, V), ids[:, s + 1:].reshape(-1), reduction="sum")
+
+
+def _kl_sum(logits_p: Tensor, logits_q: Tensor, s: int) -> Tensor:
+    """Sum over predictions at positions s..T-2 of KL(softmax p ‖ softmax q)."""
+    lp = F.log_softmax(logits_p[:, s:-1], dim=-1)
+    lq = F.log_softmax(logits_q[:, s:-1], dim=-1)
+    return (lp.exp() * (lp - lq)).sum()
+
+
+def spliced_evaluation(
+    model: nn.Module,
+    sae: Callable[[Tensor], Any],
+    windows: Tensor | Iterable[Tensor],
+    layer: int,
+    *,
+    batch_size: int = 16,
+    skip_first: int = 1,
+    reproduce_reference_bug: bool = False,
+    eps: float = 1e-6,
+    max_windows: int | None = None,
+    progress: bool = True,
+) -> SplicedEvalResult:
+    """Clean, SAE-patched and mean-ablated CE, CE recovered and KL over held-out ``windows`` (DIGEST §5.3, Figure 1).
+
+    ``sae`` is any callable module mapping ``[n, d]`` to a reconstruction (``aen_lib.model.SAE`` or a stand-in),
+    trained on per-token-normalised activations of block ``layer``. ``reproduce_reference_bug=True`` feeds it raw
+    activations instead, as the reference code did. See the module docstring for the handling of positions
+    ``< skip_first``. ``windows``: ``[n, T]`` token ids or an iterable of ``[T]`` windows (e.g. a held-out
+    document range packed by :func:`aen_lib.text.iter_windows`).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
+        raise ValueError(f"skip_first must be an int >= 0, got {skip_first!r}")
+    residual_hook_module(model, layer)  # validates layer / architecture up front
+    from itertools import islice
+
+    from tqdm.auto import tqdm
+
+    if max_windows is not None:
+        windows = windows[:max_windows] if isinstance(windows, Tensor) else islice(windows, max_windows)
+    was_training = sae.training if isinstance(sae, nn.Module) else None
+    if isinstance(sae, nn.Module):
+        sae.eval()
+    dev = model_device(model)
+    sums = {"clean": 0.0, "patched": 0.0, "ablated": 0.0, "kl": 0.0}
+    n_tok = n_win = 0
+    try:
+        with tqdm(desc=f"spliced eval L{layer}", unit="tok", unit_scale=True, disable=not progress) as bar:
+            for ids in iter_window_batches(windows, batch_size):
+                ids = ids.to(dev)
+                B, T = ids.shape
+                if skip_first > T - 2:
+                    raise ValueError(f"skip_first={skip_first} leaves no predictions in windows of length {T}")
+                cap: dict[str, Tensor] = {}
+                clean = _forward_logits(model, ids, layer, capture=cap)
+                patched = _forward_logits(
+                    model, ids, layer,
+                    replace=lambda h: splice_sae(h, sae, skip_first=skip_first,
+                                                 normalize=not reproduce_reference_bug, eps=eps))
+                sums["clean"] += float(_ce_sum(clean, ids, skip_first))
+                sums["patched"] += float(_ce_sum(patched, ids, skip_first))
+                sums["kl"] += float(_kl_sum(clean, patched, skip_first))
+                del patched
+                ablated = _forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
+                sums["ablated"] += float(_ce_sum(ablated, ids, skip_first))
+                n_tok += B * (T - 1 - skip_first)
+                n_win += B
+                bar.update(B * T)
+    finally:
+        if was_training:
+            sae.train()  # type: ignore[union-attr]
+    if n_tok == 0:
+        raise ValueError("windows is empty; nothing to evaluate")
+    ce_c, ce_p, ce_a = sums["clean"] / n_tok, sums["patched"] / n_tok, sums["ablated"] / n_tok
+    denom = ce_a - ce_c
+    recovered = 1.0 - (ce_p - ce_c) / denom if denom != 0 else math.nan
+    return SplicedEvalResult(ce_clean=ce_c, ce_patched=ce_p, ce_ablated=ce_a, ce_recovered=recovered,
+                             kl=sums["kl"] / n_tok, n_tokens=n_tok, n_windows=n_win,
+                             reproduce_reference_bug=reproduce_reference_bug)
