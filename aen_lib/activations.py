@@ -525,7 +525,9 @@ class _ModelRows:
         self.model, self.windows, self.kwargs = model, windows, harvest_kwargs
 
     def iter_from(self, key: int) -> Iterator[tuple[Tensor, Tensor]]:
-        w0 = key // _KEY_STRIDE
+        # start at the LM batch that holds the key, so batches (and hence float results) match an unbroken run
+        bs = self.kwargs["batch_size"]
+        w0 = (key // _KEY_STRIDE) // bs * bs
         source = self.windows if isinstance(self.windows, Tensor) else self.windows()
         todo = islice(iter(source), w0, None)
         for acts in iter_harvest(self.model, todo, start_window=w0, **self.kwargs):
