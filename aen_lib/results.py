@@ -1,0 +1,294 @@
+"""Results store: one JSON record per trained SAE, a DataFrame view, matched-L0 selection and Pareto frontiers.
+
+A *record* is a plain dict, written as one JSON file under ``results/<chapter>/...`` (see
+:func:`aen_lib.notebook.results_dir`)::
+
+    {"schema": 1, "method": "aen", "label": "aen λ1=0.005 ...", "variant": "aen-3f9c0e1a2b", "seed": 0,
+     "sae_config": {...SAEConfig...}, "train_config": {...TrainConfig...}, "data": {"rho": 0.3, ...},
+     "final": {"l0": 15.9, "dead_pct": 1.4, "ev": 0.61, ...}, "history": [{"step": 500, ...}, ...],
+     "extra": {...anything else, e.g. recovery metrics...}}
+
+``variant`` identifies the hyperparameters *without* the seed, so the seeds of one variant can be averaged.
+
+The paper's comparisons (DIGEST §5.4, §8.12) pick, per method, the variant whose **seed-averaged** L0 is closest to a
+target and report each metric as mean [min, max] over seeds: :func:`closest_to_target`. Its figures draw Pareto
+frontiers of a metric against L0 (DIGEST §4.4, §6): :func:`pareto_frontier`, with the better direction of each metric
+in :data:`METRIC_DIRECTIONS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import SAEConfig
+from .io import atomic_write
+from .plotting import pareto_front
+
+__all__ = [
+    "SCHEMA",
+    "METRIC_DIRECTIONS",
+    "variant_id",
+    "member_record",
+    "save_record",
+    "load_records",
+    "records_frame",
+    "save_sweep",
+    "closest_to_target",
+    "pareto_frontier",
+]
+
+SCHEMA = 1
+
+METRIC_DIRECTIONS: dict[str, str] = {
+    "l0": "min",
+    "dead_pct": "min",
+    "dead_pct_tokens": "min",
+    "mse": "min",
+    "mse_metric": "min",
+    "total": "min",
+    "ev": "max",
+    "shrinkage": "max",
+    "precision": "max",
+    "recall": "max",
+    "f1": "max",
+    "jaccard": "max",
+    "dict_cos": "max",
+    "dictionary_error": "min",
+    "normalised_entropy": "max",
+}
+"""Which way is better for each metric: ``"min"`` (fewer dead latents, lower L0, lower error) or ``"max"``
+(explained variance, recovery scores). :func:`pareto_frontier` uses it unless told otherwise."""
+
+_RESERVED = ("method", "label", "variant", "seed")
+
+
+def variant_id(cfg: SAEConfig) -> str:
+    """A short stable id of a configuration without its seed: ``<architecture>-<10 hex digits>``."""
+    d = cfg.to_dict()
+    d.pop("seed")
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg.architecture}-{digest}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return _jsonable(obj.to_dict())
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if hasattr(obj, "tolist"):  # numpy arrays, torch tensors
+        return obj.tolist() if not hasattr(obj, "detach") else obj.detach().cpu().tolist()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a value of type {type(obj).__name__} in a results record: {obj!r}")
+
+
+def member_record(
+    cfg: SAEConfig,
+    final: Mapping[str, float],
+    history: Sequence[Mapping[str, float]] = (),
+    *,
+    train_config: Any = None,
+    data: Mapping[str, Any] | Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of one trained SAE (config, seed, data config, final metrics, metric history, extras).
+
+    ``train_config`` and ``data`` may be config objects with ``to_dict()`` (TrainConfig, SpikedDictionaryConfig) or
+    dicts. ``extra`` holds anything else worth keeping (recovery metrics, wall time).
+    """
+    if not isinstance(cfg, SAEConfig):
+        raise TypeError(f"cfg must be an SAEConfig, got {type(cfg).__name__}")
+    if not isinstance(final, Mapping):
+        raise TypeError(f"final must be a mapping of metric -> value, got {type(final).__name__}")
+    return {
+        "schema": SCHEMA,
+        "method": cfg.architecture,
+        "label": cfg.label,
+        "variant": variant_id(cfg),
+        "seed": cfg.seed,
+        "sae_config": cfg.to_dict(),
+        "train_config": _jsonable(train_config) if train_config is not None else None,
+        "data": _jsonable(data) if data is not None else None,
+        "final": _jsonable(dict(final)),
+        "history": _jsonable(list(history)),
+        "extra": _jsonable(dict(extra or {})),
+    }
+
+
+def _check_record(rec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise ValueError(f"{where}: a results record must be a JSON object, got {type(rec).__name__}")
+    if rec.get("schema") != SCHEMA:
+        raise ValueError(f"{where}: results record schema {rec.get('schema')!r} is not supported (expected {SCHEMA})")
+    missing = [k for k in ("method", "variant", "seed", "sae_config", "final") if k not in rec]
+    if missing:
+        raise ValueError(f"{where}: results record lacks {missing}")
+    return rec
+
+
+def save_record(rec: Mapping[str, Any], folder: str | Path, name: str | None = None) -> Path:
+    """Write ``rec`` atomically as ``folder/<name>.json`` (default name ``<variant>_seed<seed>``)."""
+    rec = _check_record(dict(rec), "save_record")
+    name = name or f"{rec['variant']}_seed{rec['seed']}"
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"record name must be a plain file stem, got {name!r}")
+    path = Path(folder) / f"{name}.json"
+    text = json.dumps(rec, indent=1, sort_keys=True) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def load_records(folder: str | Path, pattern: str = "**/*.json") -> list[dict[str, Any]]:
+    """Every record under ``folder`` (recursively, sorted by path); each gets ``"path"`` (relative to folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"results folder {folder} does not exist")
+    out = []
+    for path in sorted(folder.glob(pattern)):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt") from e
+        rec = _check_record(rec, str(path))
+        rec["path"] = str(path.relative_to(folder))
+        out.append(rec)
+    return out
+
+
+def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per record: ``method, label, variant, seed``, every SAEConfig field, every data field (prefixed
+    ``data_``), every final metric, and every scalar extra. Histories stay in the records."""
+    rows = []
+    for rec in records:
+        rec = _check_record(dict(rec), "records_frame")
+        row: dict[str, Any] = {k: rec[k] for k in ("method", "label", "variant", "seed")}
+        row.update({k: v for k, v in rec["sae_config"].items() if k not in ("architecture", "seed")})
+        for k, v in (rec.get("data") or {}).items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                row[f"data_{k}"] = v
+        for k, v in rec["final"].items():
+            if k in _RESERVED:
+                raise ValueError(f"final metric name {k!r} clashes with a record column")
+            row[k] = v
+        for k, v in (rec.get("extra") or {}).items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                row[k] = v
+        if "path" in rec:
+            row["path"] = rec["path"]
+        rows.append(row)
+    if not rows:
+        raise ValueError("records_frame got no records")
+    return pd.DataFrame(rows)
+
+
+def save_sweep(
+    result: Any,
+    folder: str | Path,
+    *,
+    train_config: Any = None,
+    data: Mapping[str, Any] | Any = None,
+    extras: Sequence[Mapping[str, Any]] | None = None,
+) -> list[Path]:
+    """One record per member of an :class:`aen_lib.sweep.SweepResult` into ``folder``; ``extras[i]`` goes with
+    member i."""
+    members = result.members
+    if extras is not None and len(extras) != len(members):
+        raise ValueError(f"extras has {len(extras)} entries but the sweep has {len(members)} members")
+    paths = []
+    for i, m in enumerate(members):
+        rec = member_record(m.cfg, m.final, m.history, train_config=train_config, data=data,
+                            extra={**({"skipped_steps": m.skipped_steps}), **(extras[i] if extras else {})})
+        paths.append(save_record(rec, folder))
+    return paths
+
+
+def _require(df: pd.DataFrame, cols: Iterable[str]) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"DataFrame lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def closest_to_target(
+    df: pd.DataFrame,
+    target: float,
+    metrics: Sequence[str] = ("dead_pct", "ev"),
+    *,
+    x: str = "l0",
+    by: Sequence[str] = ("method",),
+    variant: str = "variant",
+    seed: str = "seed",
+) -> pd.DataFrame:
+    """Per group (``by``, e.g. method, or ρ and method), the variant whose seed-averaged ``x`` is closest to
+    ``target`` (DIGEST §8.12, §5.4), with ``x`` and each metric as mean, min and max over its seeds.
+
+    Returns one row per group: the ``by`` columns, ``variant``, ``label`` (if present), ``n_seeds``,
+    ``<col>``, ``<col>_min``, ``<col>_max`` for ``x`` and every metric, and ``distance`` = |mean x − target|.
+    Ties in distance go to the variant listed first.
+    """
+    by = list(by)
+    _require(df, [*by, variant, seed, x, *metrics])
+    if not (isinstance(target, (int, float)) and math.isfinite(target)):
+        raise ValueError(f"target={target!r} must be a finite number")
+    cols = [x, *[m for m in metrics if m != x]]
+    rows = []
+    for key, g in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        stats = g.groupby(variant, sort=False)[cols].agg(["mean", "min", "max"])
+        n = g.groupby(variant, sort=False)[seed].nunique()
+        dist = (stats[(x, "mean")] - target).abs()
+        if dist.isna().all():
+            continue
+        best = dist.idxmin()
+        row: dict[str, Any] = dict(zip(by, key))
+        row[variant] = best
+        if "label" in g.columns:
+            row["label"] = g.loc[g[variant] == best, "label"].iloc[0]
+        row["n_seeds"] = int(n[best])
+        for c in cols:
+            row[c], row[f"{c}_min"], row[f"{c}_max"] = (float(stats.loc[best, (c, s)]) for s in ("mean", "min", "max"))
+        row["distance"] = float(dist[best])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_frontier(
+    df: pd.DataFrame,
+    y: str,
+    *,
+    x: str = "l0",
+    y_direction: str | None = None,
+    x_direction: str = "min",
+) -> pd.DataFrame:
+    """The non-dominated rows of ``df`` for (``x``, ``y``), sorted by ``x`` (paper Figures 2–3).
+
+    A row is dominated when another is at least as good on both axes and strictly better on one. The better direction
+    of ``y`` comes from :data:`METRIC_DIRECTIONS` unless ``y_direction`` (``"min"`` or ``"max"``) is given; smaller
+    ``x`` (L0: sparser) is better unless ``x_direction="max"``. NaN rows are ignored. Call it per method (and per
+    seed-averaged variant table) to get one frontier per method.
+    """
+    _require(df, [x, y])
+    direction = y_direction or METRIC_DIRECTIONS.get(y)
+    if direction not in ("min", "max"):
+        raise ValueError(
+            f"y_direction for {y!r} must be 'min' or 'max' (no default in METRIC_DIRECTIONS), got {y_direction!r}"
+        )
+    if x_direction not in ("min", "max"):
+        raise ValueError(f"x_direction must be 'min' or 'max', got {x_direction!r}")
+    xs = df[x].to_numpy(dtype=float)
+    xs = xs if x_direction == "min" else -xs
+    idx = pareto_front(xs, df[y].to_numpy(dtype=float), maximize_y=direction == "max")
+    out = df.iloc[idx]
+    return out if x_direction == "min" else out.iloc[::-1]

@@ -1,0 +1,120 @@
+"""Results store (aen_lib.results): records round trip, matched-L0 selection and Pareto frontiers on hand examples."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from aen_lib import SAEConfig
+from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+from aen_lib.results import (
+    closest_to_target,
+    load_records,
+    member_record,
+    pareto_frontier,
+    records_frame,
+    save_record,
+    save_sweep,
+    variant_id,
+)
+from aen_lib.sweep import train_sweep
+from aen_lib.train import TrainConfig
+
+
+def test_variant_id_ignores_seed_only():
+    a = SAEConfig(d_in=4, d_sae=8, architecture="aen", l1=1e-3, seed=0)
+    assert variant_id(a) == variant_id(a.replace(seed=3))
+    assert variant_id(a) != variant_id(a.replace(l1=2e-3))
+    assert variant_id(a).startswith("aen-")
+
+
+def test_sweep_records_round_trip(tmp_path):
+    data_cfg = SpikedDictionaryConfig(n=8, m=16, k=2, rho=0.5, seed=0)
+    tc = TrainConfig(steps=6, batch_size=8, log_every=2, dead_window_steps=3, progress=False)
+    cfgs = [SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2, seed=s) for s in (0, 1)]
+    cfgs.append(SAEConfig(d_in=8, d_sae=16, architecture="aen", l1=1e-3, l2=1e-4, warmup_steps=2, seed=0))
+    res = train_sweep(cfgs, SpikedDictionaryData(data_cfg), tc)
+    paths = save_sweep(res, tmp_path / "rho0.5", train_config=tc, data=data_cfg,
+                       extras=[{"f1": 0.5 + i / 10} for i in range(3)])
+    assert len(paths) == 3 and all(p.exists() for p in paths)
+    recs = load_records(tmp_path)
+    assert len(recs) == 3
+    by_path = {r["path"]: r for r in recs}
+    for p, m in zip(paths, res.members):
+        r = by_path[str(p.relative_to(tmp_path))]
+        assert SAEConfig.from_dict(r["sae_config"]) == m.cfg
+        assert r["final"] == pytest.approx(m.final)
+        assert r["history"] == [pytest.approx(h) for h in m.history]
+        assert r["train_config"]["steps"] == 6 and r["data"]["rho"] == 0.5
+    df = records_frame(recs)
+    assert len(df) == 3 and set(df["method"]) == {"topk", "aen"}
+    assert sorted(df["f1"]) == pytest.approx([0.5, 0.6, 0.7])
+    assert (df["data_rho"] == 0.5).all() and "dead_pct" in df and "ev" in df
+    # the two TopK seeds share a variant, the AEN member has its own
+    assert df.groupby("variant")["seed"].nunique().sort_values().tolist() == [1, 2]
+
+
+def test_bad_records_raise(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_records(tmp_path / "missing")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_records(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": 99}))
+    with pytest.raises(ValueError, match="schema 99"):
+        load_records(tmp_path)
+    with pytest.raises(TypeError, match="SAEConfig"):
+        member_record({"d_in": 2}, {"l0": 1.0})
+    rec = member_record(SAEConfig(d_in=2, d_sae=4), {"l0": 1.0})
+    with pytest.raises(ValueError, match="plain file stem"):
+        save_record(rec, tmp_path, name="../x")
+    with pytest.raises(ValueError, match="no records"):
+        records_frame([])
+
+
+def _runs(rows):
+    return pd.DataFrame(rows, columns=["method", "variant", "seed", "l0", "dead_pct", "ev"])
+
+
+def test_closest_to_target_uses_the_seed_average():
+    df = _runs([
+        # variant a1: one seed lands at 15.5 (the single run closest to 16), but the seed mean is 11.75
+        ("aen", "a1", 0, 15.5, 2.0, 0.60), ("aen", "a1", 1, 8.0, 4.0, 0.50),
+        # variant a2: no seed is within 3 of 16, but the mean is 17 -> chosen
+        ("aen", "a2", 0, 13.0, 1.0, 0.70), ("aen", "a2", 1, 21.0, 3.0, 0.80),
+        ("topk", "k16", 0, 16.0, 10.0, 0.9), ("topk", "k16", 1, 16.0, 14.0, 0.7),
+        ("topk", "k32", 0, 32.0, 20.0, 0.95), ("topk", "k32", 1, 32.0, 22.0, 0.96),
+    ])
+    out = closest_to_target(df, 16, metrics=["dead_pct", "ev"]).set_index("method")
+    assert out.loc["aen", "variant"] == "a2"
+    assert out.loc["aen", "l0"] == 17.0 and out.loc["aen", "distance"] == 1.0
+    assert (out.loc["aen", "dead_pct"], out.loc["aen", "dead_pct_min"], out.loc["aen", "dead_pct_max"]) == (2.0, 1.0, 3.0)
+    assert out.loc["aen", "ev"] == pytest.approx(0.75) and out.loc["aen", "n_seeds"] == 2
+    assert out.loc["topk", "variant"] == "k16"
+    assert (out.loc["topk", "dead_pct"], out.loc["topk", "dead_pct_min"], out.loc["topk", "dead_pct_max"]) == (12.0, 10.0, 14.0)
+    # grouping by a second key keeps groups apart
+    df2 = pd.concat([df.assign(rho=0.0), df.assign(rho=0.9, l0=df["l0"] * 2)])
+    out2 = closest_to_target(df2, 32, by=["rho", "method"])
+    assert len(out2) == 4
+    assert out2.set_index(["rho", "method"]).loc[(0.9, "topk"), "variant"] == "k16"  # 16·2 = 32
+    with pytest.raises(ValueError, match="lacks column"):
+        closest_to_target(df, 16, metrics=["f1"])
+    with pytest.raises(ValueError, match="target"):
+        closest_to_target(df, float("nan"))
+
+
+def test_pareto_frontier_by_hand():
+    pts = pd.DataFrame({
+        "l0": [5, 8, 10, 12, 6, 20],
+        "dead_pct": [10, 3, 3, 0, 20, 0],
+        "ev": [0.5, 0.7, 0.7, 0.9, 0.4, 0.95],
+    })
+    # dead %: lower is better. (6, 20) is dominated by (5, 10); (10, 3) by (8, 3); (20, 0) by (12, 0)
+    assert pareto_frontier(pts, "dead_pct")["l0"].tolist() == [5, 8, 12]
+    # EV: higher is better. (6, .4) and (10, .7) are dominated; (20, .95) is better in EV than anything sparser
+    assert pareto_frontier(pts, "ev")["l0"].tolist() == [5, 8, 12, 20]
+    # an explicit direction overrides the default
+    assert pareto_frontier(pts, "ev", y_direction="min")["l0"].tolist() == [5, 6]
+    assert pareto_frontier(pts.assign(score=pts["ev"]), "score", y_direction="max")["l0"].tolist() == [5, 8, 12, 20]
+    with pytest.raises(ValueError, match="y_direction"):
+        pareto_frontier(pts.assign(score=1.0), "score")
