@@ -236,7 +236,8 @@ def local_lipschitz(
     if directions is None:
         if not isinstance(n_dirs, int) or isinstance(n_dirs, bool) or n_dirs < 1:
             raise ValueError(f"n_dirs must be an int >= 1, got {n_dirs!r}")
-        u = torch.randn(B, n_dirs, n, generator=generator, dtype=y.dtype, device=y.device)
+        gdev = generator.device if generator is not None else y.device  # draw on the generator's device
+        u = torch.randn(B, n_dirs, n, generator=generator, dtype=y.dtype, device=gdev).to(y.device)
     else:
         u = directions.to(dtype=y.dtype, device=y.device)
         if u.dim() == 2:
