@@ -546,7 +546,8 @@ class ActivationSource:
     training stream does; otherwise the last batch may be smaller (dropped with ``drop_last=True``).
 
     :meth:`state_dict` after a batch, passed to :meth:`load_state_dict` of a fresh source over the same data, makes
-    it continue with exactly the next batch.
+    it continue with exactly the next batch. Iterate over it, or call :meth:`sample` (the trainer's data-source
+    protocol, :mod:`aen_lib.train`).
     """
 
     def __init__(self, rows: Any, batch_size: int, *, loop: bool = False, shuffle_buffer: int = 0, seed: int = 0,
@@ -559,6 +560,7 @@ class ActivationSource:
         self.batch_size, self.loop, self.shuffle_buffer, self.seed = batch_size, loop, shuffle_buffer, seed
         self.drop_last, self.device, self.dtype = drop_last, device, dtype
         self._state = {"epoch": 0, "block_key": 0, "block_offset": 0, "batches": 0, "done": False}
+        self._live: Iterator[Tensor] | None = None  # the iterator behind sample()
 
     @classmethod
     def from_cache(cls, cache: ActivationCache | str | os.PathLike[str], batch_size: int, *, verify: bool = True,
@@ -592,6 +594,18 @@ class ActivationSource:
         if missing:
             raise ValueError(f"state is missing keys {sorted(missing)}")
         self._state = {k: state[k] for k in self._state}
+        self._live = None
+
+    def sample(self, batch_size: int) -> Tensor:
+        """The next batch ``[batch_size, d]`` (the :class:`aen_lib.train.DataSource` protocol).
+
+        ``batch_size`` must equal the source's; raises ``StopIteration`` when a non-looping stream is exhausted.
+        """
+        if batch_size != self.batch_size:
+            raise ValueError(f"batch_size={batch_size} differs from this source's batch_size={self.batch_size}")
+        if self._live is None:
+            self._live = iter(self)
+        return next(self._live)
 
     def _perm(self, n: int, epoch: int, block_key: int) -> Tensor | None:
         if self.shuffle_buffer == 0:

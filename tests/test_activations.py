@@ -231,3 +231,21 @@ def test_source_from_model_matches_cache_and_resumes(tiny_lm, tiny_windows, tmp_
     torch.testing.assert_close(torch.cat(head + list(resumed)), torch.cat(streamed), rtol=0, atol=0)
     with pytest.raises(TypeError, match="windows must be"):
         ActivationSource.from_model(model, [w for w in tiny_windows], LAYER, 20)
+
+
+def test_source_sample_protocol(tiny_lm, tiny_windows, tmp_path):
+    _, model, _ = tiny_lm
+    cache = write_activation_cache(tmp_path / "c", model, tiny_windows, _config(model), batch_size=2, progress=False)
+    rows = cache.load().acts
+    src = ActivationSource.from_cache(cache, 16, loop=True)
+    first = [src.sample(16) for _ in range(3)]
+    torch.testing.assert_close(torch.cat(first), rows[:48], rtol=0, atol=0)
+    other = ActivationSource.from_cache(cache, 16, loop=True)
+    other.load_state_dict(src.state_dict())
+    torch.testing.assert_close(other.sample(16), rows[48:64], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="batch_size=8 differs"):
+        src.sample(8)
+    finite = ActivationSource.from_cache(cache, len(rows), drop_last=True)
+    finite.sample(len(rows))
+    with pytest.raises(StopIteration):
+        finite.sample(len(rows))

@@ -126,3 +126,15 @@ def test_kjv_source(tmp_path):
     chapters = path.read_text().splitlines()
     assert len(chapters) == 1189  # chapters of the KJV
     assert chapters[0].startswith("In the beginning God created the heaven and the earth.")
+
+
+def test_hub_dataset_is_passed_to_datasets(monkeypatch):
+    import datasets
+
+    from aen_lib.text import PILE_DEDUPLICATED
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or "ds")
+    assert load_text_dataset(PILE_DEDUPLICATED, streaming=True) == "ds"
+    assert calls == [((PILE_DEDUPLICATED,), {"split": "train", "streaming": True})]
+    assert PILE_DEDUPLICATED == "EleutherAI/the_pile_deduplicated"  # DIGEST §5.1
