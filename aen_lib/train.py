@@ -281,6 +281,10 @@ class Trainer:
         self.step += 1
         return x, h_true, out, terms, ok
 
+    def step_metrics(self, x: Tensor, out: Any, terms: Any) -> dict[str, float]:
+        """Loss terms and batch metrics logged at a log step (overridden by the DDP trainer to reduce over ranks)."""
+        return {**terms.as_floats(), **batch_metrics(x, out.x_hat.detach(), out.h.detach())}
+
     def run(self) -> TrainResult:
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -298,7 +302,7 @@ class Trainer:
             if self.dead_tokens is not None:
                 self.dead_tokens.update(h, tokens=x.shape[0])
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                rec = {"step": self.step, **terms.as_floats(), **batch_metrics(x, out.x_hat.detach(), h)}
+                rec = {"step": self.step, **self.step_metrics(x, out, terms)}
                 rec["dead_pct"] = 100.0 * float(self.dead.dead_fraction())
                 if self.dead_tokens is not None:
                     rec["dead_pct_tokens"] = 100.0 * float(self.dead_tokens.dead_fraction())
