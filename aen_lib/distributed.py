@@ -64,7 +64,6 @@ __all__ = [
     "replicate_statistics_",
     "global_batch_metrics",
     "StridedShard",
-    "BatchIterSource",
     "TensorStream",
     "shard_windows",
     "DistributedTrainer",
@@ -298,41 +297,6 @@ class StridedShard:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.source.load_state_dict(state)
-
-
-class BatchIterSource:
-    """``sample(batch_size)`` over an iterable of fixed-size batches with ``state_dict`` (e.g.
-    :class:`aen_lib.activations.ActivationSource`), so that the trainer can use it (DIGEST §5.1 batching)."""
-
-    def __init__(self, source: Any) -> None:
-        for attr in ("__iter__", "state_dict", "load_state_dict"):
-            if not hasattr(source, attr):
-                raise TypeError(f"source must be iterable and have state_dict/load_state_dict; "
-                                f"{type(source).__name__} lacks {attr}")
-        self.source = source
-        self._it: Iterable[Tensor] | None = None
-
-    def sample(self, batch_size: int) -> Tensor:
-        expected = getattr(self.source, "batch_size", batch_size)
-        if batch_size != expected:
-            raise ValueError(f"batch_size={batch_size} but the source yields batches of {expected}")
-        if self._it is None:
-            self._it = iter(self.source)
-        try:
-            x = next(self._it)  # type: ignore[call-overload]
-        except StopIteration:
-            raise ValueError("the activation stream ran out of batches; build the source with loop=True") from None
-        if x.shape[0] != batch_size:
-            raise ValueError(f"the source yielded a batch of {x.shape[0]} rows, expected {batch_size} "
-                             "(build it with drop_last=True or loop=True)")
-        return x
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.source.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.source.load_state_dict(state)
-        self._it = None
 
 
 class TensorStream:
@@ -592,7 +556,7 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
     if kind == "cache":
         src = ActivationSource.from_cache(d["path"], per_rank_batch, loop=True, drop_last=True,
                                           shuffle_buffer=int(d.get("shuffle_buffer", 0)), seed=int(d.get("seed", 0)))
-        return StridedShard(BatchIterSource(src), ctx.rank, ctx.world_size)
+        return StridedShard(src, ctx.rank, ctx.world_size)
     # kind == "lm": each rank harvests its own windows, with the LM in bf16 on its own GPU (DIGEST §2.5, §5.2)
     from .lm import document_separator_id, load_lm
     from .text import DocRange, iter_documents, iter_windows, load_text_dataset
@@ -610,7 +574,7 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
     src = ActivationSource.from_model(model, shard_windows(windows, ctx.rank, ctx.world_size), int(d["layer"]),
                                       per_rank_batch, lm_batch_size=int(d.get("lm_batch_size", 16)),
                                       drop_first=int(d.get("drop_first", 1)), loop=True, drop_last=True)
-    return BatchIterSource(src)
+    return src
 
 
 def run(rc: RunConfig, ctx: DistContext | None = None) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,6 @@ import torch.multiprocessing as mp
 from aen_lib import SAE, SAEConfig
 from aen_lib.adaptive import AdaptiveWeights
 from aen_lib.distributed import (
-    BatchIterSource,
     DistContext,
     DistributedTrainer,
     ReducedAdaptiveWeights,
@@ -230,7 +229,7 @@ def test_strided_shard_partitions_the_stream():
     assert [int(t) for t in shard_windows(lambda: iter(w), 2, 3)()] == [2, 5, 8]
 
 
-def test_batch_iter_source_resumes_an_activation_source():
+def test_strided_shard_of_an_activation_source_resumes():
     from aen_lib.activations import ActivationSource
 
     x = _rows(30)
@@ -239,16 +238,14 @@ def test_batch_iter_source_resumes_an_activation_source():
         def iter_from(self, key):
             yield x[key:], torch.arange(key, 30)
 
-    src = BatchIterSource(ActivationSource(Rows(), 4, loop=True))
+    src = StridedShard(ActivationSource(Rows(), 4, loop=True), 1, 2)
     first = [src.sample(4) for _ in range(3)]
     state = src.state_dict()
     nxt = src.sample(4)
-    again = BatchIterSource(ActivationSource(Rows(), 4, loop=True))
+    again = StridedShard(ActivationSource(Rows(), 4, loop=True), 1, 2)
     again.load_state_dict(state)
     torch.testing.assert_close(again.sample(4), nxt, rtol=0, atol=0)
-    torch.testing.assert_close(torch.cat(first), x[:12], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="batch_size=5"):
-        src.sample(5)
+    torch.testing.assert_close(torch.cat(first), torch.cat([x[4:8], x[12:16], x[20:24]]), rtol=0, atol=0)
 
 
 def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
