@@ -125,3 +125,14 @@ def tiny_windows(tiny_tokenizer) -> torch.Tensor:
     from aen_lib.text import pack_windows
 
     return pack_windows(pydoc_texts(60), tiny_tokenizer, window=24, max_windows=12)
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch thread (tiny matmuls: faster, and gentler on a shared CPU); restore afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

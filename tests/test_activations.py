@@ -17,10 +17,14 @@ from aen_lib.activations import (
     denormalize_per_token,
     harvest_activations,
     normalize_per_token,
-    residual_hook_module,
     write_activation_cache,
 )
-from lm_fixtures import D_MODEL, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows  # noqa: F401  (fixtures)
+from aen_lib.lm import residual_hook_module
+from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
+    D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 LAYER = 1
 

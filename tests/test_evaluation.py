@@ -11,7 +11,11 @@ from torch import nn
 
 from aen_lib.evaluation import mean_ablate, splice_sae, spliced_evaluation
 from aen_lib.lm import residual_hook_module
-from lm_fixtures import D_MODEL, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows  # noqa: F401  (fixtures)
+from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
+    D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 LAYER = 1
 

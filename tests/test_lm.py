@@ -17,7 +17,11 @@ from aen_lib.lm import (
     resolve_model,
     unwrap_block_output,
 )
-from lm_fixtures import N_LAYERS, tiny_lm, tiny_lm_dirs  # noqa: F401  (fixtures)
+from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
+    N_LAYERS, single_thread, tiny_lm, tiny_lm_dirs,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_hook_output_equals_hidden_states(tiny_lm):

@@ -15,7 +15,11 @@ from aen_lib.text import (
     load_text_dataset,
     pack_windows,
 )
-from lm_fixtures import pydoc_texts, tiny_lm_dirs, tiny_tokenizer  # noqa: F401  (fixtures)
+from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
+    pydoc_texts, single_thread, tiny_lm_dirs, tiny_tokenizer,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 DOCS = ["The cat sat on the mat.", "A dog.", "Functions return values; the return statement ends them early.",
         "x", "Lists are mutable sequences of objects."]
