@@ -552,6 +552,10 @@ class ActivationSource:
 
     def __init__(self, rows: Any, batch_size: int, *, loop: bool = False, shuffle_buffer: int = 0, seed: int = 0,
                  drop_last: bool = False, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        """``rows`` is a row provider: ``rows.iter_from(key)`` yields chunks ``(x [n, d], keys [n] int64)`` of every
+        row whose key is ``>= key``, keys strictly increasing, the same rows on every call (see :meth:`from_cache`
+        and :meth:`from_model` for the two built-in providers). Batches are moved to ``device``/``dtype`` if given.
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
