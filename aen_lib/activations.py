@@ -119,23 +119,31 @@ class Activations:
     """[N] int64 index of the window in the harvested sequence."""
     position: Tensor
     """[N] int64 position inside the window."""
+    normalized: bool = True
+    """Whether ``acts`` are per-token normalised (False for ``normalization="none"``)."""
+
+    _TENSORS = ("acts", "norms", "token_ids", "window_index", "position")
 
     def __len__(self) -> int:
         return int(self.acts.shape[0])
 
     def raw(self, eps: float = 1e-6) -> Tensor:
         """[N, d] the activations before normalisation (float32)."""
-        return denormalize_per_token(self.acts, self.norms, eps)
+        return denormalize_per_token(self.acts, self.norms, eps) if self.normalized else self.acts.float()
 
     def to_tensors(self) -> dict[str, Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The tensor fields by name (what a cache shard stores)."""
+        return {name: getattr(self, name) for name in self._TENSORS}
 
     @staticmethod
     def cat(parts: list["Activations"]) -> "Activations":
-        """Concatenate along rows (needs at least one part)."""
+        """Concatenate along rows (needs at least one part, all normalised alike)."""
         if not parts:
             raise ValueError("parts is empty; nothing to concatenate")
-        return Activations(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Activations)})
+        if len({p.normalized for p in parts}) > 1:
+            raise ValueError("cannot concatenate normalised and raw activations")
+        cat = {name: torch.cat([getattr(p, name) for p in parts]) for name in Activations._TENSORS}
+        return Activations(**cat, normalized=parts[0].normalized)
 
 
 def _check_harvest_args(layer: int, normalization: str, drop_first: int, outlier_norm_multiple: float | None,
@@ -225,6 +233,7 @@ def iter_harvest(
                 token_ids=ids[:, drop_first:].to(resid.device)[keep].to(device),
                 window_index=win[keep].to(device),
                 position=pos[keep].to(device),
+                normalized=normalization == "per_token_l2",
             )
             next_window += n_win
             bar.update(n_win * T)
@@ -377,7 +386,7 @@ class ActivationCache:
         """Shard ``i`` as :class:`Activations` (checksum checked unless ``verify=False``)."""
         from safetensors.torch import load
 
-        return Activations(**load(self._read(i, verify)))
+        return Activations(**load(self._read(i, verify)), normalized=self.config.normalization == "per_token_l2")
 
     def iter_shards(self, verify: bool = True) -> Iterator[Activations]:
         """Every shard in order."""

@@ -87,6 +87,10 @@ def test_harvest_drops_position0_normalises_and_records(tiny_lm, tiny_windows):
     assert torch.equal(acts.token_ids, ids[:, 1:].reshape(-1))
     raw_mode = harvest_activations(model, iter(ids), LAYER, normalization="none", drop_first=0, progress=False)
     torch.testing.assert_close(raw_mode.acts, full.reshape(-1, D_MODEL))
+    assert not raw_mode.normalized
+    torch.testing.assert_close(raw_mode.raw(), full.reshape(-1, D_MODEL))
+    with pytest.raises(ValueError, match="normalised and raw"):
+        type(acts).cat([acts, raw_mode])
     with pytest.raises(ValueError, match="normalization='l2'"):
         harvest_activations(model, ids, LAYER, normalization="l2")
     with pytest.raises(ValueError, match="drop_first"):
@@ -120,6 +124,7 @@ def test_cache_round_trip_and_refuses_other_config(tiny_lm, tiny_windows, tmp_pa
     got = cache.load()
     for k, v in expected.to_tensors().items():
         torch.testing.assert_close(getattr(got, k), v, rtol=0, atol=0)
+    assert got.normalized
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["config"]["layer"] == LAYER and all(len(s["sha256"]) == 64 for s in manifest["shards"])
     for change in (dict(layer=2), dict(normalization="none"), dict(model="other"), dict(dtype="float16")):
