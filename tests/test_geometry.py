@@ -254,8 +254,13 @@ def test_support_recovery_orthogonal_design_is_perfect_for_mid_lambda():
         generator=torch.Generator().manual_seed(0), tol=1e-12,
     )
     for p in g.PENALTIES:
-        assert res[p].tolist() == [1.0, 0.0]
-    assert float(res["pilot_recall"]) == 1.0
+        assert res["recovery"][p].tolist() == [1.0, 0.0]
+    assert res["pilot_recall"] == 1.0
+    # Orthogonal design, noiseless: the lasso shrinks each true code by λ1, so the relative shrinkage is
+    # λ1·|S| / Σ_S h0 on average; at λ1 = 5 everything is zero (shrinkage 1).
+    assert float(res["shrinkage"]["lasso"][1]) == pytest.approx(1.0)
+    # Magnitudes lie in [1, 3], so λ1 = 0.5 shrinks the pair's mass by between 1/6 and 1/2.
+    assert 1 / 6 <= float(res["shrinkage"]["lasso"][0]) <= 1 / 2
 
 
 def test_support_recovery_lasso_fails_when_irrepresentable_condition_fails():
@@ -271,8 +276,9 @@ def test_support_recovery_lasso_fails_when_irrepresentable_condition_fails():
         D, S, np.geomspace(0.01, 0.5, 6), l2=0.05, n_trials=20, noise_std=0.0, magnitude=(1.0, 1.0),
         pilot_l1=1e-4, pilot_l2=1e-4, generator=torch.Generator().manual_seed(1), tol=1e-12, max_iter=50_000,
     )
-    assert float(res["lasso"].max()) == 0.0
-    assert float(res["adaptive_lasso"].max()) == 1.0
+    assert float(res["recovery"]["lasso"].max()) == 0.0
+    assert float(res["recovery"]["adaptive_lasso"].max()) == 1.0
+    assert irc == pytest.approx(g.nonneg_irrepresentable(D, S))
 
 
 def test_bad_inputs_raise():
@@ -297,3 +303,17 @@ def test_region_grid_labels_match_hand_regions_for_orthogonal_atoms():
     YY = ys.unsqueeze(1).expand(7, 7)
     hand = (XX > 1).long() + 2 * (YY > 1).long()
     assert torch.equal(lab, hand)
+
+
+def test_nonneg_irrepresentable_by_hand_and_weighted():
+    # e1, e2 and d = (e1 + e2)/√2 · 0.8 + 0.6 e3: G_{dS} G_SS^{-1} 1 = 2 · 0.8/√2 = 1.131...
+    e = torch.eye(3, dtype=F64)
+    d = 0.8 * (e[0] + e[1]) / math.sqrt(2) + 0.6 * e[2]
+    D = torch.stack([e[0], e[1], d])
+    assert g.nonneg_irrepresentable(D, [0, 1]) == pytest.approx(1.6 / math.sqrt(2))
+    # A weight of 2 on the inactive atom halves it (below 1: the weighted condition holds).
+    w = torch.tensor([1.0, 1.0, 2.0], dtype=F64)
+    assert g.nonneg_irrepresentable(D, [0, 1], w) == pytest.approx(0.8 / math.sqrt(2))
+    # One-sided: a negatively correlated atom does not count, unlike the two-sided ∞-norm.
+    D2 = torch.stack([e[0], e[1], -d])
+    assert g.nonneg_irrepresentable(D2, [0, 1]) < 0
