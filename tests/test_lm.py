@@ -102,6 +102,19 @@ def test_missing_offline_package_says_what_to_install(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+def test_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    bogus = tmp_path / "pkg" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    bogus.parent.mkdir()
+    bogus.write_bytes(b"not a gguf file")
+    monkeypatch.setattr(lm, "_gguf_path", lambda entry: bogus)
+    with pytest.raises((ValueError, OSError)):  # the GGUF reader rejects the file
+        lm.ensure_converted("smollm2-135m", cache_dir=tmp_path / "cache")
+    models = tmp_path / "cache" / "models"
+    assert list(models.iterdir()) == []  # neither the final folder nor a temporary one
+    with pytest.raises(ValueError, match="not a registered offline"):
+        lm.ensure_converted("pythia-70m-deduped", cache_dir=tmp_path)
+
+
 def test_default_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv(lm.CACHE_ENV_VAR, raising=False)
     assert default_cache_dir().parts[-2:] == (".cache", "aen_lib")
