@@ -139,3 +139,26 @@ def test_planner_rejects_bad_input():
     with pytest.raises(ValueError, match="layer=40"):
         lm_memory(LM_SPECS["llama-3.1-8b"], 40, 1, 1)
     assert math.isfinite(plan(d_in=8, d_sae=16, batch=8, steps=1, gpu="L40S").hours)
+
+
+def test_gpu_benchmark_script_runs_quick_on_cpu(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "quick.json"
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_llama_shape.py"), "--quick", "--device", "cpu",
+                           "--repeats", "2", "--json", str(out)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    B, n, m = (res["info"]["shape"][k] for k in ("batch", "d_in", "d_sae"))
+    assert res["info"]["flops_per_step"] == 12 * B * n * m
+    assert {(r["arch"], r["autocast"]) for r in res["rows"]} == {(a, c) for a in ("aen", "topk") for c in ("none", "bf16")}
+    for r in res["rows"]:
+        assert r["tflops"] == pytest.approx(res["info"]["flops_per_step"] / (r["ms_per_step"] / 1e3) / 1e12)
+        assert r["fraction_of_ceiling"] == pytest.approx(r["tflops"] / res["ceilings"][r["ceiling_precision"]]["ceiling"])
+        assert 0.8 < r["planner_over_measured"] < 1.2

@@ -1,0 +1,147 @@
+"""Benchmark: SAE training throughput at the paper's Llama-3.1-8B shape (d 4096, m 131,072, batch 4,096; DIGEST §5.2),
+in fp32 and with bf16 autocast, as achieved TFLOP/s over the measured matmul ceiling; peak memory against the planner.
+
+What it measures, on one device:
+  1. the matmul ceiling in fp32 and bf16: the best of a square [s, s] @ [s, s] product and of the SAE's own encoder
+     product [B, n] @ [n, m] (TF32 is left off, PyTorch's default, so fp32 means true fp32);
+  2. for each architecture (AEN, TopK) and precision: median seconds per full training step of
+     ``aen_lib.train.Trainer`` (forward, loss, backward, clip 1.0, Adam, decoder projection), achieved TFLOP/s with
+     12·B·n·m FLOPs per step (``aen_lib.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
+     the matmul precision (bf16 ceiling with autocast, fp32 ceiling without);
+  3. peak memory of one step (``torch.cuda.max_memory_allocated`` on CUDA; the tensor tracer on CPU) against
+     ``aen_lib.planner.sae_memory``.
+
+Usage:
+  python benchmarks/gpu_llama_shape.py --json results/gpu_llama_shape.json          # GPU, about 2-4 minutes
+  python benchmarks/gpu_llama_shape.py --quick --device cpu --json /tmp/quick.json  # CPU smoke test, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from aen_lib import SAE, SAEConfig
+from aen_lib.distributed import TensorStream
+from aen_lib.planner import measure_train_step_memory, sae_memory, sae_step_flops
+from aen_lib.train import TrainConfig, Trainer
+
+LLAMA_SHAPE = (4096, 4096, 131_072)  # batch, d_in, d_sae
+QUICK_SHAPE = (64, 64, 512)
+ARCHS = {
+    "aen": dict(l1=1e-3, l2=1e-4, gamma=0.5, ema_beta=0.9999, ref_top_pct=0.05, warmup_steps=0),
+    "topk": dict(k=64),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype, square: int, shape: tuple[int, int, int],
+                   repeats: int) -> dict[str, float]:
+    """TFLOP/s of a square matmul and of the SAE encoder matmul [B, n] @ [n, m] in ``dtype``; the best is the ceiling."""
+    out = {}
+    a = torch.randn(square, square, device=device, dtype=dtype)
+    b = torch.randn(square, square, device=device, dtype=dtype)
+    out["square"] = 2 * square**3 / timed(lambda: a @ b, device, 2, repeats) / 1e12
+    del a, b
+    B, n, m = shape
+    x = torch.randn(B, n, device=device, dtype=dtype)
+    w = torch.randn(n, m, device=device, dtype=dtype)
+    out["sae_encoder"] = 2 * B * n * m / timed(lambda: x @ w, device, 2, repeats) / 1e12
+    del x, w
+    out["ceiling"] = max(out["square"], out["sae_encoder"])
+    return out
+
+
+def step_time(arch: str, shape: tuple[int, int, int], device: torch.device, autocast: str, warmup: int,
+              repeats: int) -> float:
+    B, n, m = shape
+    sae = SAE(SAEConfig(d_in=n, d_sae=m, architecture=arch, **ARCHS[arch]), device=device)
+    rows = torch.randn(2 * B, n, device=device)
+    tr = Trainer(sae, TensorStream(rows), TrainConfig(steps=10**9, batch_size=B, progress=False, grad_clip=1.0,
+                                                      autocast=autocast, lr=5e-4))
+    t = timed(tr.train_step, device, warmup, repeats)
+    del tr, sae, rows
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help=f"small shape {QUICK_SHAPE} (a smoke test, seconds on CPU)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--archs", default="aen,topk")
+    ap.add_argument("--json", default="", help="write the results to this JSON file")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    shape = QUICK_SHAPE if args.quick else LLAMA_SHAPE
+    B, n, m = shape
+    square = 256 if args.quick else 8192
+    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+            "shape": {"batch": B, "d_in": n, "d_sae": m}, "flops_per_step": sae_step_flops(B, n, m),
+            "threads": torch.get_num_threads(), "tf32": False}
+    print(f"device {info['gpu_name'] or device}  torch {torch.__version__}  shape B={B} n={n} m={m}  "
+          f"({info['flops_per_step'] / 1e12:.2f} TFLOP per step, 12·B·n·m)")
+    ceil = {name: matmul_ceiling(device, dt, square, shape, args.repeats)
+            for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    for name, c in ceil.items():
+        print(f"matmul ceiling {name}: square {square}: {c['square']:8.2f} TFLOP/s  "
+              f"SAE encoder product: {c['sae_encoder']:8.2f} TFLOP/s  -> ceiling {c['ceiling']:8.2f}")
+    rows = []
+    print(f"\n{'arch':>5} {'precision':>10} {'ms/step':>9} {'tokens/s':>11} {'TFLOP/s':>8} {'of ceiling':>10} "
+          f"{'peak MiB':>9} {'planner MiB':>11}")
+    for arch in args.archs.split(","):
+        for autocast in ("none", "bf16"):
+            t = step_time(arch, shape, device, autocast, warmup=2, repeats=args.repeats)
+            tflops = info["flops_per_step"] / t / 1e12
+            prec = "bf16" if autocast == "bf16" else "fp32"
+            cfg = SAEConfig(d_in=n, d_sae=m, architecture=arch, **ARCHS[arch])
+            meas = measure_train_step_memory(cfg, B, autocast=autocast, device=device)
+            measured = meas.get("cuda_total", meas["total"])
+            pred = sae_memory(n, m, B, architecture=arch, autocast=autocast)["total"]
+            row = {"arch": arch, "autocast": autocast, "ms_per_step": t * 1e3, "tokens_per_s": B / t,
+                   "tflops": tflops, "ceiling_precision": prec, "ceiling_tflops": ceil[prec]["ceiling"],
+                   "fraction_of_ceiling": tflops / ceil[prec]["ceiling"], "peak_bytes_measured": measured,
+                   "peak_bytes_traced": meas["total"], "peak_bytes_planner": pred,
+                   "planner_over_measured": pred / measured}
+            rows.append(row)
+            print(f"{arch:>5} {prec:>10} {t * 1e3:9.2f} {B / t:11.0f} {tflops:8.2f} {row['fraction_of_ceiling']:10.1%} "
+                  f"{measured / 2**20:9.1f} {pred / 2**20:11.1f}")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"info": info, "ceilings": ceil, "rows": rows}, indent=2) + "\n")
+        print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
