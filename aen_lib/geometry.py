@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from .adaptive import raw_adaptive_weights, reference_scale
-from .sparse_coding import weighted_elastic_net
+from .metrics import support_metrics
+from .sparse_coding import sae_coding_objective, sae_to_theory_penalties, weighted_elastic_net
 
 __all__ = [
     "PENALTIES",
@@ -56,6 +57,8 @@ __all__ = [
     "support_recovery_curves",
     "oracle_bias",
     "grouping_bound",
+    "AmortisationGap",
+    "amortisation_gap",
 ]
 
 PENALTIES: tuple[str, ...] = ("lasso", "elastic_net", "adaptive_lasso", "adaptive_elastic_net")
@@ -735,3 +738,80 @@ def grouping_bound(W_dec: Tensor, y: Tensor, h: Tensor, l2: float) -> Tensor:
         eye = torch.eye(m, dtype=torch.bool, device=W_dec.device)
         return torch.where(eye, torch.zeros_like(dist), torch.full_like(dist, math.inf))
     return dist * r / l2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Amortisation gap: an SAE encoder vs the sparse-coding map of its own decoder
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AmortisationGap:
+    """How far an SAE's encoder codes are from the exact codes of its decoder (DIGEST §3, last bullet) [INF]."""
+
+    rel_code_error: float
+    """‖h_enc − h*‖_F / ‖h*‖_F over the batch."""
+    support_f1: float
+    """F1 of the encoder's support against the solver's support (pooled over the batch)."""
+    support_jaccard: float
+    """Jaccard index of the same supports."""
+    objective_gap: float
+    """Mean relative excess SAE loss (L(h_enc) − L(h*)) / L(h*) per token; ≥ 0 up to solver tolerance."""
+    l0_encoder: float
+    """Mean number of active encoder codes per token."""
+    l0_solver: float
+    """Mean number of active solver codes per token."""
+    h_encoder: Tensor
+    """[B, m] encoder codes."""
+    h_solver: Tensor
+    """[B, m] solver codes h*(x − b_dec) for the decoder, in the theory scaling of the same loss."""
+
+
+@torch.no_grad()
+def amortisation_gap(
+    sae: torch.nn.Module,
+    x: Tensor,
+    *,
+    weights: Tensor | None = None,
+    support_tol: float = 1e-6,
+    **solver_kwargs,
+) -> AmortisationGap:
+    """Compare ``sae.encode(x)`` with the exact minimiser of the SAE's own per-token loss for its decoder.
+
+    For frozen ``W_dec`` and ``b_dec`` the best code of a token is h*(x − b_dec) for the loss
+    (1/n)‖y − Dh‖² + λ1 Σ w_i h_i + λ2 ‖h‖² (DIGEST §2.2), i.e. the theory map of §3 with
+    λ1 = nλ1_sae/2, λ2 = nλ2_sae (:func:`aen_lib.sparse_coding.sae_to_theory_penalties`). The encoder, one affine map
+    and a ReLU, amortises that optimisation; the gap measures what the amortisation loses. ``weights`` are the
+    adaptive weights w̃ [m] to use (default: the SAE's current ones if it has any, else 1). λ2 is taken as 0 for
+    architectures without an ℓ2 term.
+    """
+    if not hasattr(sae, "W_dec") or not hasattr(sae, "cfg"):
+        raise TypeError(f"sae must be an aen_lib SAE, got {type(sae).__name__}")
+    cfg = sae.cfg
+    if cfg.architecture not in ("relu_l1", "elastic_net", "adaptive_lasso", "aen"):
+        raise ValueError(f"amortisation_gap needs an l1-family SAE, got architecture={cfg.architecture!r}")
+    uses_l2 = cfg.architecture in ("elastic_net", "aen")
+    l1_sae, l2_sae = float(cfg.l1), float(cfg.l2) if uses_l2 else 0.0
+    if weights is None:
+        aw = getattr(sae.objective, "weights", None)
+        weights = aw.weights().to(sae.W_dec) if aw is not None else None
+    D = sae.W_dec.detach()
+    y = x.to(D) - sae.b_dec.detach()
+    n = D.shape[1]
+    l1, l2 = sae_to_theory_penalties(l1_sae, l2_sae, n)
+    h_star, _ = weighted_elastic_net(D, y, l1, l2, weights, **solver_kwargs)
+    h_enc = sae.encode(x.to(D)).detach()
+    sup = support_metrics(h_enc, torch.where(h_star > support_tol, h_star, torch.zeros_like(h_star)), thresh=support_tol)
+    loss_enc = sae_coding_objective(D, y, h_enc, l1_sae, l2_sae, weights)
+    loss_star = sae_coding_objective(D, y, h_star, l1_sae, l2_sae, weights)
+    rel = float((h_enc - h_star).norm() / h_star.norm().clamp_min(torch.finfo(D.dtype).tiny))
+    return AmortisationGap(
+        rel_code_error=rel,
+        support_f1=sup["f1"],
+        support_jaccard=sup["jaccard"],
+        objective_gap=float(((loss_enc - loss_star) / loss_star.clamp_min(torch.finfo(D.dtype).tiny)).mean()),
+        l0_encoder=float((h_enc > support_tol).sum(1).double().mean()),
+        l0_solver=float((h_star > support_tol).sum(1).double().mean()),
+        h_encoder=h_enc,
+        h_solver=h_star,
+    )

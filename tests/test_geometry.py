@@ -317,3 +317,28 @@ def test_nonneg_irrepresentable_by_hand_and_weighted():
     # One-sided: a negatively correlated atom does not count, unlike the two-sided ∞-norm.
     D2 = torch.stack([e[0], e[1], -d])
     assert g.nonneg_irrepresentable(D2, [0, 1]) < 0
+
+
+def test_amortisation_gap_is_zero_for_an_exact_encoder_and_positive_otherwise():
+    # Orthogonal decoder (rows e_i): the SAE-loss minimiser is h* = relu(y − λ1 n/2)/(1 + nλ2), exactly an affine
+    # map + ReLU, so an encoder set to it has no gap; any other encoder has a positive objective gap.
+    from aen_lib import SAE, SAEConfig
+
+    n = 4
+    cfg = SAEConfig(d_in=n, d_sae=n, architecture="elastic_net", l1=0.1, l2=0.05)
+    sae = SAE(cfg).double()
+    l1, l2 = n * 0.1 / 2, n * 0.05
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.eye(n, dtype=F64))
+        sae.b_dec.zero_()
+        sae.W_enc.copy_(torch.eye(n, dtype=F64) / (1 + l2))
+        sae.b_enc.fill_(-l1 / (1 + l2))
+    x = 2 * torch.rand(16, n, generator=torch.Generator().manual_seed(0), dtype=F64)
+    gap = g.amortisation_gap(sae, x, tol=1e-13)
+    assert gap.rel_code_error < 1e-8 and abs(gap.objective_gap) < 1e-10
+    assert gap.support_f1 == pytest.approx(1.0)
+    with torch.no_grad():
+        sae.b_enc.zero_()  # no threshold: codes too large and too dense
+    gap2 = g.amortisation_gap(sae, x, tol=1e-13)
+    assert gap2.objective_gap > 0 and gap2.rel_code_error > 0.1
+    assert gap2.l0_encoder >= gap2.l0_solver
