@@ -1,0 +1,596 @@
+"""What trained SAE latents do on language-model activations: firing accounting, top-activating contexts, the
+logit effect of a decoder direction, and a spliced evaluation of many SAEs that shares the clean passes.
+
+These are the tools of the book's chapters on real language models (DIGEST §5.3, §5.4 "Interpretability probe").
+
+* **Dead and dense latents under three definitions** (survey notes (f)6): a latent is dead when it did not fire
+  during the last *N training steps* (SAELens' window), during the last *N tokens* (10M tokens in sparsify,
+  dictionary_learning and OpenAI's code), or *on a held-out evaluation set* (SAEBench's ``frac_alive``).
+  :class:`FiringTracker` records, for every latent, how long ago it last fired, so one pass over a stream answers
+  every window length; :func:`dead_dense_accounting` puts the three definitions and the dense counts side by side.
+* **Top-activating contexts**: :func:`top_activations` streams codes over a set of activations and keeps the ``k``
+  largest per latent; :func:`feature_contexts` turns those rows back into the text around each firing token
+  (harvested rows carry their token id, window and position, :class:`aen_lib.activations.Activations`), and
+  :func:`render_contexts_html` / :func:`render_contexts_text` print them with the firing token highlighted.
+* **Logit effect** (direct logit attribution of a decoder atom, DIGEST §5.4): ``W_U diag(g) d_i`` where ``W_U`` is
+  the unembedding and ``g`` the final norm's gain (:func:`unembedding_directions`, :func:`logit_effect`,
+  :func:`top_logit_tokens`).
+* :func:`spliced_evaluation_many`: the downstream metrics of :func:`aen_lib.evaluation.spliced_evaluation` for
+  several SAEs at once; the clean and mean-ablated passes are run once per batch instead of once per SAE.
+* :func:`activation_cache_dir`: where an activation cache of a given :class:`~aen_lib.activations.CacheConfig`
+  lives in the user cache, so that every chapter harvesting the same activations finds the same cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .activations import Activations, CacheConfig, iter_window_batches
+from .evaluation import SplicedEvalResult, _ce_sum, _forward_logits, _kl_sum, mean_ablate, splice_sae
+from .lm import default_cache_dir, model_device, residual_hook_module
+from .metrics import DEAD_THRESHOLD
+
+__all__ = [
+    "activation_cache_dir",
+    "FiringTracker",
+    "FiringStats",
+    "firing_statistics",
+    "dead_dense_accounting",
+    "top_activations",
+    "Context",
+    "feature_contexts",
+    "render_contexts_html",
+    "render_contexts_text",
+    "unembedding_directions",
+    "logit_effect",
+    "top_logit_tokens",
+    "spliced_evaluation_many",
+]
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Where a chapter's activation cache lives
+# --------------------------------------------------------------------------------------------------------------
+
+
+def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache>/activations/<model>-L<layer>-<12 hex digits>`` for an activation cache of ``config`` (DIGEST §5.1).
+
+    The hex digits hash every :class:`CacheConfig` field, so two chapters asking for the same activations share one
+    cache, and a change of model, layer, normalisation, text or document range gets a fresh folder (the cache itself
+    also refuses to mix configurations). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
+    ``~/.cache/aen_lib``), never the repository.
+    """
+    if not isinstance(config, CacheConfig):
+        raise TypeError(f"config must be a CacheConfig, got {type(config).__name__}")
+    digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.model).name or config.model).strip("_") or "model"
+    return default_cache_dir(cache_dir) / "activations" / f"{model}-L{config.layer}-{digest}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Firing accounting: dead and dense latents
+# --------------------------------------------------------------------------------------------------------------
+
+
+class FiringTracker:
+    """For every latent, the steps and tokens since it last fired, and how often it fired (survey notes (f)6).
+
+    Feed it the codes ``h [B, m]`` of consecutive training steps with :meth:`update`. Unlike
+    :class:`aen_lib.metrics.DeadLatentTracker` (a fixed window that is reset, as the paper logs it, DIGEST §5.3),
+    this keeps the time since the last firing, so :meth:`dead_mask` answers "did not fire in the last ``w`` steps"
+    or "... in the last ``w`` tokens" for any ``w`` up to the length of the stream seen. A latent fires on a token
+    when ``|h| > threshold`` (default 1e-12, the paper's threshold).
+    """
+
+    def __init__(self, d_sae: int, threshold: float = DEAD_THRESHOLD, device: torch.device | str | None = None) -> None:
+        _check_int("d_sae", d_sae, 1)
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        self.d_sae, self.threshold = d_sae, float(threshold)
+        self.steps_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)  # [m]
+        self.tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)  # [m]
+        self.fire_count = torch.zeros(d_sae, dtype=torch.long, device=device)  # [m] tokens on which it fired
+        self.ever_fired = torch.zeros(d_sae, dtype=torch.bool, device=device)  # [m]
+        self.total_steps = 0
+        self.total_tokens = 0
+
+    @torch.no_grad()
+    def update(self, h: Tensor) -> None:
+        """Add one step's codes ``h [B, m]`` (B tokens)."""
+        if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.d_sae or h.shape[0] == 0:
+            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"h must be a non-empty tensor [batch, d_sae={self.d_sae}], got {shape}")
+        dev = self.fire_count.device
+        fires = (h.detach().abs() > self.threshold).to(dev)  # [B, m]
+        any_fire = fires.any(dim=0)  # [m]
+        B = fires.shape[0]
+        # tokens after the last firing token inside this batch (B if it did not fire)
+        idx = torch.arange(1, B + 1, device=dev).unsqueeze(1)  # [B, 1]
+        last = (fires * idx).amax(dim=0)  # [m] 1-based index of the last firing row, 0 if none
+        self.tokens_since_fired = torch.where(any_fire, B - last, self.tokens_since_fired + B)
+        self.steps_since_fired = torch.where(any_fire, torch.zeros_like(self.steps_since_fired),
+                                             self.steps_since_fired + 1)
+        self.fire_count += fires.sum(dim=0)
+        self.ever_fired |= any_fire
+        self.total_steps += 1
+        self.total_tokens += B
+
+    def dead_mask(self, window: int, unit: str = "steps") -> Tensor:
+        """``[m]`` bool: latents that did not fire during the last ``window`` steps (``unit="steps"``: no firing in
+        this or the previous ``window - 1`` updates) or the last ``window`` tokens (``unit="tokens"``).
+
+        Raises ``ValueError`` when ``window`` is longer than the stream seen so far: there is no evidence either way.
+        """
+        _check_int("window", window, 1)
+        if unit == "steps":
+            if window > self.total_steps:
+                raise ValueError(f"window={window} steps is longer than the {self.total_steps} steps seen")
+            # fired at the current step: 0 steps since; not in the last `window` steps: since >= window
+            return self.steps_since_fired >= window
+        if unit == "tokens":
+            if window > self.total_tokens:
+                raise ValueError(f"window={window} tokens is longer than the {self.total_tokens} tokens seen")
+            return self.tokens_since_fired >= window
+        raise ValueError(f"unit must be 'steps' or 'tokens', got {unit!r}")
+
+    def frequencies(self) -> Tensor:
+        """``[m]`` float: share of all tokens seen on which each latent fired."""
+        if self.total_tokens == 0:
+            raise ValueError("no tokens seen yet; call update() first")
+        return self.fire_count.double() / self.total_tokens
+
+
+@dataclass
+class FiringStats:
+    """Per-latent statistics of codes over a set of tokens (see :func:`firing_statistics`)."""
+
+    counts: Tensor
+    """[m] int64 tokens on which the latent fired (|h| > threshold)."""
+    max: Tensor
+    """[m] float32 largest activation."""
+    sum: Tensor
+    """[m] float64 sum of activations."""
+    n_tokens: int
+
+    @property
+    def rates(self) -> Tensor:
+        """[m] float64 firing frequency (share of tokens)."""
+        return self.counts.double() / self.n_tokens
+
+
+def _encode_fn(sae: Any) -> Callable[[Tensor], Tensor]:
+    if hasattr(sae, "encode") and callable(sae.encode):
+        return sae.encode
+    if callable(sae):
+        return sae
+    raise TypeError(f"expected an SAE with .encode or a callable x -> h, got {type(sae).__name__}")
+
+
+def _chunks(n: int, chunk_size: int) -> Iterable[slice]:
+    _check_int("chunk_size", chunk_size, 1)
+    for start in range(0, n, chunk_size):
+        yield slice(start, min(start + chunk_size, n))
+
+
+def _sae_param(sae: Any) -> Tensor | None:
+    if isinstance(sae, nn.Module):
+        return next(iter(sae.parameters()), None)
+    owner = getattr(getattr(sae, "encode", None), "__self__", None)
+    return next(iter(owner.parameters()), None) if isinstance(owner, nn.Module) else None
+
+
+def _encode_chunk(encode: Callable[[Tensor], Tensor], x: Tensor, ref: Tensor | None) -> Tensor:
+    if ref is not None:
+        x = x.to(device=ref.device, dtype=ref.dtype)
+    return encode(x).float()
+
+
+@torch.no_grad()
+def firing_statistics(sae: Any, acts: Tensor, *, chunk_size: int = 4096,
+                      threshold: float = DEAD_THRESHOLD) -> FiringStats:
+    """Firing counts, maximum and summed activation of every latent of ``sae`` over ``acts [N, d]`` (DIGEST §5.3).
+
+    ``sae`` is an :class:`aen_lib.model.SAE` (its ``encode`` is used) or any callable ``x -> h [n, m]``. Codes are
+    computed ``chunk_size`` rows at a time, so ``[N, m]`` is never held in memory.
+    """
+    if not isinstance(acts, Tensor) or acts.dim() != 2 or acts.shape[0] == 0:
+        raise ValueError(f"acts must be a non-empty [N, d] tensor, got {getattr(acts, 'shape', type(acts).__name__)}")
+    encode, ref = _encode_fn(sae), _sae_param(sae)
+    counts = mx = total = None
+    for sl in _chunks(acts.shape[0], chunk_size):
+        h = _encode_chunk(encode, acts[sl], ref).cpu()  # [c, m]
+        c, s, m = (h.abs() > threshold).sum(0), h.double().sum(0), h.amax(0)
+        counts = c if counts is None else counts + c
+        total = s if total is None else total + s
+        mx = m if mx is None else torch.maximum(mx, m)
+    assert counts is not None and mx is not None and total is not None
+    return FiringStats(counts=counts.long(), max=mx, sum=total, n_tokens=int(acts.shape[0]))
+
+
+def dead_dense_accounting(
+    tracker: FiringTracker,
+    eval_stats: FiringStats,
+    *,
+    step_window: int,
+    token_window: int,
+    dense_thresholds: Sequence[float] = (0.01, 0.1),
+) -> dict[str, float]:
+    """Dead and dense latents under the three definitions of the survey notes (f)6, in percent of latents.
+
+    * ``dead_steps_pct``: did not fire in the last ``step_window`` training steps of ``tracker`` (SAELens);
+    * ``dead_tokens_pct``: did not fire in the last ``token_window`` tokens of ``tracker`` (10M tokens in sparsify,
+      dictionary_learning, OpenAI);
+    * ``never_fired_eval_pct``: never fired on the evaluation tokens of ``eval_stats`` (SAEBench ``frac_alive``);
+    * ``dead_all_pct`` / ``dead_any_pct``: dead under all three / under at least one;
+    * ``rare_alive_pct``: fired in evaluation but is dead under the step window (alive, yet rarely enough to be
+      counted dead by a training window);
+    * ``dense_<t>_pct`` for each ``t`` in ``dense_thresholds``: fired on more than a fraction ``t`` of the
+      evaluation tokens (SAEBench ``freq_over_1_percent`` / ``_10_percent``).
+    """
+    if not isinstance(tracker, FiringTracker) or not isinstance(eval_stats, FiringStats):
+        raise TypeError("tracker must be a FiringTracker and eval_stats a FiringStats")
+    if eval_stats.counts.numel() != tracker.d_sae:
+        raise ValueError(f"eval_stats has {eval_stats.counts.numel()} latents but the tracker {tracker.d_sae}")
+    steps = tracker.dead_mask(step_window, "steps").cpu()
+    tokens = tracker.dead_mask(token_window, "tokens").cpu()
+    never = eval_stats.counts.cpu() == 0
+    pct = lambda mask: 100.0 * float(mask.float().mean())  # noqa: E731
+    out = {
+        "dead_steps_pct": pct(steps),
+        "dead_tokens_pct": pct(tokens),
+        "never_fired_eval_pct": pct(never),
+        "dead_all_pct": pct(steps & tokens & never),
+        "dead_any_pct": pct(steps | tokens | never),
+        "rare_alive_pct": pct(steps & ~never),
+        "step_window": float(step_window),
+        "token_window": float(token_window),
+        "eval_tokens": float(eval_stats.n_tokens),
+    }
+    rates = eval_stats.rates.cpu()
+    for t in dense_thresholds:
+        if not 0 < t < 1:
+            raise ValueError(f"dense_thresholds must lie in (0, 1), got {t!r}")
+        out[f"dense_{t:g}_pct"] = pct(rates > t)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Top-activating contexts
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def top_activations(sae: Any, acts: Tensor, features: Sequence[int] | Tensor, k: int = 8, *,
+                    chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest activations of each latent in ``features`` over ``acts [N, d]`` and their row indices.
+
+    Returns ``(values [F, k] float32, rows [F, k] int64)``, each row sorted by decreasing value. Rows are indices
+    into ``acts``; where a latent fired on fewer than ``k`` tokens the remaining values are <= 0 (not firing).
+    Streams over ``acts`` in chunks, so the full code matrix is never built.
+    """
+    _check_int("k", k, 1)
+    if not isinstance(acts, Tensor) or acts.dim() != 2 or acts.shape[0] == 0:
+        raise ValueError(f"acts must be a non-empty [N, d] tensor, got {getattr(acts, 'shape', type(acts).__name__)}")
+    feats = torch.as_tensor(features, dtype=torch.long).flatten()
+    if feats.numel() == 0:
+        raise ValueError("features is empty; give at least one latent index")
+    encode, ref = _encode_fn(sae), _sae_param(sae)
+    best_v = torch.full((feats.numel(), 0), -math.inf)
+    best_r = torch.zeros((feats.numel(), 0), dtype=torch.long)
+    for sl in _chunks(acts.shape[0], chunk_size):
+        h = _encode_chunk(encode, acts[sl], ref).cpu()  # [c, m]
+        if feats.max() >= h.shape[1] or feats.min() < 0:
+            raise ValueError(f"features must lie in [0, {h.shape[1]}), got {feats.tolist()}")
+        v = h[:, feats].T  # [F, c]
+        r = torch.arange(sl.start, sl.stop).expand_as(v)
+        cand_v, cand_r = torch.cat([best_v, v], dim=1), torch.cat([best_r, r], dim=1)
+        top = cand_v.topk(min(k, cand_v.shape[1]), dim=1)
+        best_v, best_r = top.values, cand_r.gather(1, top.indices)
+    return best_v, best_r
+
+
+@dataclass
+class Context:
+    """The text around one firing of a latent: tokens as strings, which one fired, and the latent's activations."""
+
+    tokens: list[str]
+    """Decoded tokens of the context, in order."""
+    highlight: int
+    """Index in ``tokens`` of the token where the activation was recorded."""
+    activation: float
+    """The latent's activation on that token."""
+    token_acts: list[float] = field(default_factory=list)
+    """The latent's activation on every token of the context (same length as ``tokens``)."""
+    window: int = -1
+    """Window index of the firing token in the harvested stream."""
+    position: int = -1
+    """Position of the firing token inside its window."""
+
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+
+def _decode_token(tokenizer: Any, token_id: int) -> str:
+    if callable(getattr(tokenizer, "decode", None)):
+        return tokenizer.decode([int(token_id)])
+    if callable(tokenizer):
+        return str(tokenizer(int(token_id)))
+    raise TypeError("tokenizer must have .decode(ids) or be a callable id -> str")
+
+
+@torch.no_grad()
+def feature_contexts(
+    sae: Any,
+    data: Activations,
+    feature: int,
+    rows: Sequence[int] | Tensor,
+    tokenizer: Any,
+    *,
+    left: int = 12,
+    right: int = 4,
+    values: Sequence[float] | Tensor | None = None,
+) -> list[Context]:
+    """Text contexts of latent ``feature`` around each of ``rows`` (row indices into ``data``, e.g. from
+    :func:`top_activations`).
+
+    The context is the harvested tokens of the same window at positions ``[p - left, p + right]`` (positions that
+    were not harvested, such as the dropped attention sink, are simply absent). Rows are consecutive in a harvested
+    stream, so the context is read from neighbouring rows; no tokenisation is repeated. ``tokenizer`` decodes
+    single token ids (``.decode([id])``, or a callable ``id -> str``). Rows with ``values[i] <= 0`` are skipped.
+    """
+    if not isinstance(data, Activations):
+        raise TypeError(f"data must be aen_lib.activations.Activations, got {type(data).__name__}")
+    _check_int("left", left, 0)
+    _check_int("right", right, 0)
+    encode, ref = _encode_fn(sae), _sae_param(sae)
+    rows_t = torch.as_tensor(rows, dtype=torch.long).flatten()
+    vals = None if values is None else torch.as_tensor(values, dtype=torch.float32).flatten()
+    if vals is not None and vals.numel() != rows_t.numel():
+        raise ValueError(f"values has {vals.numel()} entries but rows has {rows_t.numel()}")
+    n = len(data)
+    out: list[Context] = []
+    for i, r in enumerate(rows_t.tolist()):
+        if vals is not None and vals[i] <= 0:
+            continue
+        if not 0 <= r < n:
+            raise ValueError(f"row {r} is out of range for {n} harvested rows")
+        w, p = int(data.window_index[r]), int(data.position[r])
+        lo, hi = max(0, r - left), min(n, r + right + 1)
+        idx = torch.arange(lo, hi)
+        keep = (data.window_index[idx] == w) & (data.position[idx] >= p - left) & (data.position[idx] <= p + right)
+        idx = idx[keep]
+        h = _encode_chunk(encode, data.acts[idx], ref).cpu()  # [c, m]
+        if not 0 <= feature < h.shape[1]:
+            raise ValueError(f"feature={feature} out of range [0, {h.shape[1]})")
+        acts_f = h[:, feature]
+        tokens = [_decode_token(tokenizer, t) for t in data.token_ids[idx].tolist()]
+        hi_idx = int((idx == r).nonzero()[0, 0])
+        out.append(Context(tokens=tokens, highlight=hi_idx, activation=float(acts_f[hi_idx]),
+                           token_acts=[float(a) for a in acts_f], window=w, position=p))
+    return out
+
+
+def _visible(token: str) -> str:
+    return token.replace("\n", "⏎").replace("\t", "⇥")
+
+
+def render_contexts_text(contexts: Sequence[Context], *, max_chars: int = 110) -> str:
+    """Plain-text rendering: one line per context, the firing token in ``[[...]]``, activation first.
+
+    Newlines inside tokens are shown as ``⏎``; lines are cut to about ``max_chars`` characters around the firing
+    token.
+    """
+    lines = []
+    for c in contexts:
+        before = "".join(_visible(t) for t in c.tokens[: c.highlight])
+        after = "".join(_visible(t) for t in c.tokens[c.highlight + 1:])
+        mark = f"[[{_visible(c.tokens[c.highlight])}]]"
+        room = max(10, max_chars - len(mark))
+        before = before[-(2 * room // 3):]
+        after = after[: room - len(before)]
+        lines.append(f"{c.activation:7.2f}  {before}{mark}{after}")
+    return "\n".join(lines)
+
+
+def render_contexts_html(
+    contexts: Mapping[str, Sequence[Context]],
+    *,
+    color: str = "#D55E00",
+    notes: Mapping[str, str] | None = None,
+) -> str:
+    """HTML rendering: for each title in ``contexts``, one line per context; every token is shaded by the latent's
+    activation on it (relative to the largest in that group), and the firing token is bold and underlined.
+
+    ``notes[title]`` (optional) is shown under the title, e.g. the latent's top logit tokens. All text is escaped.
+    """
+    rgb = tuple(int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    parts = ['<div style="font-family: monospace; font-size: 12px; line-height: 1.6">']
+    for title, ctxs in contexts.items():
+        parts.append(f'<div style="margin-top: 0.6em"><b>{html.escape(str(title))}</b>')
+        if notes and title in notes:
+            parts.append(f'<div style="color: #555">{html.escape(notes[title])}</div>')
+        scale = max((max(c.token_acts, default=0.0) for c in ctxs), default=0.0) or 1.0
+        for c in ctxs:
+            spans = []
+            for j, tok in enumerate(c.tokens):
+                a = c.token_acts[j] if j < len(c.token_acts) else 0.0
+                alpha = max(0.0, min(1.0, a / scale))
+                style = f"background: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {alpha:.2f})"
+                if j == c.highlight:
+                    style += "; font-weight: bold; text-decoration: underline"
+                spans.append(f'<span style="{style}" title="{a:.2f}">{html.escape(_visible(tok))}</span>')
+            parts.append(f'<div><span style="color: #888">{c.activation:6.2f} </span>{"".join(spans)}</div>')
+        parts.append("</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Logit effect of a decoder direction
+# --------------------------------------------------------------------------------------------------------------
+
+# Final normalisation before the unembedding, by config.model_type (attribute path from the CausalLM module).
+_FINAL_NORM_PATHS: Mapping[str, tuple[str, ...]] = {
+    "llama": ("model", "norm"),
+    "mistral": ("model", "norm"),
+    "qwen2": ("model", "norm"),
+    "gpt_neox": ("gpt_neox", "final_layer_norm"),
+}
+
+
+def unembedding_directions(model: nn.Module) -> tuple[Tensor, bool]:
+    """``(W_U diag(g) [V, d], centred)``: the unembedding with the final norm's gain ``g`` folded in (float32).
+
+    For a residual-stream direction ``u`` orthogonal to the current residual, the logits move by
+    ``W_U diag(g) u / s`` with ``s`` the final norm's per-token scale (RMS for RMSNorm, standard deviation for
+    LayerNorm). LayerNorm (GPT-NeoX) also subtracts the mean over dimensions, so ``u`` must be centred first:
+    ``centred`` says so, and :func:`logit_effect` does it. Raises ``ValueError`` for an architecture whose final
+    norm is not known.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in _FINAL_NORM_PATHS:
+        raise ValueError(f"unsupported architecture model_type={model_type!r}; supported: {sorted(_FINAL_NORM_PATHS)}")
+    norm: Any = model
+    for attr in _FINAL_NORM_PATHS[model_type]:
+        norm = getattr(norm, attr)
+    W_U = model.get_output_embeddings().weight.detach().float()  # [V, d]
+    g = norm.weight.detach().float()  # [d]
+    return W_U * g, isinstance(norm, nn.LayerNorm)
+
+
+@torch.no_grad()
+def logit_effect(directions: Tensor, unembedding: tuple[Tensor, bool] | Tensor) -> Tensor:
+    """Direct logit effect ``[F, V]`` of residual directions ``directions [F, d]`` (e.g. decoder atoms
+    ``sae.W_dec[features]``), DIGEST §5.4's ``D[:, i]ᵀ W_U`` with the final norm's gain.
+
+    ``unembedding`` is the output of :func:`unembedding_directions` (or a plain ``[V, d]`` matrix). The values are
+    logits per unit length of the direction *before* the final norm divides by the token's scale; they rank the
+    vocabulary, and their size is comparable across latents of one SAE, not across models.
+    """
+    W, centred = unembedding if isinstance(unembedding, tuple) else (unembedding, False)
+    D = directions.detach().float().to(W.device)
+    if D.dim() != 2 or D.shape[1] != W.shape[1]:
+        raise ValueError(f"directions must be [F, d={W.shape[1]}], got {tuple(directions.shape)}")
+    if centred:
+        D = D - D.mean(dim=1, keepdim=True)
+    return D @ W.T
+
+
+def top_logit_tokens(effects: Tensor, tokenizer: Any, k: int = 8) -> list[dict[str, list[tuple[str, float]]]]:
+    """For each row of ``effects [F, V]``: the ``k`` most promoted and most suppressed tokens with their values,
+    as ``{"up": [(token, value), ...], "down": [...]}``."""
+    _check_int("k", k, 1)
+    if effects.dim() != 2:
+        raise ValueError(f"effects must be [F, V], got {tuple(effects.shape)}")
+    out = []
+    for row in effects:
+        up, down = row.topk(k), (-row).topk(k)
+        out.append({
+            "up": [(_decode_token(tokenizer, i), float(v)) for v, i in zip(up.values, up.indices.tolist())],
+            "down": [(_decode_token(tokenizer, i), -float(v)) for v, i in zip(down.values, down.indices.tolist())],
+        })
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Spliced evaluation of several SAEs
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def spliced_evaluation_many(
+    model: nn.Module,
+    saes: Mapping[str, Callable[[Tensor], Any]],
+    windows: Tensor | Iterable[Tensor],
+    layer: int,
+    *,
+    raw_input: Collection[str] = (),
+    batch_size: int = 16,
+    skip_first: int = 1,
+    eps: float = 1e-6,
+    progress: bool = True,
+) -> dict[str, SplicedEvalResult]:
+    """:func:`aen_lib.evaluation.spliced_evaluation` for every SAE in ``saes`` on the same held-out ``windows``
+    (DIGEST §5.3, Figure 1), sharing the clean and mean-ablated forward passes.
+
+    Per batch the LM runs once clean, once mean-ablated and once per SAE, instead of three times per SAE; each
+    result equals what ``spliced_evaluation`` returns for that SAE alone. SAEs named in ``raw_input`` get the raw
+    activations, as the reference code did (``reproduce_reference_bug=True``); the others the per-token normalised
+    ones with the norm multiplied back.
+    """
+    if not isinstance(saes, Mapping) or not saes:
+        raise ValueError("saes must be a non-empty mapping name -> SAE")
+    unknown = set(raw_input) - set(saes)
+    if unknown:
+        raise ValueError(f"raw_input names {sorted(unknown)} that are not in saes {sorted(saes)}")
+    _check_int("batch_size", batch_size, 1)
+    _check_int("skip_first", skip_first, 0)
+    residual_hook_module(model, layer)
+    from tqdm.auto import tqdm
+
+    modules = [s for s in saes.values() if isinstance(s, nn.Module)]
+    was_training = [s.training for s in modules]
+    for s in modules:
+        s.eval()
+    dev = model_device(model)
+    sums = {name: {"patched": 0.0, "kl": 0.0} for name in saes}
+    clean_sum = ablated_sum = 0.0
+    n_tok = n_win = 0
+    try:
+        with tqdm(desc=f"spliced eval x{len(saes)} L{layer}", unit="tok", unit_scale=True, disable=not progress) as bar:
+            for ids in iter_window_batches(windows, batch_size):
+                ids = ids.to(dev)
+                B, T = ids.shape
+                if skip_first > T - 2:
+                    raise ValueError(f"skip_first={skip_first} leaves no predictions in windows of length {T}")
+                clean = _forward_logits(model, ids, layer)
+                clean_sum += float(_ce_sum(clean, ids, skip_first))
+                ablated = _forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
+                ablated_sum += float(_ce_sum(ablated, ids, skip_first))
+                del ablated
+                for name, sae in saes.items():
+                    normalize = name not in raw_input
+                    patched = _forward_logits(
+                        model, ids, layer,
+                        replace=lambda h, sae=sae, normalize=normalize: splice_sae(
+                            h, sae, skip_first=skip_first, normalize=normalize, eps=eps))
+                    sums[name]["patched"] += float(_ce_sum(patched, ids, skip_first))
+                    sums[name]["kl"] += float(_kl_sum(clean, patched, skip_first))
+                    del patched
+                n_tok += B * (T - 1 - skip_first)
+                n_win += B
+                bar.update(B * T)
+    finally:
+        for s, t in zip(modules, was_training):
+            s.train(t)
+    if n_tok == 0:
+        raise ValueError("windows is empty; nothing to evaluate")
+    ce_c, ce_a = clean_sum / n_tok, ablated_sum / n_tok
+    out = {}
+    for name in saes:
+        ce_p = sums[name]["patched"] / n_tok
+        denom = ce_a - ce_c
+        out[name] = SplicedEvalResult(
+            ce_clean=ce_c, ce_patched=ce_p, ce_ablated=ce_a,
+            ce_recovered=1.0 - (ce_p - ce_c) / denom if denom != 0 else math.nan,
+            kl=sums[name]["kl"] / n_tok, n_tokens=n_tok, n_windows=n_win,
+            reproduce_reference_bug=name in raw_input)
+    return out
