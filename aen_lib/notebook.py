@@ -46,6 +46,8 @@ from typing import Any
 __all__ = [
     "REPO_URL",
     "in_colab",
+    "resolve_device",
+    "glue",
     "repo_root",
     "results_dir",
     "save_json",
@@ -70,6 +72,40 @@ _CHAPTER_RE = re.compile(r"^\d\d_[a-z0-9_]+$")
 def in_colab() -> bool:
     """True when running inside a Google Colab runtime (the ``google.colab`` module is loaded there)."""
     return "google.colab" in sys.modules
+
+
+def resolve_device(name: str) -> "torch.device":
+    """The torch device for a chapter's ``device`` parameter: ``"auto"`` picks CUDA when available, else CPU.
+
+    Raises ``ValueError`` for another name, or for ``"cuda"`` on a machine without a CUDA GPU.
+    """
+    import torch
+
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def glue(name: str, value: Any) -> Any:
+    """Make ``value`` available to the chapter's prose as ``{glue:text}`name:.1f` `` (MyST-NB), and return it.
+
+    Numbers are stored as plain Python numbers so that format specs work. Without ``myst_nb`` (e.g. on Colab) this
+    only returns the value; chapters also print the numbers they glue, so the reader sees them either way.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"glue name must be an identifier, got {name!r}")
+    if hasattr(value, "item"):
+        value = value.item()
+    try:
+        from myst_nb import glue as _myst_glue
+    except ImportError:
+        return value
+    _myst_glue(name, value, display=False)
+    return value
 
 
 def _looks_like_repo(path: Path) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "plot_training_curves",
     "plot_firing_histogram",
     "save_figure",
+    "sae_pipeline_diagram",
 ]
 
 OKABE_ITO: dict[str, str] = {
@@ -226,19 +227,29 @@ def dead_ev_vs_l0_figure(
 # ----------------------------------------------------------------------------------------------------------------
 def plot_training_curves(
     ax: Axes,
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float] | Sequence[Sequence[float]]]],
     *,
     ylabel: str,
     xlabel: str = "training step",
 ) -> None:
-    """One line per architecture: ``curves[architecture] = (steps, values)``."""
+    """One line per architecture: ``curves[architecture] = (steps [T], values)``.
+
+    ``values`` is either ``[T]`` (one run) or ``[n_seeds, T]``: then the line is the mean over seeds and a shaded
+    band spans the ``[min, max]`` over seeds.
+    """
     if not curves:
         raise ValueError("plot_training_curves needs at least one curve")
     for arch, (steps, values) in curves.items():
-        if len(steps) != len(values):
-            raise ValueError(f"curve {arch!r}: {len(steps)} steps but {len(values)} values")
-        ax.plot(steps, values, color=architecture_color(arch), marker=ARCHITECTURE_MARKERS[arch], ms=3, lw=1.5,
-                label=architecture_label(arch))
+        color = architecture_color(arch)
+        v = np.asarray(values, dtype=float)
+        v2 = v[None, :] if v.ndim == 1 else v
+        if v2.ndim != 2 or v2.shape[1] != len(steps):
+            raise ValueError(f"curve {arch!r}: {len(steps)} steps but values of shape {v.shape}")
+        n = v2.shape[0]
+        label = architecture_label(arch) + (f" (mean, [min, max] of {n} seeds)" if n > 1 else "")
+        ax.plot(steps, v2.mean(axis=0), color=color, marker=ARCHITECTURE_MARKERS[arch], ms=3, lw=1.5, label=label)
+        if n > 1:
+            ax.fill_between(steps, v2.min(axis=0), v2.max(axis=0), color=color, alpha=0.2, lw=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -300,3 +311,57 @@ def save_figure(
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         paths.append(path)
     return paths
+
+
+def sae_pipeline_diagram() -> Figure:
+    """The SAE evaluation pipeline of the paper's Figure 1, drawn with boxes and arrows.
+
+    Top row (clean run): tokens, the frozen LM up to layer M, activations X_M, the rest of the LM, logits X_F.
+    Bottom row (patched run): X_M goes through the SAE encoder to the sparse code h(X_M), the decoder gives X̂_M,
+    which replaces X_M; the frozen LM resumes and gives X̂_F. Fidelity is the divergence between X_F and X̂_F.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 3.6)
+    ax.axis("off")
+    frozen, sae_c, data_c = "#DDDDDD", OKABE_ITO["vermillion"], OKABE_ITO["sky_blue"]
+
+    def box(x: float, y: float, w: float, text: str, color: str, alpha: float = 1.0) -> tuple[float, float, float]:
+        ax.add_patch(FancyBboxPatch((x, y - 0.32), w, 0.64, boxstyle="round,pad=0.05", fc=color, ec="black",
+                                    lw=0.8, alpha=alpha))
+        ax.text(x + w / 2, y, text, ha="center", va="center", fontsize=9)
+        return x, y, w
+
+    def arrow(x0: float, y0: float, x1: float, y1: float, style: str = "-|>", ls: str = "-") -> None:
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle=style, mutation_scale=12, lw=1.2, ls=ls,
+                                     color="black"))
+
+    top, bottom = 2.9, 1.2
+    box(0.1, top, 1.1, "tokens", "white")
+    box(1.6, top, 1.9, "frozen LM\nlayers 1..M", frozen)
+    box(3.9, top, 1.0, "$X_M$", data_c, 0.6)
+    box(6.9, top, 1.9, "frozen LM\nlayers M+1..F", frozen)
+    box(9.2, top, 1.6, "logits $X_F$", data_c, 0.6)
+    arrow(1.2, top, 1.6, top)
+    arrow(3.5, top, 3.9, top)
+    arrow(4.9, top, 6.9, top)
+    arrow(8.8, top, 9.2, top)
+
+    box(1.6, bottom, 1.9, "SAE encoder\nReLU / TopK", sae_c, 0.35)
+    box(3.9, bottom, 1.3, "sparse code\n$h(X_M)$", sae_c, 0.7)
+    box(5.6, bottom, 1.9, "SAE decoder\n$\\hat X_M = D\\,h + b$", sae_c, 0.35)
+    box(9.2, bottom, 1.6, "logits $\\hat X_F$", data_c, 0.6)
+    arrow(4.4, top - 0.36, 2.55, bottom + 0.36)
+    arrow(3.5, bottom, 3.9, bottom)
+    arrow(5.2, bottom, 5.6, bottom)
+    arrow(7.5, bottom + 0.2, 7.85, top - 0.36)
+    ax.text(7.0, 2.05, "$\\hat X_M$ replaces $X_M$", fontsize=8, ha="right", style="italic")
+    arrow(8.8, top - 0.36, 9.6, bottom + 0.36, ls="--")
+    arrow(10.0, top - 0.36, 10.0, bottom + 0.36, style="<|-|>")
+    ax.text(10.1, 2.05, "KL / CE", fontsize=9, ha="left", va="center")
+    ax.text(0.1, 0.25, "Grey: frozen language model. Orange: the SAE, trained to reconstruct $X_M$ with a sparse code. "
+            "Fidelity: divergence between $X_F$ and $\\hat X_F$.", fontsize=8)
+    return fig

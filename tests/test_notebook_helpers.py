@@ -169,3 +169,20 @@ def test_summarize_runs_reads_papermill_metadata(tmp_path):
     assert (tmp_path / "summary.md").read_text() == table
     with pytest.raises(FileNotFoundError, match="nowhere"):
         nbh.summarize_runs(tmp_path / "nowhere")
+
+
+def test_resolve_device():
+    assert nbh.resolve_device("cpu") == torch.device("cpu")
+    assert nbh.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="'tpu'"):
+        nbh.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            nbh.resolve_device("cuda")
+
+
+def test_glue_returns_plain_numbers_and_checks_the_name():
+    assert nbh.glue("dead_pct", np.float64(12.5)) == 12.5
+    assert type(nbh.glue("n_dead", torch.tensor(3))) is int
+    with pytest.raises(ValueError, match="'dead pct'"):
+        nbh.glue("dead pct", 1.0)

@@ -84,6 +84,9 @@ def test_cell2_is_tagged_parameters_with_types_and_comments(chapter):
     tree = ast.parse(cells[1].source)
     plain = [n.targets[0].id for n in tree.body if isinstance(n, ast.Assign)]
     assert not plain, f"parameters without a type hint: {plain}"
+    annotated = [n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)]
+    # papermill silently drops lines it cannot parse (e.g. a comment containing "="): it must see every parameter
+    assert sorted(inferred) == sorted(annotated), f"papermill cannot parse {sorted(set(annotated) - set(inferred))}"
 
 
 def test_cell3_validates_the_defaults(chapter):

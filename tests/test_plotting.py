@@ -152,3 +152,24 @@ def test_save_figure_writes_under_results_chapter(tmp_path):
     with pytest.raises(ValueError, match="chapter"):
         plotting.save_figure(fig, "chapter one", "x", root=tmp_path)
     plt.close(fig)
+
+
+def test_training_curves_with_seeds_draw_mean_and_min_max_band():
+    fig, ax = plt.subplots()
+    vals = [[0.0, 10.0, 20.0], [0.0, 14.0, 10.0]]
+    plotting.plot_training_curves(ax, {"topk": ([250, 500, 750], vals)}, ylabel="dead (%)")
+    assert ax.get_lines()[0].get_ydata().tolist() == [0.0, 12.0, 15.0]
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].max() == 20.0 and band[:, 1].min() == 0.0
+    assert "3 seeds" not in ax.get_legend().get_texts()[0].get_text()
+    assert "2 seeds" in ax.get_legend().get_texts()[0].get_text()
+    plt.close(fig)
+
+
+def test_sae_pipeline_diagram_names_the_figure1_stages():
+    fig = plotting.sae_pipeline_diagram()
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for word in ["frozen LM", "$X_M$", "sparse code", "SAE encoder", "SAE decoder", "logits $X_F$", "KL / CE",
+                 "replaces"]:
+        assert word in texts
+    plt.close(fig)
