@@ -150,10 +150,11 @@ class LMSpec:
         return self.embedding_params + self.n_layers * self.block_params + self.d_model + head
 
     def params_kept(self, layer: int, truncate: bool) -> int:
-        """Parameters held in memory when harvesting block ``layer`` (all of them unless ``truncate``)."""
+        """Parameters held in memory when harvesting block ``layer``: all of them, or with ``truncate`` the embedding,
+        blocks 0..layer and the final norm (:func:`aen_lib.distributed.drop_blocks_after`)."""
         if not truncate:
             return self.n_params
-        return self.embedding_params + (layer + 1) * self.block_params
+        return self.embedding_params + (layer + 1) * self.block_params + self.d_model
 
 
 #: Llama-3.1-8B (the paper's model, DIGEST §5.2) and SmolLM2-135M (our offline stand-in), from their configs.

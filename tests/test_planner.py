@@ -162,3 +162,22 @@ def test_gpu_benchmark_script_runs_quick_on_cpu(tmp_path):
         assert r["tflops"] == pytest.approx(res["info"]["flops_per_step"] / (r["ms_per_step"] / 1e3) / 1e12)
         assert r["fraction_of_ceiling"] == pytest.approx(r["tflops"] / res["ceilings"][r["ceiling_precision"]]["ceiling"])
         assert 0.8 < r["planner_over_measured"] < 1.2
+
+
+def test_truncated_lm_matches_planner_and_harvest():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from aen_lib.activations import block_output
+    from aen_lib.distributed import drop_blocks_after
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    ids = torch.randint(0, 97, (2, 9))
+    before = block_output(model, ids, layer=1)
+    drop_blocks_after(model, 1)
+    assert sum(p.numel() for p in model.parameters()) == LMSpec.from_hf_config(cfg).params_kept(1, truncate=True)
+    torch.testing.assert_close(block_output(model, ids, layer=1), before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="layer=5"):
+        drop_blocks_after(model, 5)
