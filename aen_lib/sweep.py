@@ -52,9 +52,9 @@ from torch import Tensor, nn
 
 from . import metrics as M
 from .adaptive import AdaptiveWeights, ema_update, effective_weights, raw_adaptive_weights, reference_scale, warmup_factor
-from .config import ADAPTIVE, SAEConfig
+from .config import SAEConfig
 from .model import SAE, LossTerms, SAEOutput
-from .objectives import OBJECTIVES, _JumpReLUFn, _StepFn, l1_penalty, l2_penalty
+from .objectives import OBJECTIVES, _JumpReLUFn, _StepFn, l2_penalty
 from .train import DataSource, TrainConfig, Trainer, _autocast, _split, batch_metrics, check_batch, final_metrics
 
 __all__ = [
@@ -67,6 +67,8 @@ __all__ = [
     "MemberResult",
     "SweepResult",
     "member_bytes",
+    "largest_tensor_bytes",
+    "CPU_MAX_TENSOR_BYTES",
     "plan_chunks",
     "train_sweep",
 ]
@@ -254,7 +256,9 @@ class _L1Group(_Group):
                     self.ema.copy_(ema_update(self.ema, h[self.a0:], self.beta).to(self.ema.dtype))
             w_a = self.adaptive_weights().to(h.dtype)
             w = torch.cat([torch.ones(self.a0, h.shape[-1], device=h.device, dtype=h.dtype), w_a]) if self.a0 else w_a
-        l1 = l1_penalty(h, self.l1, w)
+        # λ1 (1/B) Σ_b Σ_i w_i h_bi: objectives.l1_penalty without its |h|, since h = ReLU(pre) >= 0. Same value and
+        # same gradient (the ReLU zeroes it where h = 0), one elementwise pass and its backward fewer.
+        l1 = self.l1 * (h if w is None else h * w.unsqueeze(-2)).sum(dim=-1).mean(dim=-1)
         l2 = l2_penalty(h, self.l2) if self.uses_l2 else h.new_zeros(self.size)
         return l1, l2, h.new_zeros(self.size)
 
@@ -463,8 +467,14 @@ class StackedSAE(nn.Module):
         """(x - b_dec) W_enc + b_enc for every member. x [B, n] or [M, B, n] -> [M, B, m]."""
         if x.shape[-1] != self.d_in or x.dim() not in (2, 3):
             raise ValueError(f"x has shape {tuple(x.shape)}; expected [B, d_in={self.d_in}] or [M, B, d_in]")
-        xc = (x if x.dim() == 3 else x.unsqueeze(0)) - self.b_dec.unsqueeze(1)  # [M, B, n]
-        return torch.baddbmm(self.b_enc.unsqueeze(1), xc, self.W_enc)
+        b_dec = self.b_dec.unsqueeze(1)  # [M, 1, n]
+        xc = (x if x.dim() == 3 else x.unsqueeze(0)) - b_dec.detach()  # [M, B, n], no gradient path
+        # b_dec's gradient through the encoder, -Σ_b (∂L/∂pre_b) W_encᵀ, flows through this zero-valued term instead
+        # of through xc, so autograd skips the [M, B, n] input gradient (one of the six big matmuls of a step); the
+        # forward value is exactly (x - b_dec) W_enc + b_enc, as in SAE.pre_activation.
+        # (W_enc is detached there: its gradient from a zero-valued term is zero anyway, and would cost an [M, n, m] pass)
+        bias = self.b_enc.unsqueeze(1) - torch.bmm(b_dec - b_dec.detach(), self.W_enc.detach())  # [M, 1, m]
+        return torch.baddbmm(bias, xc, self.W_enc)
 
     def activate(self, pre: Tensor) -> Tensor:
         hs = [g.activate(pre[g.start : g.stop]) for g in self.groups]
@@ -496,11 +506,11 @@ class StackedSAE(nn.Module):
     @torch.no_grad()
     def project_decoder_(self, members: Tensor | None = None) -> None:
         """Unit-norm atoms for every member (DIGEST §2.1); with ``members`` [M] bool, only those rows."""
-        normed = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        norms = self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         if members is None:
-            self.W_dec.copy_(normed)
+            self.W_dec.div_(norms)
         else:
-            self.W_dec.copy_(torch.where(members.reshape(-1, 1, 1), normed, self.W_dec))
+            self.W_dec.copy_(torch.where(members.reshape(-1, 1, 1), self.W_dec / norms, self.W_dec))
 
     # --- members ------------------------------------------------------------------------------------------------
     def group_of(self, j: int) -> tuple[_Group, int]:
@@ -570,6 +580,9 @@ class StackedAdam:
         self.steps = torch.zeros(n_members, dtype=torch.float64, device=device)
         self.exp_avg = [torch.zeros_like(p) for p, _ in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p, _ in self.params]
+        # one scratch tensor per parameter: the common step then allocates nothing (fresh allocations of large
+        # tensors are slow on CPU, see CPU_MAX_TENSOR_BYTES)
+        self._work = [torch.empty_like(p) for p, _ in self.params]
 
     def zero_grad(self) -> None:
         for p, _ in self.params:
@@ -584,16 +597,20 @@ class StackedAdam:
         bc1 = 1 - self.beta1**self.steps  # [M] float64, as Python floats in torch's Adam
         bc2_sqrt = (1 - self.beta2**self.steps).sqrt()
         step_size = self.lr / bc1
-        for (p, sl), m1, m2 in zip(self.params, self.exp_avg, self.exp_avg_sq):
+        for (p, sl), m1, m2, buf in zip(self.params, self.exp_avg, self.exp_avg_sq, self._work):
             g = p.grad
             if g is None:
                 continue
             shape = (-1,) + (1,) * (p.dim() - 1)
             if apply is None:
+                # torch.optim.Adam's single-tensor step op for op, in place:
+                # denom = sqrt(v) / sqrt(bc2) + eps;  p += (-lr / bc1) * (m / denom)
                 m1.lerp_(g, 1 - self.beta1)
                 m2.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-                denom = (m2.sqrt() / bc2_sqrt[sl].to(p.dtype).reshape(shape)).add_(self.eps)
-                p.add_((m1 / denom) * (-step_size[sl]).to(p.dtype).reshape(shape))
+                torch.sqrt(m2, out=buf)
+                buf.div_(bc2_sqrt[sl].to(p.dtype).reshape(shape)).add_(self.eps)
+                torch.div(m1, buf, out=buf)
+                p.add_(buf.mul_((-step_size[sl]).to(p.dtype).reshape(shape)))
             else:
                 keep = apply[sl].reshape(shape)
                 n1 = m1.lerp(g, 1 - self.beta1)
@@ -734,16 +751,28 @@ class StackedTrainer:
 def member_bytes(cfg: SAEConfig, batch_size: int, dtype: torch.dtype = torch.float32) -> int:
     """Rough peak memory (bytes) of one stacked member in training.
 
-    Parameters with their gradient and two Adam moments (4 copies of 2nm + n + m values), plus the per-step
+    Parameters with their gradient, two Adam moments and Adam's scratch (5 copies of 2nm + n + m values), the per-step
     activations: about 10 tensors of [B, m] (pre, codes, their gradients, top-k buffers, masks) and 6 of [B, n].
     """
     n, m = cfg.d_in, cfg.d_sae
     item = torch.empty((), dtype=dtype).element_size()
-    params = 4 * (2 * n * m + n + m + (m if cfg.architecture == "jumprelu" else 0))
+    params = 5 * (2 * n * m + n + m + (m if cfg.architecture == "jumprelu" else 0))
     acts = 10 * batch_size * m + 6 * batch_size * n
     if cfg.architecture in ("topk", "batchtopk"):
         acts += 2 * batch_size * cfg.k * 2  # top-k values and int64 indices
     return int((params + acts) * item)
+
+
+CPU_MAX_TENSOR_BYTES = 31 * 2**20
+"""On CPU, stacks are sized so that no per-step tensor reaches 32 MiB: glibc's malloc serves larger blocks with a
+fresh mmap every time, and touching those new pages costs about 1 ms per MiB (some 20x an elementwise pass), which
+would dominate the step. CUDA's caching allocator has no such cliff."""
+
+
+def largest_tensor_bytes(cfg: SAEConfig, batch_size: int, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of the largest per-member tensor of a training step: max(B·m, n·m, B·n) values."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return max(batch_size * cfg.d_sae, cfg.d_in * cfg.d_sae, batch_size * cfg.d_in) * item
 
 
 def _default_budget(device: torch.device) -> int:
@@ -760,10 +789,12 @@ def plan_chunks(
     dtype: torch.dtype = torch.float32,
     memory_budget_bytes: int,
     max_members: int | None = None,
+    max_tensor_bytes: int | None = None,
 ) -> list[tuple[str, list[int]]]:
     """Split members into chunks: ``("stack", indices)`` of one shape within the memory budget, or ``("alone", [i])``
     for an architecture that cannot be stacked. Chunks of a shape are balanced in size; order follows
-    :data:`STACKABLE` so that each chunk holds as few activation groups as possible."""
+    :data:`STACKABLE` so that each chunk holds as few activation groups as possible. ``max_tensor_bytes`` also caps
+    the size of any stacked tensor (see :data:`CPU_MAX_TENSOR_BYTES`)."""
     if memory_budget_bytes <= 0:
         raise ValueError(f"memory_budget_bytes={memory_budget_bytes!r} must be > 0")
     if max_members is not None and (isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1):
@@ -781,6 +812,9 @@ def plan_chunks(
         cap = max(1, memory_budget_bytes // per)
         if max_members is not None:
             cap = min(cap, max_members)
+        if max_tensor_bytes is not None:
+            largest = max(largest_tensor_bytes(cfgs[i], batch_size, dtype) for i in idx)
+            cap = min(cap, max(1, max_tensor_bytes // largest))
         n_chunks = math.ceil(len(idx) / cap)
         bounds = [round(i * len(idx) / n_chunks) for i in range(n_chunks + 1)]  # sizes differ by at most 1
         chunks = [("stack", idx[bounds[i] : bounds[i + 1]]) for i in range(n_chunks)] + chunks
@@ -836,7 +870,7 @@ def train_sweep(
     All members see the batches that ``data`` yields from its current state, as each would if trained alone with
     :func:`aen_lib.train.train`; chunks replay the stream from that state (the source must implement
     ``state_dict`` / ``load_state_dict``). ``memory_budget_bytes`` defaults to 80% of free GPU memory on CUDA and
-    4 GiB on CPU. ``cfg.progress`` shows one tqdm bar counting member-steps (its rate is member-steps/s).
+    4 GiB on CPU; on CPU no stacked tensor may reach 32 MiB either (:data:`CPU_MAX_TENSOR_BYTES`). ``cfg.progress`` shows one tqdm bar counting member-steps (its rate is member-steps/s).
     Checkpointing (``cfg.checkpoint_every``) is not supported for sweeps. Trained SAEs are moved to
     ``export_device`` (``None``: keep them on ``device``).
     """
@@ -855,7 +889,8 @@ def train_sweep(
     dtype = dtype or torch.float32
     budget = memory_budget_bytes if memory_budget_bytes is not None else _default_budget(dev)
     chunks = plan_chunks(configs, cfg.batch_size, dtype=dtype, memory_budget_bytes=budget,
-                         max_members=max_members_per_chunk)
+                         max_members=max_members_per_chunk,
+                         max_tensor_bytes=CPU_MAX_TENSOR_BYTES if dev.type == "cpu" else None)
     start_state = copy.deepcopy(data.state_dict())
     bar = None
     if cfg.progress:

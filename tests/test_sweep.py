@@ -15,6 +15,7 @@ from aen_lib.sweep import (
     StackedSAE,
     StackedTrainer,
     expand_grid,
+    largest_tensor_bytes,
     member_bytes,
     plan_chunks,
     train_sweep,
@@ -274,6 +275,12 @@ def test_plan_chunks_balances_and_splits_shapes():
     assert any(sorted(idx) == [7, 8] for _, idx in chunks)  # the other shape is its own stack
     with pytest.raises(ValueError, match="memory_budget_bytes"):
         plan_chunks(a, 16, memory_budget_bytes=0)
+    # the per-tensor cap (CPU: no stacked tensor of 32 MiB or more) splits a stack the memory budget would allow
+    largest = largest_tensor_bytes(a[0], 16)
+    assert largest == 4 * max(16 * 32, 8 * 32, 16 * 8)
+    capped = plan_chunks(a, 16, memory_budget_bytes=2**40, max_tensor_bytes=2 * largest + 1)
+    assert sorted(len(idx) for _, idx in capped) == [1, 2, 2, 2]
+    assert len(plan_chunks(a, 16, memory_budget_bytes=2**40)) == 1
     # the estimate grows with the shape as parameters + activations do
     big = SAEConfig(d_in=256, d_sae=1024)
-    assert member_bytes(big, 256) == 4 * (4 * (2 * 256 * 1024 + 256 + 1024) + 10 * 256 * 1024 + 6 * 256 * 256)
+    assert member_bytes(big, 256) == 4 * (5 * (2 * 256 * 1024 + 256 + 1024) + 10 * 256 * 1024 + 6 * 256 * 256)
