@@ -33,8 +33,8 @@ float32 copy of the hooked activation and of its normalised version.
 
 **FLOPs**: SAE ``12·B·n·m`` per step, matmuls only: forward 4Bnm (encoder, decoder), backward 8Bnm (both weight
 gradients, the gradient of h, and the gradient of the encoder input: ``x − b_dec`` depends on the parameter b_dec, so
-autograd computes it). ``benchmarks/bench_core.py`` counts 10·B·n·m, leaving that last product out; a
-``FlopCounterMode`` trace gives 12 (``tests/test_planner.py``). Elementwise work is not counted. LM forward ``2·N·tokens`` with N the non-embedding parameters of the blocks that run,
+autograd computes it). ``benchmarks/bench_core.py`` uses the same count; a ``FlopCounterMode`` trace confirms
+12 (``tests/test_planner.py``). Elementwise work is not counted. LM forward ``2·N·tokens`` with N the non-embedding parameters of the blocks that run,
 plus the causal attention scores ``2·T·d`` per token per block.
 
 **Time** on G GPUs of a given peak at a stated efficiency: ``FLOPs / G / (peak · efficiency)`` for the SAE (the fp32

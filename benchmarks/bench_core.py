@@ -2,13 +2,14 @@
 
 Prints, in one run on one machine:
   * the dense matmul ceiling (GFLOP/s) measured with square fp32 matmuls of the benchmark's size class;
-  * for each architecture and shape: training samples/s and achieved GFLOP/s (10·B·n·m FLOPs per step, see below),
+  * for each architecture and shape: training samples/s and achieved GFLOP/s (12·B·n·m FLOPs per step, see below),
     as a fraction of the ceiling;
   * the AEN step time divided by the plain ReLU+l1 step time.
 
 FLOP count of one training step (B samples, n = d_in, m = d_sae): encoder forward 2Bnm, decoder forward 2Bnm,
-decoder backward 4Bnm (weight and input gradients), encoder backward 2Bnm (weight gradient only; the input
-needs none) = 10·B·n·m. Elementwise work, the optimiser and the decoder projection are not counted, so the
+decoder backward 4Bnm (weight and input gradients), encoder backward 4Bnm (weight and input gradients: the input
+gradient is needed because the trainable b_dec is subtracted from x before the encoder) = 12·B·n·m, the same
+convention as `aen_lib.planner`. Elementwise work, the optimiser and the decoder projection are not counted, so the
 fraction of the ceiling is the share of time the step spends doing useful matmul work.
 
 Usage:  python benchmarks/bench_core.py [--device cuda] [--repeats 5] [--quick]
@@ -63,6 +64,8 @@ def matmul_ceiling(size: int, device: torch.device, dtype: torch.dtype, repeats:
     return 2 * size**3 / best / 1e9
 
 
+FLOPS_PER_SAMPLE = 12  # matmul FLOPs per sample per (n·m) in one training step (see the module docstring)
+
 ARCHS = {
     "relu_l1": dict(l1=1e-3),
     "elastic_net": dict(l1=1e-3, l2=1e-4),
@@ -107,13 +110,13 @@ def main() -> None:
     print(f"matmul ceiling (fp32 square 2048): {ceiling:8.1f} GFLOP/s")
     rows = []
     for n, m, b in shapes:
-        print(f"\nshape n={n} m={m} batch={b}  ({10 * b * n * m / 1e9:.2f} GFLOP per step)")
+        print(f"\nshape n={n} m={m} batch={b}  ({FLOPS_PER_SAMPLE * b * n * m / 1e9:.2f} GFLOP per step)")
         print(f"{'architecture':>15} {'ms/step':>9} {'samples/s':>11} {'GFLOP/s':>9} {'of ceiling':>10}")
         times = {}
         for arch in ARCHS:
             t = step_time(arch, n, m, b, device, args.repeats, args.autocast)
             times[arch] = t
-            gflops = 10 * b * n * m / t / 1e9
+            gflops = FLOPS_PER_SAMPLE * b * n * m / t / 1e9
             rows.append(dict(arch=arch, n=n, m=m, batch=b, ms=t * 1e3, samples_s=b / t, gflops=gflops,
                              frac=gflops / ceiling))
             print(f"{arch:>15} {t * 1e3:9.2f} {b / t:11.0f} {gflops:9.1f} {gflops / ceiling:10.1%}")
