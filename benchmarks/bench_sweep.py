@@ -8,8 +8,8 @@ Prints, in one run on one machine:
     of one ``Trainer.train_step`` per member), the speed-up, achieved GFLOP/s and the fraction of the ceiling;
   * on CUDA, the peak memory of the stacked step.
 
-FLOP convention (``bench_core.py``): 10·B·n·m FLOPs per member-step (encoder and decoder forward 2Bnm each, decoder
-backward 4Bnm, encoder weight gradient 2Bnm). Both sides train on one fixed pre-generated batch, so data generation is
+FLOP convention (``bench_core.py``, ``aen_lib.planner``): 12·B·n·m FLOPs per member-step (encoder and decoder forward
+2Bnm each, decoder backward 4Bnm, encoder backward 4Bnm: weight gradient and the input gradient that b_dec needs). Both sides train on one fixed pre-generated batch, so data generation is
 not timed. Sequential time is measured once per distinct (architecture, k) and weighted by how many members share it;
 hyperparameters such as λ1 do not change the work of a step.
 
@@ -94,7 +94,7 @@ def main() -> None:
     x = torch.randn(b, n, device=device)
     tc = TrainConfig(steps=10**9, batch_size=b, progress=False)
     ceiling = matmul_ceiling(ceil_size, device, torch.float32, args.repeats)
-    flop = 10 * b * n * m  # per member-step
+    flop = 12 * b * n * m  # per member-step
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, tf32 {args.tf32}")
     print(f"matmul ceiling (fp32 square {ceil_size}): {ceiling:8.1f} GFLOP/s")
     print(f"shape n={n} m={m} batch={b}, {len(cfgs)} members: "
