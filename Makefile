@@ -28,8 +28,10 @@ export TRANSFORMERS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-PAPERMILL := $(PY) -m papermill --kernel python3 --cwd chapters --no-progress-bar --log-output \
-	--execution-timeout $(CELL_TIMEOUT)
+PAPERMILL_BASE := $(PY) -m papermill --kernel python3 --cwd chapters --no-progress-bar --log-output
+PAPERMILL := $(PAPERMILL_BASE) --execution-timeout $(CELL_TIMEOUT)
+# Paper-scale cells train whole sweeps for hours: no per-cell timeout unless asked (-1 disables it).
+REPRODUCE_CELL_TIMEOUT ?= -1
 
 .PHONY: help install book test unit-test ci-runs nbval reproduce strip check-stripped clean
 
@@ -90,7 +92,8 @@ reproduce: $(STAMP)
 		run=$$(basename $$f .yaml); chapter=$${run%%__*}; \
 		echo "== papermill $$run ($$f)"; \
 		AEN_RESULTS_DIR=$(abspath runs/$(PROFILE)/results/)/$$run \
-			$(PAPERMILL) chapters/$$chapter.ipynb runs/$(PROFILE)/$$run.ipynb -f $$f \
+			$(PAPERMILL_BASE) --execution-timeout $(REPRODUCE_CELL_TIMEOUT) \
+			chapters/$$chapter.ipynb runs/$(PROFILE)/$$run.ipynb -f $$f \
 			|| { echo "FAILED: $$run"; failed=1; }; \
 	done; \
 	$(PY) -m aen_lib.notebook summarize runs/$(PROFILE) || failed=1; \
