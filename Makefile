@@ -73,10 +73,11 @@ ci-runs: $(STAMP)
 			|| { echo "FAILED: chapter $$name (papermill output: _build/ci_runs/$$name.ipynb)"; exit 1; }; \
 	done
 
+# Two kernels run at once (-n 2), so each gets one thread: two threads each would oversubscribe 2 cores.
 # nbval re-executes the papermill outputs (injected ci parameters included) and fails on any error, and on output
 # mismatches in cells tagged nbval-check-output. loadscope keeps one notebook's cells on one worker.
 nbval: $(STAMP)
-	AEN_RESULTS_DIR=$(abspath _build/ci_runs/results) $(PY) -m pytest -q -p no:cacheprovider \
+	OMP_NUM_THREADS=1 AEN_RESULTS_DIR=$(abspath _build/ci_runs/results) $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout $(CELL_TIMEOUT) \
 		-n $(PYTEST_WORKERS) --dist loadscope _build/ci_runs/*.ipynb
 

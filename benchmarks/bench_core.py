@@ -48,6 +48,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls (shared by the benchmarks)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def matmul_ceiling(size: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
     """GFLOP/s of a square [size, size] @ [size, size] matmul (best of ``repeats``)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -82,17 +97,7 @@ def step_time(arch: str, n: int, m: int, batch: int, device: torch.device, repea
     sae = SAE(SAEConfig(d_in=n, d_sae=m, architecture=arch, **ARCHS[arch]), device=device)
     x = torch.randn(batch, n, device=device)
     tr = Trainer(sae, FixedBatch(x), TrainConfig(steps=10**9, batch_size=batch, progress=False, autocast=autocast))
-    for _ in range(2):
-        tr.train_step()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        tr.train_step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    return timed(tr.train_step, device, 2, repeats)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import FixedBatch, matmul_ceiling, sync  # noqa: E402
+from bench_core import FixedBatch, matmul_ceiling, sync, timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
 from aen_lib.sweep import (CPU_MAX_TENSOR_BYTES, PAPER_SPIKED_GRID, StackedSAE, StackedTrainer,  # noqa: E402
@@ -53,20 +53,6 @@ def members(n: int, m: int, count: int, k_scale: float) -> list[SAEConfig]:
              SAEConfig(d_in=n, d_sae=m, architecture="jumprelu", l0=1e-3)]
     return pick
 
-
-def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main() -> None:

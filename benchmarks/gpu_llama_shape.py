@@ -21,15 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from aen_lib import SAE, SAEConfig
-from aen_lib.distributed import TensorStream
-from aen_lib.planner import measure_train_step_memory, sae_memory, sae_step_flops
-from aen_lib.train import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import sync, timed  # noqa: E402
+
+from aen_lib import SAE, SAEConfig  # noqa: E402
+from aen_lib.distributed import TensorStream  # noqa: E402
+from aen_lib.planner import measure_train_step_memory, sae_memory, sae_step_flops  # noqa: E402
+from aen_lib.train import TrainConfig, Trainer  # noqa: E402
 
 LLAMA_SHAPE = (4096, 4096, 131_072)  # batch, d_in, d_sae
 QUICK_SHAPE = (64, 64, 512)
@@ -38,25 +42,6 @@ ARCHS = {
     "topk": dict(k=64),
 }
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def matmul_ceiling(device: torch.device, dtype: torch.dtype, square: int, shape: tuple[int, int, int],
