@@ -122,9 +122,16 @@ class AdaptiveWeights(nn.Module):
     @torch.no_grad()
     def update(self, h: Tensor) -> Tensor:
         """Advance one training step with codes h [..., m]: t += 1, update the EMA, return w̃ [m] (detached)."""
-        h2 = h.reshape(-1, h.shape[-1])
+        h2 = h.detach().reshape(-1, h.shape[-1])
+        return self.update_from_sums(torch.linalg.vector_norm(h2, 1, dim=0), h2.shape[0])
+
+    @torch.no_grad()
+    def update_from_sums(self, abs_sum: Tensor, count: int) -> Tensor:
+        """The same step from Σ_b |h_bi| [m] over ``count`` samples (lets the loss share one reduction over the batch;
+        the distributed trainer overrides this to reduce the sums over ranks)."""
         self.step += 1
-        self.ema.copy_(ema_update(self.ema, h2, self.beta))
+        mean_abs = abs_sum.detach().to(self.ema.dtype) / count
+        self.ema.mul_(self.beta).add_((1.0 - self.beta) * mean_abs)
         return self.weights()
 
     def summary(self) -> dict[str, float]:

@@ -191,13 +191,13 @@ class ReducedAdaptiveWeights(AdaptiveWeights):
         return new
 
     @torch.no_grad()
-    def update(self, h: Tensor) -> Tensor:
-        """Advance one step with this rank's codes ``h [..., m]``; returns the (identical on all ranks) w̃ [m]."""
+    def update_from_sums(self, abs_sum: Tensor, count: int) -> Tensor:
+        """Advance one step with this rank's Σ_b |h_bi| [m] over ``count`` samples; the sums and counts are
+        all-reduced first, so the EMA is that of the global batch. Returns the (identical on all ranks) w̃ [m]."""
         if not self.ctx.distributed:
-            return super().update(h)
-        h2 = h.detach().reshape(-1, h.shape[-1])
-        stats = torch.cat([h2.abs().sum(dim=0).to(torch.float32),
-                           torch.tensor([h2.shape[0]], dtype=torch.float32, device=h2.device)])  # [m + 1]
+            return super().update_from_sums(abs_sum, count)
+        stats = torch.cat([abs_sum.detach().to(torch.float32),
+                           torch.tensor([count], dtype=torch.float32, device=abs_sum.device)])  # [m + 1]
         _all_reduce(stats, self.ctx, dist.ReduceOp.SUM)
         mean_abs = (stats[:-1] / stats[-1]).unsqueeze(0)  # [1, m] global mean |h|
         self.step += 1

@@ -264,7 +264,8 @@ class DeadLatentTracker:
         if self.max_abs.device != h2.device:
             self.max_abs = self.max_abs.to(h2.device)
             self.device = h2.device
-        batch_max = h2.detach().abs().amax(dim=0).to(self.max_abs.dtype)
+        # max |h| per latent as one reduction (no |h| temporary of the batch's size)
+        batch_max = torch.linalg.vector_norm(h2.detach(), float("inf"), dim=0).to(self.max_abs.dtype)
         self.max_abs = torch.maximum(self.max_abs, batch_max)
         self.steps_in_window += 1
         self.tokens_in_window += tokens

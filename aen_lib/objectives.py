@@ -106,11 +106,15 @@ class _L1Family(SparsityObjective):
 
     def penalty(self, h: Tensor, pre: Tensor, *, update: bool = True) -> dict[str, Tensor]:
         h2 = h.reshape(-1, h.shape[-1])
-        w = None
+        b = h2.shape[0]
+        # h = ReLU(pre) >= 0, so Σ_b |h_bi| = Σ_b h_bi: one reduction over the batch serves both the EMA and the
+        # penalty, and no |h| or w·h temporary of the batch's size is made (same value as l1_penalty).
+        col = h2.sum(dim=0)  # [m]
         if self.weights is not None:
-            w = self.weights.update(h2) if update else self.weights.weights()
-            w = w.to(h.dtype)
-        l1 = l1_penalty(h2, self.cfg.l1, w)
+            w = self.weights.update_from_sums(col.detach(), b) if update else self.weights.weights()
+            l1 = self.cfg.l1 * (col * w.to(col.dtype)).sum() / b
+        else:
+            l1 = self.cfg.l1 * col.sum() / b
         l2 = l2_penalty(h2, self.cfg.l2) if self.uses_l2 else h.new_zeros(())
         return {"l1": l1, "l2": l2, "aux": h.new_zeros(())}
 
