@@ -17,6 +17,8 @@ These are the tools of the book's chapters on real language models (DIGEST §5.3
   :func:`top_logit_tokens`).
 * :func:`spliced_evaluation_many`: the downstream metrics of :func:`aen_lib.evaluation.spliced_evaluation` for
   several SAEs at once; the clean and mean-ablated passes are run once per batch instead of once per SAE.
+* :func:`cache_source`: an :class:`~aen_lib.activations.ActivationSource` over the first windows of a cache only, so a
+  run sees the same batches however many more windows an earlier run added to the cache.
 * :func:`activation_cache_dir`: where an activation cache of a given :class:`~aen_lib.activations.CacheConfig`
   lives in the user cache, so that every chapter harvesting the same activations finds the same cache.
 """
@@ -37,13 +39,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .activations import Activations, CacheConfig, iter_window_batches
+from .activations import ActivationCache, Activations, ActivationSource, CacheConfig, iter_window_batches
 from .evaluation import SplicedEvalResult, _ce_sum, _forward_logits, _kl_sum, mean_ablate, splice_sae
 from .lm import default_cache_dir, model_device, residual_hook_module
 from .metrics import DEAD_THRESHOLD
 
 __all__ = [
     "activation_cache_dir",
+    "cache_source",
     "FiringTracker",
     "FiringStats",
     "firing_statistics",
@@ -83,6 +86,50 @@ def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] 
     digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.model).name or config.model).strip("_") or "model"
     return default_cache_dir(cache_dir) / "activations" / f"{model}-L{config.layer}-{digest}"
+
+
+class _HeadRows:
+    """Row provider (see :class:`aen_lib.activations.ActivationSource`) keeping the rows with key < ``n_rows``."""
+
+    def __init__(self, rows: Any, n_rows: int) -> None:
+        self.rows, self.n_rows = rows, n_rows
+
+    def iter_from(self, key: int) -> Iterable[tuple[Tensor, Tensor]]:
+        for x, keys in self.rows.iter_from(key):
+            keep = keys < self.n_rows
+            if keep.any():
+                yield x[keep.to(x.device)], keys[keep]
+            if not keep.all():
+                return
+
+
+def cache_source(cache: ActivationCache | str | os.PathLike[str], batch_size: int, *, max_windows: int | None = None,
+                 verify: bool = True, **kwargs: Any) -> ActivationSource:
+    """:meth:`ActivationSource.from_cache` restricted to the rows of the first ``max_windows`` windows (DIGEST §5.1).
+
+    An activation cache only grows: a later run that asks for more windows extends it. Restricting the stream to the
+    windows a run asked for makes its batches (and, with ``shuffle_buffer``, their order) independent of what else the
+    cache holds. Keyword arguments go to :class:`ActivationSource` (``loop``, ``shuffle_buffer``, ``seed``, ``device``,
+    ``dtype``...). Raises ``ValueError`` when the cache holds fewer than ``max_windows`` windows.
+    """
+    if not isinstance(cache, ActivationCache):
+        cache = ActivationCache(cache)
+    src = ActivationSource.from_cache(cache, batch_size, verify=verify, **kwargs)
+    if max_windows is None:
+        return src
+    _check_int("max_windows", max_windows, 1)
+    if cache.n_windows < max_windows:
+        raise ValueError(f"max_windows={max_windows} but the cache at {cache.path} holds {cache.n_windows} windows")
+    n_rows = 0
+    for i, shard in enumerate(cache.shards):
+        first, last = shard["windows"]
+        if last <= max_windows:
+            n_rows += shard["n_rows"]
+        else:
+            if first < max_windows:
+                n_rows += int((cache.load_shard(i, verify).window_index < max_windows).sum())
+            break
+    return ActivationSource(_HeadRows(src._rows, n_rows), batch_size, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------

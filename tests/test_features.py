@@ -304,3 +304,26 @@ def test_contexts_from_a_real_harvest(tiny_lm, tiny_windows, single_thread):
         assert c.activation == pytest.approx(float(sae.encode(acts.acts[row:row + 1])[0, 5]), rel=1e-5)
         assert c.token_acts[c.highlight] == pytest.approx(c.activation)
     assert math.isfinite(ctxs[0].activation)
+
+
+def test_cache_source_ignores_windows_added_later(tiny_lm, tiny_windows, tmp_path, single_thread):
+    """A run restricted to its first windows sees the same batches from a cache that a later run extended."""
+    from aen_lib.activations import ActivationSource, write_activation_cache
+    from aen_lib.features import cache_source
+
+    _, model, _ = tiny_lm
+    cfg = CacheConfig(model="tiny", layer=LAYER, d_model=D_MODEL, window=tiny_windows.shape[1])
+    small = write_activation_cache(tmp_path / "small", model, tiny_windows, cfg, max_windows=5, batch_size=3,
+                                   shard_rows=40, progress=False)
+    big = write_activation_cache(tmp_path / "big", model, tiny_windows, cfg, max_windows=12, batch_size=3,
+                                 shard_rows=40, progress=False)  # several shards, one straddling window 5
+    assert len(big.shards) > 2 and big.n_tokens > small.n_tokens
+    kw = dict(loop=True, shuffle_buffer=32, seed=3)
+    ref = ActivationSource.from_cache(small, 16, **kw)
+    mine = cache_source(big, 16, max_windows=5, **kw)
+    for _ in range(2 * small.n_tokens // 16 + 3):  # more than two epochs
+        assert torch.equal(ref.sample(16), mine.sample(16))
+    unrestricted = ActivationSource.from_cache(big, 16, **kw)
+    assert not all(torch.equal(ref.sample(16), unrestricted.sample(16)) for _ in range(small.n_tokens // 16 + 2))
+    with pytest.raises(ValueError, match="holds 5 windows"):
+        cache_source(small, 16, max_windows=6)
