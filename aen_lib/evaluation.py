@@ -112,7 +112,7 @@ def mean_ablate(resid: Tensor, *, skip_first: int = 1) -> Tensor:
     return out
 
 
-def _forward_logits(model: nn.Module, ids: Tensor, layer: int,
+def forward_logits(model: nn.Module, ids: Tensor, layer: int,
                     replace: Callable[[Tensor], Tensor] | None = None, capture: dict[str, Tensor] | None = None) -> Tensor:
     """Logits [B, T, V] (float32); optionally capture and/or replace block ``layer``'s output."""
     handle = None
@@ -134,13 +134,13 @@ def _forward_logits(model: nn.Module, ids: Tensor, layer: int,
             handle.remove()
 
 
-def _ce_sum(logits: Tensor, ids: Tensor, s: int) -> Tensor:
+def ce_sum(logits: Tensor, ids: Tensor, s: int) -> Tensor:
     """Sum of next-token CE over predictions at positions s..T-2. logits [B, T, V], ids [B, T]."""
     V = logits.shape[-1]
     return F.cross_entropy(logits[:, s:-1].reshape(-1, V), ids[:, s + 1:].reshape(-1), reduction="sum")
 
 
-def _kl_sum(logits_p: Tensor, logits_q: Tensor, s: int) -> Tensor:
+def kl_sum(logits_p: Tensor, logits_q: Tensor, s: int) -> Tensor:
     """Sum over predictions at positions s..T-2 of KL(softmax p ‖ softmax q)."""
     lp = F.log_softmax(logits_p[:, s:-1], dim=-1)
     lq = F.log_softmax(logits_q[:, s:-1], dim=-1)
@@ -193,17 +193,17 @@ def spliced_evaluation(
                 if skip_first > T - 2:
                     raise ValueError(f"skip_first={skip_first} leaves no predictions in windows of length {T}")
                 cap: dict[str, Tensor] = {}
-                clean = _forward_logits(model, ids, layer, capture=cap)
-                patched = _forward_logits(
+                clean = forward_logits(model, ids, layer, capture=cap)
+                patched = forward_logits(
                     model, ids, layer,
                     replace=lambda h: splice_sae(h, sae, skip_first=skip_first,
                                                  normalize=not reproduce_reference_bug, eps=eps))
-                sums["clean"] += float(_ce_sum(clean, ids, skip_first))
-                sums["patched"] += float(_ce_sum(patched, ids, skip_first))
-                sums["kl"] += float(_kl_sum(clean, patched, skip_first))
+                sums["clean"] += float(ce_sum(clean, ids, skip_first))
+                sums["patched"] += float(ce_sum(patched, ids, skip_first))
+                sums["kl"] += float(kl_sum(clean, patched, skip_first))
                 del patched
-                ablated = _forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
-                sums["ablated"] += float(_ce_sum(ablated, ids, skip_first))
+                ablated = forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
+                sums["ablated"] += float(ce_sum(ablated, ids, skip_first))
                 n_tok += B * (T - 1 - skip_first)
                 n_win += B
                 bar.update(B * T)

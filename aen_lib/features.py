@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .activations import ActivationCache, Activations, ActivationSource, CacheConfig, iter_window_batches
-from .evaluation import SplicedEvalResult, _ce_sum, _forward_logits, _kl_sum, mean_ablate, splice_sae
+from .evaluation import SplicedEvalResult, ce_sum, forward_logits, kl_sum, mean_ablate, splice_sae
 from .lm import default_cache_dir, model_device, residual_hook_module
 from .metrics import DEAD_THRESHOLD
 
@@ -111,6 +111,7 @@ def cache_source(cache: ActivationCache | str | os.PathLike[str], batch_size: in
     windows a run asked for makes its batches (and, with ``shuffle_buffer``, their order) independent of what else the
     cache holds. Keyword arguments go to :class:`ActivationSource` (``loop``, ``shuffle_buffer``, ``seed``, ``device``,
     ``dtype``...). Raises ``ValueError`` when the cache holds fewer than ``max_windows`` windows.
+    With ``max_windows`` the returned source carries ``n_rows``, the number of activation rows (tokens) it streams.
     """
     if not isinstance(cache, ActivationCache):
         cache = ActivationCache(cache)
@@ -129,7 +130,9 @@ def cache_source(cache: ActivationCache | str | os.PathLike[str], batch_size: in
             if first < max_windows:
                 n_rows += int((cache.load_shard(i, verify).window_index < max_windows).sum())
             break
-    return ActivationSource(_HeadRows(src._rows, n_rows), batch_size, **kwargs)
+    head = ActivationSource(_HeadRows(src._rows, n_rows), batch_size, **kwargs)
+    head.n_rows = n_rows
+    return head
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -608,19 +611,19 @@ def spliced_evaluation_many(
                 B, T = ids.shape
                 if skip_first > T - 2:
                     raise ValueError(f"skip_first={skip_first} leaves no predictions in windows of length {T}")
-                clean = _forward_logits(model, ids, layer)
-                clean_sum += float(_ce_sum(clean, ids, skip_first))
-                ablated = _forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
-                ablated_sum += float(_ce_sum(ablated, ids, skip_first))
+                clean = forward_logits(model, ids, layer)
+                clean_sum += float(ce_sum(clean, ids, skip_first))
+                ablated = forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
+                ablated_sum += float(ce_sum(ablated, ids, skip_first))
                 del ablated
                 for name, sae in saes.items():
                     normalize = name not in raw_input
-                    patched = _forward_logits(
+                    patched = forward_logits(
                         model, ids, layer,
                         replace=lambda h, sae=sae, normalize=normalize: splice_sae(
                             h, sae, skip_first=skip_first, normalize=normalize, eps=eps))
-                    sums[name]["patched"] += float(_ce_sum(patched, ids, skip_first))
-                    sums[name]["kl"] += float(_kl_sum(clean, patched, skip_first))
+                    sums[name]["patched"] += float(ce_sum(patched, ids, skip_first))
+                    sums[name]["kl"] += float(kl_sum(clean, patched, skip_first))
                     del patched
                 n_tok += B * (T - 1 - skip_first)
                 n_win += B
