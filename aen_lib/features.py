@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .activations import ActivationCache, Activations, ActivationSource, CacheConfig, iter_window_batches
-from .evaluation import SplicedEvalResult, ce_sum, forward_logits, kl_sum, mean_ablate, splice_sae
+from .evaluation import SplicedEvalResult, ce_sum, forward_logits, kl_sum, mean_ablate, splice_sae, spliced_evaluation_many
 from .lm import default_cache_dir, model_device, residual_hook_module
 from .metrics import DEAD_THRESHOLD
 
@@ -557,90 +557,4 @@ def top_logit_tokens(effects: Tensor, tokenizer: Any, k: int = 8) -> list[dict[s
             "up": [(_decode_token(tokenizer, i), float(v)) for v, i in zip(up.values, up.indices.tolist())],
             "down": [(_decode_token(tokenizer, i), -float(v)) for v, i in zip(down.values, down.indices.tolist())],
         })
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Spliced evaluation of several SAEs
-# --------------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def spliced_evaluation_many(
-    model: nn.Module,
-    saes: Mapping[str, Callable[[Tensor], Any]],
-    windows: Tensor | Iterable[Tensor],
-    layer: int,
-    *,
-    raw_input: Collection[str] = (),
-    batch_size: int = 16,
-    skip_first: int = 1,
-    eps: float = 1e-6,
-    progress: bool = True,
-) -> dict[str, SplicedEvalResult]:
-    """:func:`aen_lib.evaluation.spliced_evaluation` for every SAE in ``saes`` on the same held-out ``windows``
-    (DIGEST §5.3, Figure 1), sharing the clean and mean-ablated forward passes.
-
-    Per batch the LM runs once clean, once mean-ablated and once per SAE, instead of three times per SAE; each
-    result equals what ``spliced_evaluation`` returns for that SAE alone. SAEs named in ``raw_input`` get the raw
-    activations, as the reference code did (``reproduce_reference_bug=True``); the others the per-token normalised
-    ones with the norm multiplied back.
-    """
-    if not isinstance(saes, Mapping) or not saes:
-        raise ValueError("saes must be a non-empty mapping name -> SAE")
-    unknown = set(raw_input) - set(saes)
-    if unknown:
-        raise ValueError(f"raw_input names {sorted(unknown)} that are not in saes {sorted(saes)}")
-    _check_int("batch_size", batch_size, 1)
-    _check_int("skip_first", skip_first, 0)
-    residual_hook_module(model, layer)
-    from tqdm.auto import tqdm
-
-    modules = [s for s in saes.values() if isinstance(s, nn.Module)]
-    was_training = [s.training for s in modules]
-    for s in modules:
-        s.eval()
-    dev = model_device(model)
-    sums = {name: {"patched": 0.0, "kl": 0.0} for name in saes}
-    clean_sum = ablated_sum = 0.0
-    n_tok = n_win = 0
-    try:
-        with tqdm(desc=f"spliced eval x{len(saes)} L{layer}", unit="tok", unit_scale=True, disable=not progress) as bar:
-            for ids in iter_window_batches(windows, batch_size):
-                ids = ids.to(dev)
-                B, T = ids.shape
-                if skip_first > T - 2:
-                    raise ValueError(f"skip_first={skip_first} leaves no predictions in windows of length {T}")
-                clean = forward_logits(model, ids, layer)
-                clean_sum += float(ce_sum(clean, ids, skip_first))
-                ablated = forward_logits(model, ids, layer, replace=lambda h: mean_ablate(h, skip_first=skip_first))
-                ablated_sum += float(ce_sum(ablated, ids, skip_first))
-                del ablated
-                for name, sae in saes.items():
-                    normalize = name not in raw_input
-                    patched = forward_logits(
-                        model, ids, layer,
-                        replace=lambda h, sae=sae, normalize=normalize: splice_sae(
-                            h, sae, skip_first=skip_first, normalize=normalize, eps=eps))
-                    sums[name]["patched"] += float(ce_sum(patched, ids, skip_first))
-                    sums[name]["kl"] += float(kl_sum(clean, patched, skip_first))
-                    del patched
-                n_tok += B * (T - 1 - skip_first)
-                n_win += B
-                bar.update(B * T)
-    finally:
-        for s, t in zip(modules, was_training):
-            s.train(t)
-    if n_tok == 0:
-        raise ValueError("windows is empty; nothing to evaluate")
-    ce_c, ce_a = clean_sum / n_tok, ablated_sum / n_tok
-    out = {}
-    for name in saes:
-        ce_p = sums[name]["patched"] / n_tok
-        denom = ce_a - ce_c
-        out[name] = SplicedEvalResult(
-            ce_clean=ce_c, ce_patched=ce_p, ce_ablated=ce_a,
-            ce_recovered=1.0 - (ce_p - ce_c) / denom if denom != 0 else math.nan,
-            kl=sums[name]["kl"] / n_tok, n_tokens=n_tok, n_windows=n_win,
-            reproduce_reference_bug=name in raw_input)
     return out
