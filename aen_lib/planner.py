@@ -19,8 +19,9 @@ wants three numbers: the peak memory of one GPU, the FLOPs of one step, and the 
   Adam step             ``pre``, ``h``, both gradients, Adam's √v and update temporaries       2 · U + 4W
   ====================  =====================================================================  ============
 
-  k_A counts the [B, m] buffers of the sparsity objective's backward: 4 for ReLU+l1 (pre, h, grad·w, sign(h)
-  product), one more for the l2 branch and one more for the adaptive weights, so 6 for AEN; 3 for TopK (no penalty).
+  k_A counts the [B, m] buffers of the sparsity objective's backward. The (adaptive) l1 term is taken from the
+  column sums Σ_b h (an [m] vector), so its backward adds no [B, m] buffer: 3 for ReLU+l1, adaptive lasso and TopK;
+  the l2 term's backward (2·h·grad) adds one, so 4 (and one more in the decoder phase) for the elastic net and AEN.
   With bf16 autocast, a bf16 copy of h is saved for the decoder's weight gradient (+U/2) and bf16 copies of both
   weight matrices are cached during the forward (+W), so **autocast saves time, not memory** here.
   Small [B, n] terms (x, x − b_dec, x̂, residual: 4·B·n·4 bytes) are added. Allocator overhead and fragmentation
@@ -167,10 +168,10 @@ LM_SPECS: Mapping[str, LMSpec] = {
 
 #: [B, m]-buffer counts (k_A, k_B, k_C) of the backward phases of one step, per architecture (module docstring).
 ACTIVATION_COUNTS: Mapping[str, tuple[float, float, float]] = {
-    "relu_l1": (4, 5, 3),
-    "elastic_net": (5, 5, 3),
-    "adaptive_lasso": (5, 5, 3),
-    "aen": (6, 5, 3),
+    "relu_l1": (3, 4, 3),
+    "elastic_net": (4, 5, 3),
+    "adaptive_lasso": (3, 4, 3),
+    "aen": (4, 5, 3),
     "topk": (3, 4, 3),
     "batchtopk": (4, 5, 3),
     "jumprelu": (5, 8, 6),
