@@ -50,7 +50,7 @@ from .adaptive import AdaptiveWeights, ema_update
 from .config import ConfigBase, SAEConfig, _fail
 from .io import atomic_write, save_sae
 from .model import SAE, LossTerms, SAEOutput
-from .train import DataSource, TrainConfig, TrainResult, Trainer, _autocast, _split, batch_metrics, check_batch
+from .train import DataSource, TrainConfig, TrainResult, Trainer, batch_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -403,34 +403,18 @@ class DistributedTrainer(Trainer):
         x_hat, h, pre, total, mse, l1, l2, aux = self.ddp(x)
         return SAEOutput(x_hat=x_hat, h=h, pre=pre), LossTerms(total=total, mse=mse, l1=l1, l2=l2, aux=aux)
 
-    def train_step(self) -> tuple[Tensor, Tensor, Any, Any, bool]:
-        """One step on this rank's shard; all ranks apply it or skip it together (NaN guard, DIGEST §2.5)."""
-        x, h_true = _split(self.data.sample(self.cfg.batch_size))
-        x = to_device(x, self.device)
-        check_batch(x, self.sae.cfg.d_in)
-        snap = self._snapshot_buffers()
-        with _autocast(self.cfg, self.device):
-            out, terms = self._loss(x.to(self.sae.W_enc.dtype))
-        self.opt.zero_grad(set_to_none=True)
-        bad = torch.tensor([0.0 if bool(torch.isfinite(terms.total)) else 1.0], device=self.device)
-        ok = float(_all_reduce(bad, self.ctx, dist.ReduceOp.SUM)) == 0.0
-        if ok or self.ctx.distributed:
-            # Under DDP every rank must run backward (it holds the gradient all-reduce); a bad step is dropped below.
-            terms.total.backward()
-            if ok and self.cfg.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.cfg.grad_clip)
-                ok = bool(torch.isfinite(norm))
-            elif ok:
-                ok = all(bool(torch.isfinite(p.grad).all()) for p in self.sae.parameters() if p.grad is not None)
-        if ok:
-            self.opt.step()
-            self.sae.project_decoder_()
-        else:
-            self.opt.zero_grad(set_to_none=True)
-            self._restore_buffers(snap)
-            self.skipped += 1
-        self.step += 1
-        return x, h_true, out, terms, ok
+    def _to_device(self, x: Tensor) -> Tensor:
+        return to_device(x, self.device)  # pinned-memory, non-blocking copy to a GPU
+
+    def _all_ok(self, ok: bool) -> bool:
+        """All ranks apply a step or skip it together (NaN guard, DIGEST §2.5): a vote over ranks."""
+        bad = torch.tensor([0.0 if ok else 1.0], device=self.device)
+        return float(_all_reduce(bad, self.ctx, dist.ReduceOp.SUM)) == 0.0
+
+    @property
+    def _backward_even_if_skipped(self) -> bool:
+        # Under DDP every rank must run backward (it holds the gradient all-reduce); a bad step is dropped after.
+        return self.ctx.distributed
 
     def step_metrics(self, x: Tensor, out: Any, terms: Any) -> dict[str, float]:
         """Loss terms and batch metrics of the global batch (means over ranks; all shards have equal size)."""

@@ -253,22 +253,39 @@ class Trainer:
             for b, s in zip(self.sae.objective.buffers(), snap):
                 b.copy_(s)
 
+    # Hooks the distributed trainer overrides (aen_lib.distributed): moving a batch to the device, the loss
+    # (through the DDP wrapper there), and the agreement of all ranks on whether a step is finite.
+    def _to_device(self, x: Tensor) -> Tensor:
+        return x.to(self.device)
+
+    def _loss(self, x: Tensor) -> tuple[Any, Any]:
+        return self.sae.loss(x)
+
+    def _all_ok(self, ok: bool) -> bool:
+        """Whether every process found the loss finite (one process: just ``ok``)."""
+        return ok
+
+    @property
+    def _backward_even_if_skipped(self) -> bool:
+        """Run backward on a step that will be skipped (needed under DDP: backward holds the gradient all-reduce)."""
+        return False
+
     def train_step(self) -> tuple[Tensor, Tensor, Any, Any, bool]:
         """One step. Returns (x, h_true, out, terms, applied); a non-finite loss/gradient skips the step."""
         x, h_true = _split(self.data.sample(self.cfg.batch_size))
-        x = x.to(self.device)
+        x = self._to_device(x)
         check_batch(x, self.sae.cfg.d_in)
         snap = self._snapshot_buffers()
         with _autocast(self.cfg, self.device):
-            out, terms = self.sae.loss(x.to(self.sae.W_enc.dtype))
+            out, terms = self._loss(x.to(self.sae.W_enc.dtype))
         self.opt.zero_grad(set_to_none=True)
-        ok = bool(torch.isfinite(terms.total))
-        if ok:
+        ok = self._all_ok(bool(torch.isfinite(terms.total)))
+        if ok or self._backward_even_if_skipped:
             terms.total.backward()
-            if self.cfg.grad_clip > 0:
+            if ok and self.cfg.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.cfg.grad_clip)
                 ok = bool(torch.isfinite(norm))
-            else:
+            elif ok:
                 ok = all(bool(torch.isfinite(p.grad).all()) for p in self.sae.parameters() if p.grad is not None)
         if ok:
             self.opt.step()
