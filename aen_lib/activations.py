@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from itertools import islice
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .io import atomic_write
 from .lm import model_device, residual_hook_module, unwrap_block_output
 
 NORMALIZATIONS: tuple[str, ...] = ("per_token_l2", "none")
@@ -332,17 +332,15 @@ def _sha256(data: bytes) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    """Write ``data`` durably (fsync) through :func:`aen_lib.io.atomic_write`: temp file, then rename."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 class ActivationCache:

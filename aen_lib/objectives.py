@@ -71,14 +71,6 @@ class SparsityObjective(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def l1_penalty(h: Tensor, l1: float | Tensor, weights: Tensor | None = None) -> Tensor:
-    """λ1 · (1/B) Σ_b Σ_i w_i |h_bi| (DIGEST §2.2). h [..., B, m]; weights [m] or [..., m] or None (= 1)."""
-    a = h.abs()
-    if weights is not None:
-        a = a * (weights.unsqueeze(-2) if weights.dim() > 1 else weights)
-    return l1 * a.sum(dim=-1).mean(dim=-1)
-
-
 def l2_penalty(h: Tensor, l2: float | Tensor) -> Tensor:
     """λ2 · (1/B) Σ_b Σ_i h_bi² (DIGEST §2.2, no ½ factor). h [..., B, m].
 
@@ -112,7 +104,7 @@ class _L1Family(SparsityObjective):
         h2 = h.reshape(-1, h.shape[-1])
         b = h2.shape[0]
         # h = ReLU(pre) >= 0, so Σ_b |h_bi| = Σ_b h_bi: one reduction over the batch serves both the EMA and the
-        # penalty, and no |h| or w·h temporary of the batch's size is made (same value as l1_penalty).
+        # penalty, and no |h| or w·h temporary of the batch's size is made (the value of λ1 (1/B) Σ_b Σ_i w_i |h_bi|, DIGEST §2.2).
         col = h2.sum(dim=0)  # [m]
         if self.weights is not None:
             w = self.weights.update_from_sums(col.detach(), b) if update else self.weights.weights()

@@ -256,7 +256,7 @@ class _L1Group(_Group):
                     self.ema.copy_(ema_update(self.ema, h[self.a0:], self.beta).to(self.ema.dtype))
             w_a = self.adaptive_weights().to(h.dtype)
             w = torch.cat([torch.ones(self.a0, h.shape[-1], device=h.device, dtype=h.dtype), w_a]) if self.a0 else w_a
-        # λ1 (1/B) Σ_b Σ_i w_i h_bi: objectives.l1_penalty without its |h|, since h = ReLU(pre) >= 0. Same value and
+        # λ1 (1/B) Σ_b Σ_i w_i h_bi, as the l1 family computes it in objectives.py (h = ReLU(pre) >= 0). Same value and
         # same gradient (the ReLU zeroes it where h = 0), one elementwise pass and its backward fewer.
         l1 = self.l1 * (h if w is None else h * w.unsqueeze(-2)).sum(dim=-1).mean(dim=-1)
         l2 = l2_penalty(h, self.l2) if self.uses_l2 else h.new_zeros(self.size)

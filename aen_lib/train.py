@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -399,9 +399,3 @@ def train(
     if resume_from is not None:
         trainer.resume(resume_from)
     return trainer.run()
-
-
-def iter_batches(data: DataSource, batch_size: int, n: int) -> Iterator[Tensor]:
-    """``n`` batches of inputs from a data source (the ground-truth codes, if any, are dropped)."""
-    for _ in range(n):
-        yield _split(data.sample(batch_size))[0]
