@@ -715,6 +715,7 @@ class StackedTrainer:
             rec.update({k: float(loss[i, j]) for i, k in enumerate(("total", "mse", "l1", "l2", "aux"))})
             rec.update(batch_metrics(x, x_hat[j], h[j]))
             rec["dead_pct"] = float(dead[j])
+            rec["dead_window_fill"] = self.dead.steps_in_window / self.dead.window
             if dead_tok is not None:
                 rec["dead_pct_tokens"] = float(dead_tok[j])
             rec["skipped_steps"] = int(self.skipped[j])

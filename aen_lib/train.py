@@ -321,6 +321,7 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 rec = {"step": self.step, **self.step_metrics(x, out, terms)}
                 rec["dead_pct"] = 100.0 * float(self.dead.dead_fraction())
+                rec["dead_window_fill"] = self.dead.steps_in_window / self.dead.window
                 if self.dead_tokens is not None:
                     rec["dead_pct_tokens"] = 100.0 * float(self.dead_tokens.dead_fraction())
                 rec["skipped_steps"] = self.skipped
@@ -357,13 +358,19 @@ def _progress(cfg: TrainConfig, start: int):
 
 
 def final_metrics(history: list[dict[str, float]], n_last: int = 10) -> dict[str, float]:
-    """Mean of each metric over the last ``n_last`` logged points (DIGEST §4.3: figures average the last 10)."""
+    """Mean of each metric over the last ``n_last`` logged points (DIGEST §4.3: figures average the last 10).
+
+    The averaged ``dead_pct`` mixes partial dead windows (the paper's figure convention). ``dead_pct_window`` is the
+    dead % over the last *complete* window logged (a record with ``dead_window_fill == 1``); NaN if none was logged.
+    """
     if not history:
         return {}
     last = history[-n_last:]
-    keys = [k for k in last[-1] if k != "step"]
+    keys = [k for k in last[-1] if k not in ("step", "dead_window_fill")]
     out = {k: float(np.mean([r[k] for r in last if k in r])) for k in keys}
     out["step"] = float(last[-1]["step"])
+    complete = [r for r in history if r.get("dead_window_fill", 0.0) >= 1.0]
+    out["dead_pct_window"] = float(complete[-1]["dead_pct"]) if complete else float("nan")
     return out
 
 
