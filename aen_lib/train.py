@@ -80,7 +80,7 @@ class TrainConfig(ConfigBase):
     """The final metrics average this many last logged points (DIGEST §4.3)."""
     checkpoint_every: int = 0
     """Write a checkpoint every this many steps into checkpoint_dir; 0 disables periodic checkpoints
-    (:func:`aen_lib.sweep.train_sweep` with a ``checkpoint_dir`` then uses 1,000)."""
+    (sweeps take theirs as ``train_sweep(..., checkpoint_dir=, checkpoint_every=)``)."""
     checkpoint_dir: str = ""
     """Folder for checkpoints (``checkpoint.pt``, replaced atomically) and ``metrics.jsonl``."""
     autocast: str = "none"
@@ -109,6 +109,8 @@ class TrainConfig(ConfigBase):
             fail("grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
         if self.autocast not in ("none", "bf16"):
             fail("autocast", self.autocast, "must be 'none' or 'bf16'")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            fail("checkpoint_dir", self.checkpoint_dir, "must be set when checkpoint_every > 0")
 
 
 @dataclass
@@ -123,22 +125,22 @@ class TrainResult:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def _one(self, name: str) -> Any:
-        if len(self.histories) != 1:
-            raise AttributeError(f"this result holds {len(self.histories)} members; use .{name}s[j] or .skipped[j]")
-        return getattr(self, name + "s")[0] if name != "skipped_step" else self.skipped[0]
+    def _one(self, values: list[Any], name: str) -> Any:
+        if len(values) != 1:
+            raise TypeError(f"this result holds {len(values)} members; use .{name}[j]")
+        return values[0]
 
     @property
     def history(self) -> list[dict[str, float]]:
-        return self._one("history")
+        return self._one(self.histories, "histories")
 
     @property
     def final(self) -> dict[str, float]:
-        return self._one("final")
+        return self._one(self.finals, "finals")
 
     @property
     def skipped_steps(self) -> int:
-        return self._one("skipped_step")
+        return self._one(self.skipped, "skipped")
 
 
 def check_batch(x: Tensor, d_in: int) -> None:
@@ -260,8 +262,6 @@ class Trainer:
         self.dead = M.DeadLatentTracker(mm * sae.d_sae, window=cfg.dead_window_steps, unit="steps", device=self.device)
         self.dead_tokens = (M.DeadLatentTracker(mm * sae.d_sae, window=cfg.dead_window_tokens, unit="tokens",
                                                 device=self.device) if cfg.dead_window_tokens else None)
-        if cfg.checkpoint_every and not cfg.checkpoint_dir:
-            fail("checkpoint_dir", cfg.checkpoint_dir, "must be set when checkpoint_every > 0")
         self.ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         self.bar = bar
         torch.manual_seed(cfg.seed)

@@ -6,7 +6,7 @@ What it measures, on one device:
      product [B, n] @ [n, m] (TF32 is left off, PyTorch's default, so fp32 means true fp32);
   2. for each architecture (AEN, TopK) and precision: median seconds per full training step of
      ``aen_lib.train.Trainer`` (forward, loss, backward, clip 1.0, Adam, decoder projection), achieved TFLOP/s with
-     12·B·n·m FLOPs per step (``aen_lib.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
+     10·B·n·m FLOPs per step (``aen_lib.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
      the matmul precision (bf16 ceiling with autocast, fp32 ceiling without);
   3. peak memory of one step (``torch.cuda.max_memory_allocated`` on CUDA; the tensor tracer on CPU) against
      ``aen_lib.planner.sae_memory``.
@@ -93,7 +93,7 @@ def main() -> None:
             "shape": {"batch": B, "d_in": n, "d_sae": m}, "flops_per_step": sae_step_flops(B, n, m),
             "threads": torch.get_num_threads(), "tf32": False}
     print(f"device {info['gpu_name'] or device}  torch {torch.__version__}  shape B={B} n={n} m={m}  "
-          f"({info['flops_per_step'] / 1e12:.2f} TFLOP per step, 12·B·n·m)")
+          f"({info['flops_per_step'] / 1e12:.2f} TFLOP per step, 10·B·n·m)")
     ceil = {name: matmul_ceiling(device, dt, square, shape, args.repeats)
             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for name, c in ceil.items():
