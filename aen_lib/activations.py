@@ -78,7 +78,8 @@ class _EarlyExit(Exception):
 def block_output(model: nn.Module, input_ids: Tensor, layer: int, *, early_exit: bool = True) -> Tensor:
     """Residual stream after block ``layer`` for ``input_ids [B, T]`` -> ``[B, T, d]`` in the model's dtype.
 
-    Equals ``hidden_states[layer + 1]`` of a full forward. With ``early_exit=True`` the forward pass stops right
+    Equals ``hidden_states[layer + 1]`` of a full forward for every block but the last (for the last block it is
+    the output before the final norm, which ``hidden_states[-1]`` includes). With ``early_exit=True`` the forward pass stops right
     after block ``layer`` (no later blocks, no unembedding).
     """
     module = residual_hook_module(model, layer)
