@@ -326,9 +326,8 @@ class CacheConfig:
         """A config whose key includes the LM's dtype and weight fingerprint (and the tokenizer's, if given).
 
         ``lm`` is the loaded model (``model=`` stays the name that identifies it); ``d_model`` defaults to its hidden
-        size; every other field is passed through. Use it so that a
-        cache harvested with another dtype or other weights lives in another folder
-        (:func:`aen_lib.features.activation_cache_dir` hashes every field).
+        size; every other field is passed through. Use it so that a cache harvested with another dtype or other
+        weights lives in another folder (:func:`aen_lib.features.activation_cache_dir` hashes every field).
         """
         fields_.setdefault("d_model", int(lm.config.hidden_size))
         fields_.update(lm_dtype=lm_dtype(lm), lm_fingerprint=weights_fingerprint(lm))
