@@ -277,12 +277,34 @@ def load_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = resolve_model(name_or_path, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **from_pretrained_kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **from_pretrained_kwargs)
+    except OSError as e:
+        if Path(target).is_dir():
+            raise
+        raise OSError(_hub_failure(os.fspath(name_or_path), target, e)) from e
     model.to(device)
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off by ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``."""
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_failure(name: str, hub_id: str, error: BaseException) -> str:
+    entry = lookup_model(name)
+    why = ("the Hub is switched off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if hub_offline()
+           else "the Hub could not be reached or has no such repository")
+    fix = entry.install if entry is not None and entry.install else "check the id, or pass a local model folder"
+    offline = sorted(n for n, e in MODEL_REGISTRY.items() if e.gguf_file is not None)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"model {name!r} (hub id {hub_id!r}) could not be loaded: it is not in the local Hugging Face cache and "
+            f"{why}; {fix}. Models that need no Hub: {offline}. ({first})")
 
 
 def document_separator_id(tokenizer: Any, name_or_path: str | os.PathLike[str] | None = None) -> int:
