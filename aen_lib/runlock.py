@@ -12,9 +12,9 @@ Two processes training into the same run folder would interleave checkpoints and
   relaunch would race them. A daemon thread polls the parent pid; when the worker has been re-parented it sends
   itself ``SIGTERM`` and, if that does not end it within ``grace_s``, exits with :func:`os._exit`.
 
-Use in a launcher or rank 0 (see :func:`aen_lib.distributed.run`)::
+Use in the DDP runner (:mod:`aen_lib.distributed`)::
 
-    exit_with_parent()                       # in every torchrun worker, first thing
+    exit_with_launcher()                     # every process: a no-op unless torchrun started it
     with RunLock(out_dir):                   # rank 0 (or a one-process run) for the whole run
         ...train, checkpoint, save...
 """
@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
-__all__ = ["RunLock", "RunLockedError", "exit_with_parent", "lock_holder"]
+__all__ = ["RunLock", "RunLockedError", "exit_with_launcher", "exit_with_parent", "lock_holder"]
+
+#: Set by ``torchrun`` (torch.distributed.elastic) in every worker it starts.
+TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
 
 
 class RunLockedError(RuntimeError):
@@ -68,6 +71,8 @@ class RunLock:
     ``folder/.lock`` and writes ``{"pid", "hostname", "started", "argv"}`` into it. If another process holds it,
     raises :class:`RunLockedError` at once (no waiting), naming that process. Usable as a context manager.
     Locks are per open file, so a second ``RunLock`` on the same folder in the same process is refused too.
+    Dropping the object does not release the lock (the descriptor stays open until :meth:`release` or exit), so
+    ``RunLock(out_dir).acquire()`` alone holds it for the rest of the process.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -131,12 +136,6 @@ class RunLock:
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
-    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order is not testable
-        try:
-            self.release()
-        except Exception:
-            pass
-
 
 _GUARD_STARTED = False
 
@@ -168,3 +167,14 @@ def exit_with_parent(*, poll_s: float = 1.0, grace_s: float = 10.0, parent_pid: 
     threading.Thread(target=watch, name="aen_lib-exit-with-parent", daemon=True).start()
     _GUARD_STARTED = True
     return parent
+
+
+def exit_with_launcher(**kwargs: Any) -> int | None:
+    """:func:`exit_with_parent` if ``torchrun`` started this process (``$TORCHELASTIC_RUN_ID`` is set), else None.
+
+    A plain ``python -m ...`` run is left alone: its parent is a shell, which may legitimately exit first (``nohup``).
+    Keyword arguments go to :func:`exit_with_parent`.
+    """
+    if not os.environ.get(TORCHRUN_ENV):
+        return None
+    return exit_with_parent(**kwargs)

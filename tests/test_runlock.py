@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.runlock import RunLock, RunLockedError, exit_with_parent, lock_holder
+from aen_lib.runlock import TORCHRUN_ENV, RunLock, RunLockedError, exit_with_launcher, exit_with_parent, lock_holder
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock and /proc are Linux features")
 
@@ -78,16 +78,17 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
 
 
 LAUNCHER = """
-    import subprocess, sys, time
-    worker = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+    import os, subprocess, sys, time
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "test"}  # what torchrun sets in its workers
+    worker = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], env=env)
     print(worker.pid, flush=True)
     time.sleep(120)
 """
 WORKER = """
 import sys, time
 from pathlib import Path
-from aen_lib.runlock import exit_with_parent
-exit_with_parent(poll_s=0.1, grace_s=2.0)
+from aen_lib.runlock import exit_with_launcher
+assert exit_with_launcher(poll_s=0.1, grace_s=2.0) is not None
 Path(sys.argv[1]).write_text("started")
 while True:  # stands in for a training loop that keeps writing
     time.sleep(0.05)
@@ -112,7 +113,8 @@ def test_worker_exits_when_its_launcher_is_killed(tmp_path):
 def test_without_the_guard_the_worker_would_be_orphaned(tmp_path):
     """The control: the same launcher and a worker without exit_with_parent leaves the worker running."""
     flag = tmp_path / "started"
-    worker = WORKER.replace("exit_with_parent(poll_s=0.1, grace_s=2.0)", "")
+    worker = WORKER.replace("assert exit_with_launcher(poll_s=0.1, grace_s=2.0) is not None", "")
+    assert worker != WORKER
     launcher = _python(LAUNCHER, worker, str(flag))
     worker_pid = int(launcher.stdout.readline())
     try:
@@ -128,3 +130,8 @@ def test_without_the_guard_the_worker_would_be_orphaned(tmp_path):
 def test_exit_with_parent_refuses_a_dead_parent():
     with pytest.raises(RuntimeError, match="parent process is already gone"):
         exit_with_parent(parent_pid=os.getppid() + 1_000_000)
+
+
+def test_exit_with_launcher_leaves_plain_runs_alone(monkeypatch):
+    monkeypatch.delenv(TORCHRUN_ENV, raising=False)
+    assert exit_with_launcher() is None
