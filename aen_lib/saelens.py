@@ -195,7 +195,11 @@ def read_saelens_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
     cfg_path, w_path = folder / CFG_NAME, folder / WEIGHTS_NAME
     meta = dict(raw.get("metadata") or {})
     if "aen_lib" in raw:  # written by aen_lib: the full config is there
-        c = dict(raw["aen_lib"])
+        from .config import SAEConfig
+
+        if not isinstance(raw["aen_lib"], dict):
+            raise ValueError(f"{cfg_path}: the 'aen_lib' section is a {type(raw['aen_lib']).__name__}, not an object")
+        c = SAEConfig.from_dict(dict(raw["aen_lib"])).to_dict()  # validates every field, naming a bad one
         meta.setdefault("normalization", _SAELENS_TO_NORMALIZATION.get(raw.get("normalize_activations", "none"), "none"))
         tensors = _read_tensors(folder)
         _check_shapes(w_path, tensors, c["d_in"], c["d_sae"], c.get("architecture") in ("jumprelu", "batchtopk"))

@@ -532,3 +532,9 @@ def test_splice_layer_out_of_range(tiny_llama, tiny_windows):
     with pytest.raises(ValueError, match=r"layer=9 out of range; LlamaForCausalLM has blocks 0..3"):
         spliced_evaluation(tiny_llama, torch.nn.Identity(), tiny_windows[:2], 9, progress=False)
 
+
+
+def test_saelens_reader_validates_our_section(saved_sae, tmp_path):
+    bad = _damaged_copy(saved_sae, tmp_path, _edit_cfg(lambda c: c["aen_lib"].update(d_sae=-3)))
+    with pytest.raises(ValueError, match=r"d_sae=-3 is invalid: must be a positive integer"):
+        read_saelens_folder(bad)
