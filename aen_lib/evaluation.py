@@ -150,7 +150,7 @@ def activation_mean(model: nn.Module, windows: Tensor | Iterable[Tensor], layer:
                     batch_size: int = 16) -> Tensor:
     """Mean ``μ [d]`` (float32) of block ``layer``'s output over ``windows`` and positions ``>= skip_first``.
 
-    The baseline of mean ablation (DIGEST §5.3). Accumulated in float64 over every token, so it does not depend on
+    The baseline of mean ablation (paper Figure 1). Accumulated in float64 over every token, so it does not depend on
     ``batch_size``; compute it once on a fixed held-out set and pass it to :func:`spliced_evaluation_many`.
     """
     from .activations import block_output
@@ -220,7 +220,7 @@ def spliced_evaluation(
     progress: bool = True,
 ) -> SplicedEvalResult:
     """Clean, SAE-patched, mean- and zero-ablated CE, both CE recovered scores and KL over held-out ``windows``
-    (DIGEST §5.3, Figure 1).
+    (paper Figure 1).
 
     ``sae`` is any callable module mapping ``[n, d]`` to a reconstruction (``aen_lib.model.SAE`` or a stand-in),
     trained on per-token-normalised activations of block ``layer``. ``reproduce_reference_bug=True`` feeds it raw

@@ -13,7 +13,7 @@ map and its inverse are exactly SAELens's ``normalize_activations="constant_norm
 **Metadata.** SAELens reads ``cfg.json["metadata"]`` only when ``metadata.sae_lens_version`` is 6.0 or later;
 otherwise it treats the file as a pre-6.0 config, drops the model and hook names and the normalisation, and assumes
 ``prepend_bos=True``. :func:`saelens_cfg` therefore always writes a 6.x version, ``prepend_bos: false`` (our
-windows carry no BOS, DIGEST §5.1) and the hook in TransformerLens naming (``blocks.L.hook_resid_post``).
+windows carry no BOS) and the hook in TransformerLens naming (``blocks.L.hook_resid_post``).
 
 Architectures, aen_lib → SAELens: ``relu_l1``, ``elastic_net``, ``adaptive_lasso``, ``aen`` → ``standard`` (at
 inference they are all ``ReLU((x - b_dec) W_enc + b_enc)``); ``topk`` (and ``topk_auxk``) → ``topk``; ``jumprelu``
