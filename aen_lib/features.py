@@ -77,8 +77,9 @@ def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] 
     """``<cache>/activations/<model>-L<layer>-<12 hex digits>`` for an activation cache of ``config`` (DIGEST §5.1).
 
     The hex digits hash every :class:`CacheConfig` field, so two chapters asking for the same activations share one
-    cache, and a change of model, layer, normalisation, text or document range gets a fresh folder (the cache itself
-    also refuses to mix configurations). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
+    cache, and a change of model, layer, normalisation, text or document range gets a fresh folder; build the config
+    with :meth:`CacheConfig.for_lm` and the LM's dtype and weight fingerprint are in the key too (the cache itself
+    also refuses to mix configurations, LMs of another dtype or weights, and other window sequences). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
     ``~/.cache/aen_lib``), never the repository.
     """
     if not isinstance(config, CacheConfig):

@@ -182,7 +182,17 @@ def load_text_dataset(
     import datasets
 
     if name != "offline":
-        return datasets.load_dataset(name, split=split, streaming=streaming, **load_kwargs)
+        try:
+            return datasets.load_dataset(name, split=split, streaming=streaming, **load_kwargs)
+        except OSError as e:  # ConnectionError (offline / no network) and DatasetNotFoundError are OSErrors
+            from .lm import hub_offline
+
+            why = ("the Hub is switched off (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set)" if hub_offline()
+                   or os.environ.get("HF_DATASETS_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+                   else "it could not be found or reached")
+            raise OSError(f"dataset {name!r} (split {split!r}) could not be loaded: {why}. Use name='offline' for "
+                          f"the offline corpus (sources {list(OFFLINE_SOURCES)}), or a dataset already in the local "
+                          f"cache. ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
     if split != "train":
         raise ValueError(f"split={split!r}: the offline corpus has only split 'train'; select documents with DocRange")
     files = [str(p) for p in build_offline_corpus(sources, cache_dir)]
