@@ -302,9 +302,17 @@ class RunConfig(ConfigBase):
         if p.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ValueError(f"run file {p} is not valid YAML ({e})") from e
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"run file {p} is not valid JSON ({e}); the file is truncated or corrupt") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"run file {p} holds a {type(data).__name__}, not a mapping of RunConfig fields")
         return cls.from_dict(data)
 
 
@@ -346,20 +354,75 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
     return src
 
 
+def _normalization(rc: RunConfig) -> str:
+    """How the run's inputs are normalised (written into each saved SAE so that SAELens splices it correctly)."""
+    if rc.metadata.get("normalization"):
+        return str(rc.metadata["normalization"])
+    kind = rc.data.get("kind")
+    if kind == "lm":
+        return "per_token_l2"  # ActivationSource.from_model's default
+    if kind == "cache":
+        from .activations import ActivationCache
+
+        return ActivationCache(rc.data["path"]).config.normalization
+    return "none"
+
+
+def _lock_run_folder(out_root: Path, ctx: DistContext) -> Any:
+    """Rank 0 holds the run folder's lock for the whole run; every rank fails together if another launch holds it."""
+    from .runlock import RunLock, RunLockedError
+
+    lock, error = None, ""
+    if ctx.is_main:
+        try:
+            lock = RunLock(out_root).acquire()
+        except RunLockedError as e:
+            error = str(e)
+    if ctx.distributed:
+        flag = [error]
+        dist.broadcast_object_list(flag, src=0)
+        error = flag[0]
+    if error:
+        raise RuntimeError(error)
+    return lock
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file is truncated or corrupt: delete it to retrain "
+                         "that SAE") from e
+
+
 def run(rc: RunConfig, ctx: DistContext | None = None) -> dict[str, dict[str, Any]]:
-    """Train every SAE of the run file on this rank; rank 0 writes results. Returns ``{name: result dict}``."""
+    """Train every SAE of the run file on this rank; rank 0 writes results. Returns ``{name: result dict}``.
+
+    Rank 0 holds a lock on ``out_dir`` for the run's lifetime (:class:`aen_lib.runlock.RunLock`): a second launch on
+    the same folder fails with a message naming the process that holds it."""
     ctx = ctx or init_distributed(rc.device)
     tcfg = rc.train_config()
     if tcfg.batch_size % ctx.world_size:
         fail("train.batch_size", tcfg.batch_size, f"must be divisible by the number of processes {ctx.world_size}")
     per_rank = tcfg.batch_size // ctx.world_size
     out_root = Path(rc.out_dir)
+    lock = _lock_run_folder(out_root, ctx)
+    try:
+        return _run_locked(rc, ctx, tcfg, per_rank, out_root)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(rc: RunConfig, ctx: DistContext, tcfg: TrainConfig, per_rank: int, out_root: Path
+                ) -> dict[str, dict[str, Any]]:
+    normalization = _normalization(rc)
     results: dict[str, dict[str, Any]] = {}
     for spec in rc.saes:
         name = spec["name"]
         folder = out_root / name
         if rc.resume and (folder / "result.json").is_file():
-            results[name] = json.loads((folder / "result.json").read_text())
+            results[name] = _read_result(folder / "result.json")
             continue
         scfg = SAEConfig.from_dict({k: v for k, v in spec.items() if k != "name"})
         sae = SAE(scfg, device=ctx.device)
@@ -371,7 +434,7 @@ def run(rc: RunConfig, ctx: DistContext | None = None) -> dict[str, dict[str, An
                    "skipped_steps": res.skipped_steps, "seconds": res.seconds, "world_size": ctx.world_size,
                    "global_batch_size": tcfg.batch_size, "device": str(ctx.device), "autocast": tcfg.autocast}
         if ctx.is_main:
-            save_sae(sae, folder / "sae", metadata=dict(rc.metadata), overwrite=True)
+            save_sae(sae, folder / "sae", metadata=dict(rc.metadata), normalization=normalization, overwrite=True)
             atomic_write(folder / "result.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
         ctx.reducer.barrier()
         results[name] = summary
@@ -385,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="run file (YAML or JSON), see RunConfig")
     ap.add_argument("--device", default=None, help="override the run file's device (auto | cpu | cuda)")
     args = ap.parse_args(argv)
+    from .runlock import exit_with_launcher
+
+    exit_with_launcher()  # a torchrun worker exits when its launcher dies, instead of writing on as an orphan
     rc = RunConfig.load(args.config)
     if args.device:
         rc = rc.replace(device=args.device)

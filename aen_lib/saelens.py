@@ -30,6 +30,9 @@ from typing import Any, Mapping
 
 import torch
 
+from .architectures import get_architecture
+from .config import SAEConfig
+
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
 
@@ -41,21 +44,18 @@ SAELENS_FORMAT_VERSION = "6.54.12"
 NORMALIZATION_TO_SAELENS: Mapping[str, str] = {"per_token_l2": "constant_norm_rescale", "none": "none"}
 _SAELENS_TO_NORMALIZATION = {v: k for k, v in NORMALIZATION_TO_SAELENS.items()}
 
-#: aen_lib architecture -> SAELens inference architecture.
-ARCHITECTURE_TO_SAELENS: Mapping[str, str] = {
-    "relu_l1": "standard", "elastic_net": "standard", "adaptive_lasso": "standard", "aen": "standard",
-    "topk": "topk", "topk_auxk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
-}
 #: SAELens architectures that :func:`read_saelens_folder` can turn into an aen_lib SAE, and what they become.
 SAELENS_TO_ARCHITECTURE: Mapping[str, str] = {"standard": "relu_l1", "topk": "topk", "jumprelu": "jumprelu"}
 
 
 def saelens_architecture(architecture: str) -> str:
-    """The SAELens inference architecture of an aen_lib ``architecture`` (``ValueError`` if it has none)."""
-    if architecture not in ARCHITECTURE_TO_SAELENS:
-        raise ValueError(f"architecture={architecture!r} has no SAELens equivalent; "
-                         f"exportable: {sorted(ARCHITECTURE_TO_SAELENS)}")
-    return ARCHITECTURE_TO_SAELENS[architecture]
+    """The SAELens inference architecture of an aen_lib ``architecture``, as the architecture declares it
+    (:attr:`aen_lib.architectures.Architecture.saelens_architecture`); ``ValueError`` if it has none."""
+    target = get_architecture(architecture).saelens_architecture
+    if target is None:
+        raise ValueError(f"architecture={architecture!r} has no SAELens export; give its class a saelens_architecture "
+                         "(and saelens_tensors) before saving it")
+    return target
 
 
 def hook_name(layer: int) -> str:
@@ -119,9 +119,7 @@ def saelens_cfg(
         "metadata": meta,
         "aen_lib": c,
     }
-    if arch == "topk":
-        cfg["k"] = int(c["k"])
-        cfg["rescale_acts_by_decoder_norm"] = False  # our decoder rows are unit-norm
+    cfg.update(get_architecture(c["architecture"]).saelens_fields(SAEConfig.from_dict(c)))
     return cfg
 
 
@@ -195,7 +193,6 @@ def read_saelens_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
     cfg_path, w_path = folder / CFG_NAME, folder / WEIGHTS_NAME
     meta = dict(raw.get("metadata") or {})
     if "aen_lib" in raw:  # written by aen_lib: the full config is there
-        from .config import SAEConfig
 
         if not isinstance(raw["aen_lib"], dict):
             raise ValueError(f"{cfg_path}: the 'aen_lib' section is a {type(raw['aen_lib']).__name__}, not an object")
@@ -252,7 +249,6 @@ def read_saelens_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
 def build_sae(tensors: Mapping[str, torch.Tensor], sae_config: Mapping[str, Any], *,
               device: torch.device | str | None = None, dtype: torch.dtype | None = None):
     """An :class:`aen_lib.model.SAE` in eval mode holding ``tensors`` (the output of :func:`read_saelens_folder`)."""
-    from .config import SAEConfig
     from .model import SAE
 
     cfg = SAEConfig.from_dict(dict(sae_config))
@@ -260,11 +256,7 @@ def build_sae(tensors: Mapping[str, torch.Tensor], sae_config: Mapping[str, Any]
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
             getattr(sae, name).copy_(tensors[name])
-        if cfg.architecture == "jumprelu":
-            sae.objective.log_threshold.copy_(tensors["threshold"].float().log())
-        elif cfg.architecture == "batchtopk":
-            sae.objective.threshold.copy_(tensors["threshold"][0])
-            sae.objective.threshold_initialised.fill_(True)
+        sae.architecture.load_saelens_tensors(0, {k: v.to(sae.W_enc.device) for k, v in tensors.items()})
     sae.eval()
     return sae
 

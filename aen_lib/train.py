@@ -423,12 +423,17 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         mm = self.sae.n_members
+        if self.ckpt_dir is not None:
+            used = self.step == 0 and any((self.ckpt_dir / f).exists() for f in ("checkpoint.pt", "metrics.jsonl"))
+            if self.reducer.gather_objects(used)[0]:  # rank 0's view, on every rank: all stop together
+                raise ValueError(f"checkpoint_dir {self.ckpt_dir} already holds a run (checkpoint.pt / metrics.jsonl); "
+                                 "resume it (resume_from=...) or choose another folder")
         if self.ckpt_dir is not None and self.reducer.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            # on resume, keep exactly the lines up to the checkpoint's step
-            lines = [json.dumps({**h[i], "member": j} if self.sae.stacked else h[i]) + "\n"
-                     for i in range(len(self.histories[0])) for j, h in enumerate(self.histories)]
-            atomic_write(self.ckpt_dir / "metrics.jsonl", lambda p: p.write_text("".join(lines)))
+            if self.step > 0:  # on resume, keep exactly the lines up to the checkpoint's step
+                lines = [json.dumps({**h[i], "member": j} if self.sae.stacked else h[i]) + "\n"
+                         for i in range(len(self.histories[0])) for j, h in enumerate(self.histories)]
+                atomic_write(self.ckpt_dir / "metrics.jsonl", lambda p: p.write_text("".join(lines)))
         own_bar = self.bar is None and cfg.progress and self.reducer.is_main
         bar = _progress(cfg, self.step, mm) if own_bar else self.bar
         tokens = cfg.batch_size * self.reducer.world_size

@@ -31,10 +31,10 @@ def _our_sae(arch: str) -> SAE:
         sae.b_dec.copy_(torch.randn(D_IN, generator=g) * 0.3)
         sae.b_enc.copy_(torch.randn(D_SAE, generator=g) * 0.2)
         if arch == "jumprelu":
-            sae.objective.log_threshold.copy_((torch.rand(D_SAE, generator=g) * 0.3 + 0.05).log())
+            sae.architecture.log_threshold[0].copy_((torch.rand(D_SAE, generator=g) * 0.3 + 0.05).log())
         if arch == "batchtopk":
-            sae.objective.threshold.fill_(0.15)
-            sae.objective.threshold_initialised.fill_(True)
+            sae.architecture.threshold.fill_(0.15)
+            sae.architecture.threshold_initialised.fill_(True)
     return sae.eval()
 
 
