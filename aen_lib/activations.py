@@ -1,7 +1,7 @@
 """Residual-stream activations: harvesting from a frozen LM, per-token normalisation, an on-disk cache, and an
 iterator of SAE training batches.
 
-Pipeline (DIGEST §5.1, §2.6)::
+Pipeline (book: paper facts, language-model protocols)::
 
     windows [N, T] --LM up to block L (early exit)--> resid [B, T, d]
         --drop positions < drop_first (attention sink), optional norm-outlier filter--> rows [n, d]
@@ -44,12 +44,12 @@ _LM_DTYPES = ("", "float32", "float16", "bfloat16", "float64")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Normalisation (DIGEST §2.6)
+# Normalisation (book: paper facts, model and loss)
 # --------------------------------------------------------------------------------------------------------------
 
 
 def normalize_per_token(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Rescale every token to ℓ2 norm √d (DIGEST §2.6, mode ``per_token_l2``), in float32.
+    """Rescale every token to ℓ2 norm √d (book: paper facts, model and loss, mode ``per_token_l2``), in float32.
 
     ``x [..., d]`` -> ``(x * √d / max(||x||, eps) [..., d], ||x|| [...])``. No mean-centering (the SAE's ``b_dec``
     absorbs the mean). :func:`denormalize_per_token` undoes it with the returned norms.
@@ -197,7 +197,7 @@ def iter_harvest(
     start_window: int = 0,
     progress: bool = True,
 ) -> Iterator[Activations]:
-    """Harvest block-``layer`` activations batch by batch (DIGEST §5.1, §2.6); yields one :class:`Activations` per LM batch.
+    """Harvest block-``layer`` activations batch by batch (book: paper facts, language-model protocols); yields one :class:`Activations` per LM batch.
 
     ``windows``: token ids ``[n_windows, T]`` or an iterable of ``[T]`` windows (see :func:`aen_lib.text.iter_windows`).
     Per window, positions ``< drop_first`` are dropped; with ``outlier_norm_multiple=c``, tokens whose norm exceeds
@@ -274,7 +274,7 @@ class CorruptCacheError(ValueError):
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """What a cache holds; two caches mix only if every field is equal (DIGEST §5.1 data, §2.6 normalisation)."""
+    """What a cache holds; two caches mix only if every field is equal (book: paper facts, language-model protocols data, §2.6 normalisation)."""
 
     model: str
     """Model name, hub id or path (identifies the LM)."""
@@ -491,7 +491,7 @@ def write_activation_cache(
     progress: bool = True,
     tokenizer: Any = None,
 ) -> ActivationCache:
-    """Harvest ``windows`` into a sharded cache at ``path``, resuming a partly written one (DIGEST §5.1 harvesting).
+    """Harvest ``windows`` into a sharded cache at ``path``, resuming a partly written one (book: paper facts, language-model protocols harvesting).
 
     ``windows`` must be the same deterministic sequence on every call (e.g. :func:`aen_lib.text.iter_windows` over the
     same documents): windows already stored are skipped without running the LM, after checking that each one
@@ -693,7 +693,7 @@ class _ModelRows:
 
 
 class ActivationSource:
-    """Iterator of SAE training batches ``x [batch_size, d]`` with a resumable state (DIGEST §5.1 batching).
+    """Iterator of SAE training batches ``x [batch_size, d]`` with a resumable state (book: paper facts, language-model protocols batching).
 
     Build it with :meth:`from_cache` (an :class:`ActivationCache`) or :meth:`from_model` (harvest while training).
     Rows come in stream order, like the paper's FIFO buffer, unless ``shuffle_buffer=n > 0``: then the stream is cut

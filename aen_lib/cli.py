@@ -1,4 +1,4 @@
-"""Command line: train one SAE on spiked-dictionary data with the paper's synthetic protocol (DIGEST §4).
+"""Command line: train one SAE on spiked-dictionary data with the paper's synthetic protocol (book: paper facts, synthetic protocol).
 
     aen-train --architecture aen --l1 0.005 --l2 0.0001 --rho 0.0
     aen-train --architecture topk --k 16 --rho 0.9 --steps 2000 --out runs/topk

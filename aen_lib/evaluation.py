@@ -1,4 +1,4 @@
-"""Spliced evaluation: how much of the LM's next-token prediction survives the SAE (paper Figure 1, DIGEST §5.3).
+"""Spliced evaluation: how much of the LM's next-token prediction survives the SAE (paper Figure 1, book: paper facts, language-model protocols).
 
 For each batch of held-out windows ``ids [B, T]`` the LM runs four times:
 
@@ -23,9 +23,9 @@ ablated CE (and so CE recovered) depend on the batch size.
 
 All of it is computed in float32 and averaged over every scored token of the held-out set.
 
-**Normalisation.** The SAE was trained on tokens rescaled to norm √d (DIGEST §2.6). The correct splice normalises
+**Normalisation.** The SAE was trained on tokens rescaled to norm √d (book: paper facts, model and loss). The correct splice normalises
 each token, reconstructs, and multiplies the token's norm back: ``x̂ = SAE(x·√d/‖x‖)·‖x‖/√d``. The reference code fed
-the *raw* activations to the SAE instead (DIGEST §5.3), which is why the paper's patched CE is worse than mean
+the *raw* activations to the SAE instead (book: paper facts, language-model protocols), which is why the paper's patched CE is worse than mean
 ablation; ``reproduce_reference_bug=True`` does that so both numbers can be shown side by side.
 
 **Position 0.** Training drops positions ``< skip_first`` (default 1, the attention sink; see
@@ -53,7 +53,7 @@ from .lm import model_device, residual_hook_module, rewrap_block_output, unwrap_
 
 @dataclass
 class SplicedEvalResult:
-    """Token-averaged downstream metrics of DIGEST §5.3 (nats/token)."""
+    """Token-averaged downstream metrics of book: paper facts, language-model protocols (nats/token)."""
 
     ce_clean: float
     ce_patched: float
@@ -106,7 +106,7 @@ def splice_sae(
 ) -> Tensor:
     """Replace block-L activations ``resid [B, T, d]`` by their SAE reconstruction (positions ``>= skip_first``).
 
-    ``normalize=True``: ``x̂ = SAE(x·√d/‖x‖)·‖x‖/√d`` per token (DIGEST §2.6, §5.3). ``normalize=False`` feeds the raw
+    ``normalize=True``: ``x̂ = SAE(x·√d/‖x‖)·‖x‖/√d`` per token (book: paper facts, model and loss). ``normalize=False`` feeds the raw
     activations (the reference code's behaviour). Returns a tensor of ``resid``'s shape and dtype.
     """
     x = resid[:, skip_first:]  # [B, T', d]
@@ -252,7 +252,7 @@ def spliced_evaluation_many(
     progress: bool = True,
 ) -> dict[str, SplicedEvalResult]:
     """:func:`spliced_evaluation` for every SAE in ``saes`` on the same held-out ``windows``
-    (DIGEST §5.3, Figure 1), sharing the clean and mean-ablated forward passes.
+    (book: paper facts, language-model protocols, Figure 1), sharing the clean and mean-ablated forward passes.
 
     Per batch the LM runs once clean, once mean-ablated, once zero-ablated and once per SAE, instead of four times
     per SAE; each result equals what ``spliced_evaluation`` returns for that SAE alone. SAEs named in ``raw_input``

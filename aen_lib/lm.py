@@ -1,7 +1,7 @@
 """Language models: loading, an offline model registry, and the residual-stream hook point.
 
 The paper trains SAEs on the residual stream *after* a transformer block (TransformerLens
-``blocks.L.hook_resid_post``): Pythia-70M-deduped block 3 and Llama-3.1-8B block 16 (DIGEST §5.1, §5.2).
+``blocks.L.hook_resid_post``): Pythia-70M-deduped block 3 and Llama-3.1-8B block 16 (book: paper facts, language-model protocols).
 In Hugging Face models that is the output of ``layers[L]``. For every block but the last it equals
 ``hidden_states[L + 1]`` of a forward with ``output_hidden_states=True`` (``hidden_states[0]`` is the embedding
 output); for the last block it does not, because Hugging Face applies the final norm before storing
@@ -68,7 +68,7 @@ class RegisteredModel:
     description: str = ""
     """One line on where the model comes from and what it is used for."""
     doc_separator: str | None = None
-    """Token appended after each document when packing, if not the tokenizer's EOS (DIGEST §5.1)."""
+    """Token appended after each document when packing, if not the tokenizer's EOS (book: paper facts, language-model protocols)."""
 
 
 _SMOLLM2 = RegisteredModel(
@@ -96,7 +96,7 @@ _PYTHIA = RegisteredModel(
     lm_dtype="float16",
     hub_id="EleutherAI/pythia-70m-deduped",
     install="needs the Hugging Face Hub (unset HF_HUB_OFFLINE)",
-    description="the paper's main LLM (DIGEST §5.1): GPT-NeoX, resid_post of block 3",
+    description="the paper's main LLM (book: paper facts, language-model protocols): GPT-NeoX, resid_post of block 3",
 )
 _LLAMA31 = RegisteredModel(
     name="llama-3.1-8b",
@@ -106,7 +106,7 @@ _LLAMA31 = RegisteredModel(
     lm_dtype="bfloat16",
     hub_id="meta-llama/Llama-3.1-8B",
     install="needs the Hugging Face Hub and an accepted Llama 3.1 licence (huggingface-cli login)",
-    description="the paper's large LLM (DIGEST §5.2): resid_post of block 16",
+    description="the paper's large LLM (book: paper facts, language-model protocols): resid_post of block 16",
 )
 
 #: Known models by short name (read-only).
@@ -265,7 +265,7 @@ def load_lm(
     cache_dir: str | os.PathLike[str] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> tuple[nn.Module, Any]:
-    """Load a causal LM and its tokenizer, frozen and in eval mode (DIGEST §5.1/§5.2 models).
+    """Load a causal LM and its tokenizer, frozen and in eval mode (book: paper facts, language-model protocols/§5.2 models).
 
     ``name_or_path`` is a registry name (:data:`MODEL_REGISTRY`), a hub id or a local folder (see
     :func:`resolve_model`). ``dtype`` is always passed explicitly: transformers v5 would otherwise reload a bf16
@@ -345,7 +345,7 @@ def d_model(model: nn.Module) -> int:
 
 
 def residual_hook_module(model: nn.Module, layer: int) -> nn.Module:
-    """Block ``layer`` (0-indexed); its output is the residual stream ``hook_resid_post`` of DIGEST §5.1.
+    """Block ``layer`` (0-indexed); its output is the residual stream ``hook_resid_post`` of book: paper facts, language-model protocols.
 
     Register a forward hook on it and unwrap the output with :func:`unwrap_block_output`. For ``layer`` below the
     last block the result equals ``model(..., output_hidden_states=True).hidden_states[layer + 1]``; for the last

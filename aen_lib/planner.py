@@ -162,7 +162,7 @@ class LMSpec:
         return self.embedding_params + (layer + 1) * self.block_params + self.d_model
 
 
-#: Llama-3.1-8B (the paper's model, DIGEST §5.2) and SmolLM2-135M (our offline stand-in), from their configs.
+#: Llama-3.1-8B (the paper's model, book: paper facts, language-model protocols) and SmolLM2-135M (our offline stand-in), from their configs.
 LM_SPECS: Mapping[str, LMSpec] = {
     "llama-3.1-8b": LMSpec("meta-llama/Llama-3.1-8B", n_layers=32, d_model=4096, d_ffn=14336, n_heads=32,
                            n_kv_heads=8, vocab=128256, tied_embeddings=False),
@@ -196,7 +196,7 @@ def sae_step_flops(batch: int, d_in: int, d_sae: int) -> float:
 
 def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", autocast: str = "none",
                optimizer: str = "adam") -> dict[str, float]:
-    """Predicted bytes of one SAE training step on one device (module docstring; DIGEST §2.5 fp32 parameters).
+    """Predicted bytes of one SAE training step on one device (module docstring; book: paper facts, model and loss fp32 parameters).
 
     Returns ``params``, ``optimizer``, ``statistics`` (persistent), ``step_peak`` (largest phase of the step) and
     ``total`` = persistent + step_peak, plus ``phase`` naming the largest phase.
@@ -229,7 +229,7 @@ def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", 
 
 def lm_memory(lm: LMSpec, layer: int, lm_batch: int, seq_len: int, *, dtype_bytes: int = 2,
               truncate: bool = False) -> dict[str, float]:
-    """Predicted bytes of the LM when harvesting block ``layer`` with early exit (DIGEST §5.2: bf16 = 2 bytes)."""
+    """Predicted bytes of the LM when harvesting block ``layer`` with early exit (book: paper facts, language-model protocols: bf16 = 2 bytes)."""
     _check_pos(lm_batch=lm_batch, seq_len=seq_len, dtype_bytes=dtype_bytes)
     if not 0 <= layer < lm.n_layers:
         raise ValueError(f"layer={layer} must lie in [0, {lm.n_layers})")
@@ -272,7 +272,7 @@ class Plan:
         return asdict(self)
 
 
-#: The paper's Llama protocol (DIGEST §5.2).
+#: The paper's Llama protocol (book: paper facts, language-model protocols).
 PAPER_LLAMA: Mapping[str, Any] = {
     "lm": "llama-3.1-8b", "layer": 16, "d_in": 4096, "d_sae": 131_072, "batch": 4096, "steps": 100_000,
     "seq_len": 128, "lm_batch": 16,

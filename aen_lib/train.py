@@ -54,7 +54,7 @@ class DataSource(Protocol):
 
 @dataclass
 class TrainConfig(ConfigBase):
-    """How to train one SAE (DIGEST §2.5, §4.1). Defaults are the paper's synthetic protocol."""
+    """How to train one SAE (book: paper facts, model and loss). Defaults are the paper's synthetic protocol."""
 
     steps: int = 50_000
     """Total optimiser steps."""
@@ -77,7 +77,7 @@ class TrainConfig(ConfigBase):
     dead_window_tokens: int = 0
     """Optional second dead-latent window in tokens (samples); 0 disables it."""
     final_avg_logs: int = 10
-    """The final metrics average this many last logged points (DIGEST §4.3)."""
+    """The final metrics average this many last logged points (book: paper facts, synthetic protocol)."""
     checkpoint_every: int = 0
     """Write a checkpoint every this many steps into checkpoint_dir; 0 disables periodic checkpoints
     (sweeps take theirs as ``train_sweep(..., checkpoint_dir=, checkpoint_every=)``)."""

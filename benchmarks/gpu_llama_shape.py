@@ -1,4 +1,4 @@
-"""Benchmark: SAE training throughput at the paper's Llama-3.1-8B shape (d 4096, m 131,072, batch 4,096; DIGEST §5.2),
+"""Benchmark: SAE training throughput at the paper's Llama-3.1-8B shape (d 4096, m 131,072, batch 4,096; book: paper facts, language-model protocols),
 in fp32 and with bf16 autocast, as achieved TFLOP/s over the measured matmul ceiling; peak memory against the planner.
 
 What it measures, on one device:

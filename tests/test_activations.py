@@ -1,4 +1,4 @@
-"""Tests for aen_lib.activations: normalisation (DIGEST §2.6), early-exit harvesting, the cache, batch source."""
+"""Tests for aen_lib.activations: normalisation (book: paper facts, model and loss), early-exit harvesting, the cache, batch source."""
 
 from __future__ import annotations
 

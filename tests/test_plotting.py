@@ -12,11 +12,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from aen_lib import plotting  # noqa: E402
-from aen_lib.config import L1_FAMILY, HARD_K  # noqa: E402
+from aen_lib.architectures import ARCHITECTURES  # noqa: E402
 
 
 def test_every_architecture_has_a_distinct_okabe_ito_colour():
-    archs = set(L1_FAMILY) | set(HARD_K) | {"jumprelu"}
+    archs = set(ARCHITECTURES)
     assert archs <= set(plotting.ARCHITECTURE_COLORS)
     colours = list(plotting.ARCHITECTURE_COLORS.values())
     assert len(set(colours)) == len(colours)

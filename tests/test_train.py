@@ -1,4 +1,4 @@
-"""Trainer: bit-identical resume, NaN guard, bad input, checkpoints (DIGEST §2.5)."""
+"""Trainer: bit-identical resume, NaN guard, bad input, checkpoints (book: paper facts, model and loss)."""
 
 import json
 
