@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from itertools import islice
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .activations import ActivationCache, Activations, ActivationSource, CacheConfig, iter_window_batches
-from .evaluation import SplicedEvalResult, ce_sum, forward_logits, kl_sum, mean_ablate, splice_sae, spliced_evaluation_many
-from .lm import default_cache_dir, model_device, residual_hook_module
+from .activations import ActivationCache, Activations, ActivationSource, CacheConfig
+from .evaluation import spliced_evaluation_many
+from .lm import default_cache_dir
 from .metrics import DEAD_THRESHOLD
 
 __all__ = [

@@ -488,7 +488,7 @@ def hoffman_matrix(
     if wv.shape != (m,):
         raise ValueError(f"w must have shape [m]=[{m}], got {tuple(wv.shape)}")
     G = W_dec @ W_dec.T
-    a, c = int(mask.sum()), int(inact.sum())
+    a = int(mask.sum())
     M = torch.zeros(m, m, dtype=W_dec.dtype, device=W_dec.device)
     M[:a, :a] = G[mask][:, mask] + l2 * torch.eye(a, dtype=W_dec.dtype, device=W_dec.device)
     M[a:, :a] = G[inact][:, mask]

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .model import SAE
 from .saelens import load_saelens_sae, saelens_cfg

@@ -49,8 +49,7 @@ step, counted as if it did not overlap with the backward (an upper bound; DDP ov
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import torch

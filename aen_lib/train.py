@@ -29,14 +29,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from . import metrics as M
-from .config import ConfigBase, SAEConfig
+from .config import ConfigBase
 from .errors import fail
 from .io import atomic_write
 from .model import SAE, LossTerms, SAEOutput

@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import FixedBatch, matmul_ceiling, sync, timed  # noqa: E402
+from bench_core import FixedBatch, matmul_ceiling, timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
 from aen_lib.planner import sae_step_flops  # noqa: E402

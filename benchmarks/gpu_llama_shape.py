@@ -22,13 +22,12 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import sync, timed  # noqa: E402
+from bench_core import timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
 from aen_lib.distributed import TensorStream  # noqa: E402
@@ -50,12 +49,12 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, square: int, shape:
     out = {}
     a = torch.randn(square, square, device=device, dtype=dtype)
     b = torch.randn(square, square, device=device, dtype=dtype)
-    out["square"] = 2 * square**3 / timed(lambda: a @ b, device, 2, repeats) / 1e12
+    out["square"] = 2 * square**3 / timed(lambda: a @ b, device, 2, repeats) / 1e12  # noqa: F821 (a, b deleted after)
     del a, b
     B, n, m = shape
     x = torch.randn(B, n, device=device, dtype=dtype)
     w = torch.randn(n, m, device=device, dtype=dtype)
-    out["sae_encoder"] = 2 * B * n * m / timed(lambda: x @ w, device, 2, repeats) / 1e12
+    out["sae_encoder"] = 2 * B * n * m / timed(lambda: x @ w, device, 2, repeats) / 1e12  # noqa: F821
     del x, w
     out["ceiling"] = max(out["square"], out["sae_encoder"])
     return out
