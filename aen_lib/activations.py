@@ -757,7 +757,7 @@ class ActivationSource:
         self._live = None
 
     def sample(self, batch_size: int) -> Tensor:
-        """The next batch ``[batch_size, d]`` (the :class:`aen_lib.train.DataSource` protocol).
+        """The next batch ``[batch_size, d]`` (the :class:`aen_lib.sources.DataSource` protocol).
 
         ``batch_size`` must equal the source's; raises ``StopIteration`` when a non-looping stream is exhausted.
         """

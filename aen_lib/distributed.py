@@ -34,9 +34,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -47,7 +46,8 @@ from .errors import fail
 from .io import atomic_write, save_sae
 from .model import SAE
 from .reduce import LOCAL, ProcessGroupReducer, Reducer
-from .train import DataSource, TrainConfig, TrainResult, train
+from .sources import DataSource, StridedShard, TensorStream, shard_windows
+from .train import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -146,57 +146,6 @@ def shutdown_distributed() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class StridedShard:
-    """Rank ``rank`` of ``world_size`` takes every ``world_size``-th batch of a stream source, starting at its rank.
-
-    For a source that yields rows in stream order, global batch g (``world_size * batch`` rows) is then exactly the
-    concatenation of the ranks' g-th batches, so N ranks see the batches one process would see with an N-times
-    larger batch. Every rank reads (but does not train on) the whole stream; use it for cached activations or
-    synthetic data. For an LM, shard the *windows* instead (:func:`shard_windows`), so no rank runs the LM twice.
-    """
-
-    def __init__(self, source: DataSource, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
-        self.source, self.rank, self.world_size = source, rank, world_size
-
-    def sample(self, batch_size: int) -> Tensor | tuple[Tensor, ...]:
-        mine = None
-        for r in range(self.world_size):
-            b = self.source.sample(batch_size)
-            if r == self.rank:
-                mine = b
-        return mine  # type: ignore[return-value]
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.source.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.source.load_state_dict(state)
-
-
-class TensorStream:
-    """Rows of an in-memory tensor ``[N, d]`` in order, looping at the end (a stream source for ``sample``)."""
-
-    def __init__(self, rows: Tensor) -> None:
-        if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[0] == 0:
-            raise ValueError(f"rows must be a non-empty [N, d] tensor, got {getattr(rows, 'shape', type(rows))}")
-        self.rows = rows
-        self.pos = 0
-
-    def sample(self, batch_size: int) -> Tensor:
-        n = self.rows.shape[0]
-        idx = (torch.arange(batch_size) + self.pos) % n
-        self.pos = (self.pos + batch_size) % n
-        return self.rows[idx]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pos = int(state["pos"])
-
-
 def drop_blocks_after(model: nn.Module, layer: int) -> nn.Module:
     """Free the blocks after ``layer`` and the unembedding, which early-exit harvesting never runs (in place).
 
@@ -212,14 +161,6 @@ def drop_blocks_after(model: nn.Module, layer: int) -> nn.Module:
     if hasattr(model, "lm_head"):
         model.lm_head = nn.Identity()
     return model
-
-
-def shard_windows(windows: Callable[[], Iterable[Tensor]] | Tensor, rank: int,
-                  world_size: int) -> Callable[[], Iterable[Tensor]] | Tensor:
-    """Windows ``rank, rank + world_size, ...`` of a window stream: each rank harvests a disjoint shard of tokens."""
-    if isinstance(windows, Tensor):
-        return windows[rank::world_size]
-    return lambda: islice(iter(windows()), rank, None, world_size)
 
 
 # --------------------------------------------------------------------------------------------------------------

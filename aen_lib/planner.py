@@ -393,7 +393,7 @@ def measure_train_step_memory(sae_cfg: SAEConfig, batch: int, *, autocast: str =
     ``total``. On CPU the step is traced with :class:`TensorMemoryTracer`; on CUDA ``torch.cuda.max_memory_allocated``
     is read as well (``cuda_total``).
     """
-    from .distributed import TensorStream
+    from .sources import TensorStream
     from .model import SAE
     from .train import TrainConfig, Trainer
 

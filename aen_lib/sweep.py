@@ -45,7 +45,8 @@ from .io import atomic_write
 from .model import SAE
 from .planner import sae_memory
 from .reduce import LOCAL, Reducer
-from .train import DataSource, TrainConfig, Trainer, final_metrics, load_checkpoint
+from .sources import DataSource
+from .train import TrainConfig, Trainer, final_metrics, load_checkpoint
 
 __all__ = [
     "PAPER_SPIKED_GRID",

@@ -29,7 +29,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,14 +42,9 @@ from .io import atomic_write
 from .model import SAE, LossTerms, SAEOutput
 from .optim import MemberAdam
 from .reduce import LOCAL, Reducer
+from .sources import DataSource
 
 CHECKPOINT_VERSION = 2
-
-
-class DataSource(Protocol):
-    def sample(self, batch_size: int) -> Tensor | tuple[Tensor, Tensor]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
-from aen_lib.distributed import TensorStream  # noqa: E402
+from aen_lib.sources import TensorStream  # noqa: E402
 from aen_lib.planner import measure_train_step_memory, sae_memory, sae_step_flops  # noqa: E402
 from aen_lib.train import TrainConfig, Trainer  # noqa: E402
 

@@ -22,7 +22,8 @@ import torch.multiprocessing as mp
 
 from aen_lib import SAE, SAEConfig
 from aen_lib.architectures import StepContext
-from aen_lib.distributed import DistContext, RunConfig, StridedShard, TensorStream, main, shard_windows, train_distributed
+from aen_lib.distributed import DistContext, RunConfig, main, train_distributed
+from aen_lib.sources import StridedShard, TensorStream, shard_windows
 from aen_lib.io import load_sae
 from aen_lib.reduce import ProcessGroupReducer
 from aen_lib.train import TrainConfig, Trainer, load_checkpoint
@@ -325,7 +326,8 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
 _CRASH_SCRIPT = """
 import sys, torch
 from aen_lib import SAE, SAEConfig
-from aen_lib.distributed import StridedShard, TensorStream, init_distributed, shutdown_distributed, train_distributed
+from aen_lib.distributed import init_distributed, shutdown_distributed, train_distributed
+from aen_lib.sources import StridedShard, TensorStream
 from aen_lib.train import TrainConfig
 
 torch.set_num_threads(1)
