@@ -1,0 +1,152 @@
+"""The headline checks of chapters 1 and 4 can fail: they fail on broken input and pass on the chapter's own results.
+
+Each chapter defines its claim as a function in a code cell (chapter 1: TopK starves more than ReLU + l1 at matched
+L0; chapter 4: the adaptive elastic net recovers the support where the lasso fails). These tests run the chapter
+with its `ci` profile through papermill, then
+
+* call the chapter's own check function on the results it wrote (must pass), and on the same results with the two
+  methods swapped or with an unmatched run (must fail);
+* run the chapter once more with a deliberately broken parameter (chapter 1: no lambda_1 search, so the l1 SAE is not
+  sparsity-matched; chapter 4: w_max = 1, i.e. adaptive weights switched off) and show that papermill stops at the
+  assertion that names the claim.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CH1 = "01_feature_starvation"
+CH4 = "04_adaptive_reweighting"
+
+
+def _chapter_function(chapter: str, name: str):
+    """Execute the code cell of ``chapter`` that defines ``name`` and return the function."""
+    nb = nbformat.read(ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
+    cells = [c.source for c in nb.cells if c.cell_type == "code" and f"def {name}(" in c.source]
+    assert len(cells) == 1, f"{chapter}: expected one cell defining {name}, found {len(cells)}"
+    namespace: dict = {}
+    exec(compile(cells[0], f"<{chapter}:{name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def _run_chapter(chapter: str, out_dir: Path, **overrides) -> Path:
+    """papermill the chapter with its ci profile (plus overrides) on one thread; return its results folder."""
+    params = yaml.safe_load((ROOT / "params" / "ci" / f"{chapter}.yaml").read_text()) or {}
+    params.update(overrides)
+    results = out_dir / "results"
+    env = {"AEN_RESULTS_DIR": str(results), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OMP_WAIT_POLICY": "PASSIVE"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        pm.execute_notebook(str(ROOT / "chapters" / f"{chapter}.ipynb"), str(out_dir / f"{chapter}.ipynb"),
+                            parameters=params, kernel_name="python3", cwd=str(ROOT / "chapters"),
+                            progress_bar=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return results / chapter
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chapter 1: TopK starves more than ReLU + l1 at matched L0
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ch1(tmp_path_factory):
+    out = _run_chapter(CH1, tmp_path_factory.mktemp("ch1"))
+    data = json.loads((out / "runs.json").read_text())
+    topk = [r for r in data["runs"] if r["architecture"] == "topk"]
+    check = _chapter_function(CH1, "check_topk_starves_more_at_matched_l0")
+    return {"data": data, "topk": topk, "check": check, "k": data["parameters"]["topk_k"],
+            "tol": data["parameters"]["l0_match_tol"]}
+
+
+@pytest.mark.slow
+def test_chapter1_check_passes_on_its_results(ch1):
+    ch1["check"](ch1["topk"], ch1["data"]["matched_runs"], ch1["k"], ch1["tol"])
+
+
+@pytest.mark.slow
+def test_chapter1_check_fails_with_the_methods_swapped(ch1):
+    with pytest.raises(AssertionError, match="not above|no dead latents"):
+        ch1["check"](ch1["data"]["matched_runs"], ch1["topk"], ch1["k"], ch1["tol"])
+
+
+@pytest.mark.slow
+def test_chapter1_check_fails_at_unmatched_sparsity(ch1):
+    unmatched = [r for r in ch1["data"]["runs"] if r["architecture"] == "relu_l1"]  # λ1 = l1, L0 far above k
+    with pytest.raises(AssertionError, match="not within"):
+        ch1["check"](ch1["topk"], unmatched, ch1["k"], ch1["tol"])
+
+
+@pytest.mark.slow
+def test_chapter1_check_fails_when_starvation_is_equal(ch1):
+    equal = copy.deepcopy(ch1["data"]["matched_runs"])
+    for r, t in zip(equal, sorted(ch1["topk"], key=lambda r: r["seed"])):
+        r["dead_pct_final"] = t["dead_pct_final"]
+    with pytest.raises(AssertionError, match="not above"):
+        ch1["check"](ch1["topk"], equal, ch1["k"], ch1["tol"])
+
+
+@pytest.mark.slow
+def test_chapter1_fails_without_the_sparsity_search(tmp_path):
+    """With no λ1 search the 'matched' ReLU + l1 SAE is the λ1 = l1 one (L0 far above k): the chapter must stop."""
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        _run_chapter(CH1, tmp_path, l1_search_steps=0)
+    assert info.value.ename == "AssertionError"
+    assert "not within" in info.value.evalue and "confound" in info.value.evalue
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chapter 4: the adaptive elastic net recovers the support where the lasso fails
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ch4(tmp_path_factory):
+    out = _run_chapter(CH4, tmp_path_factory.mktemp("ch4"))
+    summary = json.loads((out / "summary.json").read_text())
+    best = {name: d["best"] for name, d in summary["designs"].items()}
+    return {"best": best, "check": _chapter_function(CH4, "check_aen_recovers_support_where_lasso_fails")}
+
+
+@pytest.mark.slow
+def test_chapter4_check_passes_on_its_results(ch4):
+    ch4["check"](ch4["best"])
+
+
+@pytest.mark.slow
+def test_chapter4_check_fails_with_lasso_and_aen_swapped(ch4):
+    swapped = copy.deepcopy(ch4["best"])
+    for design in swapped.values():
+        design["lasso"], design["adaptive_elastic_net"] = design["adaptive_elastic_net"], design["lasso"]
+    with pytest.raises(AssertionError):
+        ch4["check"](swapped)
+
+
+@pytest.mark.slow
+def test_chapter4_check_fails_with_the_elastic_net_in_place_of_the_aen(ch4):
+    no_weights = copy.deepcopy(ch4["best"])
+    for design in no_weights.values():
+        design["adaptive_elastic_net"] = design["elastic_net"]
+    with pytest.raises(AssertionError, match="adaptive elastic net recovers S in only"):
+        ch4["check"](no_weights)
+
+
+@pytest.mark.slow
+def test_chapter4_fails_with_the_adaptive_weights_switched_off(tmp_path):
+    """w_max = 1 clamps every adaptive weight to 1: the AEN becomes the elastic net and must fail its claim."""
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        _run_chapter(CH4, tmp_path, w_max=1.0)
+    assert info.value.ename == "AssertionError"
+    assert "adaptive elastic net recovers S in only" in info.value.evalue
