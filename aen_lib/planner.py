@@ -44,7 +44,9 @@ plus the causal attention scores ``2·T·d`` per token per block.
 **Time** on G GPUs of a given peak at a stated efficiency: ``FLOPs / G / (peak · efficiency)`` for the SAE (the fp32
 peak without autocast: PyTorch does not use TF32 for fp32 matmuls by default; the bf16 peak with autocast) and the LM
 (bf16), plus, with G > 1, a ring all-reduce of the float32 gradients, ``2 (G−1)/G · bytes / link bandwidth``, per
-step, counted as if it did not overlap with the backward (an upper bound; DDP overlaps it partly).
+step, counted as if it did not overlap with the backward (the loop all-reduces after the backward, in place:
+:class:`aen_lib.reduce.ProcessGroupReducer`). In-place all-reduce needs no gradient buckets, so multi-GPU memory per
+GPU is the one-GPU model at the per-GPU batch (PyTorch's DDP wrapper would add a bucket copy of the gradients).
 """
 
 from __future__ import annotations
