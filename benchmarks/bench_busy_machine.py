@@ -92,10 +92,12 @@ def step_ms(shape: tuple[int, int, int], threads: int, policy: str, reps: int) -
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_steps(reps: int) -> list[dict]:
+def bench_steps(reps: int, shapes: list[str]) -> list[dict]:
     rows = []
     print(f"{'shape':>26} {'load':>10} {'threads':>7} {'policy':>8} {'ms/step':>9}")
     for shape_name, shape in SHAPES.items():
+        if shape_name.split()[0] not in shapes:
+            continue
         for busy in (False, True):
             for threads in (1, 2):
                 for policy in ("ACTIVE", "PASSIVE"):
@@ -141,13 +143,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", nargs="?", default="all", choices=["steps", "chapter", "all"])
     ap.add_argument("--repeats", type=int, default=20, help="timed steps per configuration (large shape: a fifth)")
+    ap.add_argument("--shapes", default="chapter,large", help="comma-separated: chapter (1's shape), large")
     ap.add_argument("--profile", default="ci", help="params/<profile>/01_feature_starvation.yaml, or 'default'")
     ap.add_argument("--json", default="", help="also write the results to this JSON file")
     args = ap.parse_args()
     print(f"{os.cpu_count()} CPUs visible; Python {sys.version.split()[0]}")
     result: dict = {}
     if args.part in ("steps", "all"):
-        result["steps"] = bench_steps(args.repeats)
+        result["steps"] = bench_steps(args.repeats, args.shapes.split(","))
     if args.part in ("chapter", "all"):
         result["chapter"] = bench_chapter(args.profile)
     if args.json:
