@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aen-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--architecture", default="aen", help="relu_l1 | elastic_net | adaptive_lasso | aen | topk | batchtopk | jumprelu")
+    p.add_argument("--architecture", default="aen", help="relu_l1 | elastic_net | adaptive_lasso | aen | topk | topk_auxk | batchtopk | jumprelu")
     p.add_argument("--l1", type=float, default=5e-3, help="λ1 (l1 family)")
     p.add_argument("--l2", type=float, default=None, help="λ2 (elastic_net, aen; default 1e-4 for them, else 0)")
     p.add_argument("--k", type=int, default=16, help="k (topk, batchtopk)")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         uses_l1 = args.architecture in ("relu_l1", "elastic_net", "adaptive_lasso", "aen")
         sae_cfg = SAEConfig(
             d_in=args.n, d_sae=args.m, architecture=args.architecture,
-            l1=args.l1 if uses_l1 else 0.0, l2=l2, k=args.k if args.architecture in ("topk", "batchtopk") else 0,
+            l1=args.l1 if uses_l1 else 0.0, l2=l2, k=args.k if args.architecture in ("topk", "topk_auxk", "batchtopk") else 0,
             l0=args.l0 if args.architecture == "jumprelu" else 0.0,
             gamma=args.gamma, ema_beta=args.ema_beta, ref_top_pct=args.ref_top_pct,
             warmup_steps=args.warmup_steps, ramp_steps=args.ramp_steps, seed=args.seed,

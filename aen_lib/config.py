@@ -16,19 +16,12 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_type_hints
+
+from .architectures import get_architecture
+from .errors import fail
 
 T = TypeVar("T", bound="ConfigBase")
-
-# Architectures whose sparsity comes from a (possibly reweighted) l1 penalty on ReLU codes.
-L1_FAMILY = ("relu_l1", "elastic_net", "adaptive_lasso", "aen")
-ADAPTIVE = ("adaptive_lasso", "aen")
-WITH_L2 = ("elastic_net", "aen")
-HARD_K = ("topk", "batchtopk")
-
-
-def _fail(field: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{field}={value!r} is invalid: {allowed}")
 
 
 @dataclass
@@ -81,17 +74,17 @@ class ConfigBase:
             v = getattr(self, f.name)
             t = hints[f.name]
             if t is int and (isinstance(v, bool) or not isinstance(v, int)):
-                _fail(f.name, v, "must be an integer")
+                fail(f.name, v, "must be an integer")
             if t is float:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    _fail(f.name, v, "must be a number")
+                    fail(f.name, v, "must be a number")
                 if not math.isfinite(float(v)):
-                    _fail(f.name, v, "must be finite")
+                    fail(f.name, v, "must be finite")
                 setattr(self, f.name, float(v))
             if t is str and not isinstance(v, str):
-                _fail(f.name, v, "must be a string")
+                fail(f.name, v, "must be a string")
             if t is bool and not isinstance(v, bool):
-                _fail(f.name, v, "must be true or false")
+                fail(f.name, v, "must be true or false")
 
 
 @dataclass
@@ -107,7 +100,8 @@ class SAEConfig(ConfigBase):
     d_sae: int
     """Dictionary size m (number of latents)."""
     architecture: str = "aen"
-    """Sparsity objective: relu_l1 | elastic_net | adaptive_lasso | aen | topk | batchtopk | jumprelu."""
+    """relu_l1 | elastic_net | adaptive_lasso | aen | topk | topk_auxk | batchtopk | jumprelu
+    (:mod:`aen_lib.architectures`)."""
     l1: float = 0.0
     """λ1, coefficient of the (adaptive) l1 penalty (l1 family only)."""
     l2: float = 0.0
@@ -138,63 +132,46 @@ class SAEConfig(ConfigBase):
     """BatchTopK only: EMA decay of the inference threshold (mean smallest kept activation)."""
     seed: int = 0
     """Seed of the parameter initialisation."""
-
-    ARCHITECTURES: ClassVar[tuple[str, ...]] = (*L1_FAMILY, "topk", "batchtopk", "jumprelu")
+    options: dict = dataclasses.field(default_factory=dict)
+    """Hyperparameters particular to one architecture, declared by it (e.g. topk_auxk's ``auxk_coef``)."""
 
     def __post_init__(self) -> None:
         self._check_types()
         if self.d_in <= 0:
-            _fail("d_in", self.d_in, "must be a positive integer")
+            fail("d_in", self.d_in, "must be a positive integer")
         if self.d_sae <= 0:
-            _fail("d_sae", self.d_sae, "must be a positive integer")
-        from .objectives import OBJECTIVES  # registry; imported lazily to avoid a cycle
-
-        if self.architecture not in OBJECTIVES:
-            _fail("architecture", self.architecture, f"must be one of {sorted(OBJECTIVES)}")
+            fail("d_sae", self.d_sae, "must be a positive integer")
+        if not isinstance(self.options, dict):
+            fail("options", self.options, "must be a dict of architecture options")
+        arch = get_architecture(self.architecture)  # ValueError listing the known architectures
         for name in ("l1", "l2", "l0"):
             if getattr(self, name) < 0:
-                _fail(name, getattr(self, name), "must be >= 0")
-        if self.l2 != 0 and self.architecture in ("relu_l1", "adaptive_lasso"):
-            _fail("l2", self.l2, f"must be 0 for {self.architecture}; use elastic_net or aen for an l2 term")
-        if self.architecture in HARD_K:
-            if not 1 <= self.k <= self.d_sae:
-                _fail("k", self.k, f"must satisfy 1 <= k <= d_sae={self.d_sae} for {self.architecture}")
+                fail(name, getattr(self, name), "must be >= 0")
+        if self.k < 0:
+            fail("k", self.k, "must be >= 0")
         if self.gamma <= 0:
-            _fail("gamma", self.gamma, "must be > 0")
+            fail("gamma", self.gamma, "must be > 0")
         if not 0 <= self.ema_beta < 1:
-            _fail("ema_beta", self.ema_beta, "must lie in [0, 1)")
+            fail("ema_beta", self.ema_beta, "must lie in [0, 1)")
         if not 0 < self.ref_top_pct <= 1:
-            _fail("ref_top_pct", self.ref_top_pct, "must lie in (0, 1]")
+            fail("ref_top_pct", self.ref_top_pct, "must lie in (0, 1]")
         if self.w_min <= 0:
-            _fail("w_min", self.w_min, "must be > 0")
+            fail("w_min", self.w_min, "must be > 0")
         if self.w_min > self.w_max:
-            _fail("w_min", self.w_min, f"must be <= w_max={self.w_max}")
+            fail("w_min", self.w_min, f"must be <= w_max={self.w_max}")
         if self.warmup_steps < 0:
-            _fail("warmup_steps", self.warmup_steps, "must be >= 0")
+            fail("warmup_steps", self.warmup_steps, "must be >= 0")
         if self.ramp_steps < 0:
-            _fail("ramp_steps", self.ramp_steps, "must be >= 0")
+            fail("ramp_steps", self.ramp_steps, "must be >= 0")
         if self.jumprelu_init_threshold <= 0:
-            _fail("jumprelu_init_threshold", self.jumprelu_init_threshold, "must be > 0")
+            fail("jumprelu_init_threshold", self.jumprelu_init_threshold, "must be > 0")
         if self.jumprelu_bandwidth <= 0:
-            _fail("jumprelu_bandwidth", self.jumprelu_bandwidth, "must be > 0")
+            fail("jumprelu_bandwidth", self.jumprelu_bandwidth, "must be > 0")
         if not 0 <= self.batchtopk_threshold_beta < 1:
-            _fail("batchtopk_threshold_beta", self.batchtopk_threshold_beta, "must lie in [0, 1)")
-
-    @property
-    def is_adaptive(self) -> bool:
-        return self.architecture in ADAPTIVE
+            fail("batchtopk_threshold_beta", self.batchtopk_threshold_beta, "must lie in [0, 1)")
+        arch.validate(self)
 
     @property
     def label(self) -> str:
         """Short human-readable name of the configuration, e.g. ``aen λ1=0.005 λ2=0.0001 γ=0.5``."""
-        a = self.architecture
-        if a in HARD_K:
-            return f"{a} k={self.k}"
-        if a == "jumprelu":
-            return f"{a} λ0={self.l0:g}"
-        s = f"{a} λ1={self.l1:g}"
-        if a in WITH_L2:
-            s += f" λ2={self.l2:g}"
-        if a in ADAPTIVE:
-            s += f" γ={self.gamma:g} β={self.ema_beta:g} p={self.ref_top_pct:g}"
-        return s
+        return get_architecture(self.architecture).label(self)

@@ -793,8 +793,7 @@ def amortisation_gap(
     uses_l2 = cfg.architecture in ("elastic_net", "aen")
     l1_sae, l2_sae = float(cfg.l1), float(cfg.l2) if uses_l2 else 0.0
     if weights is None:
-        aw = getattr(sae.objective, "weights", None)
-        weights = aw.weights().to(sae.W_dec) if aw is not None else None
+        weights = sae.architecture.weights()[0].to(sae.W_dec)  # ones for the non-adaptive members
     D = sae.W_dec.detach()
     y = x.to(D) - sae.b_dec.detach()
     n = D.shape[1]

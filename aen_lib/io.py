@@ -1,10 +1,12 @@
 """Saving and loading trained SAEs, and atomic file writes.
 
 A trained SAE is written as a folder with ``cfg.json`` + ``sae_weights.safetensors`` in the SAELens layout
-(``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_enc [d_sae]``, ``b_dec [d_in]``; DIGEST §2.1 and the
-SAELens "standard" format). At inference an AEN-SAE *is* a standard ReLU SAE with ``apply_b_dec_to_input=True``,
-so the folder loads anywhere a standard SAE loads. TopK is written as ``architecture: "topk"`` with ``k``;
-JumpReLU and BatchTopK as ``"jumprelu"`` with a per-latent ``threshold``. The full :class:`SAEConfig` is kept
+(``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_enc [d_sae]``, ``b_dec [d_in]``; the
+SAELens "standard" format). Each architecture says what it exports to (:mod:`aen_lib.architectures`): at inference
+an AEN-SAE *is* a standard ReLU SAE with ``apply_b_dec_to_input=True``, so the folder loads anywhere a standard SAE
+loads; TopK (with or without AuxK) is written as ``architecture: "topk"`` with ``k``; JumpReLU and BatchTopK as
+``"jumprelu"`` with a per-latent ``threshold``. An architecture without an export is refused, never written as
+another one. The full :class:`SAEConfig` is kept
 under ``cfg.json["aen_lib"]`` so that :func:`load_sae` rebuilds the exact module. Training-only state (adaptive
 EMA, optimiser, data position) lives in training checkpoints (:mod:`aen_lib.train`), not here.
 """
@@ -46,9 +48,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def _saelens_cfg(sae: SAE, metadata: dict[str, Any] | None) -> dict[str, Any]:
     c = sae.cfg
-    arch = {"topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}.get(c.architecture, "standard")
     cfg: dict[str, Any] = {
-        "architecture": arch,
+        "architecture": sae.architecture.saelens_architecture,
         "d_in": c.d_in,
         "d_sae": c.d_sae,
         "dtype": str(sae.W_enc.dtype).removeprefix("torch."),
@@ -58,26 +59,28 @@ def _saelens_cfg(sae: SAE, metadata: dict[str, Any] | None) -> dict[str, Any]:
         "reshape_activations": "none",
         "metadata": dict(metadata or {}),
         "aen_lib": c.to_dict(),
+        **sae.architecture.saelens_fields(0),
     }
-    if arch == "topk":
-        cfg["k"] = c.k
     return cfg
 
 
+def _exportable(sae: SAE) -> SAE:
+    if not isinstance(sae, SAE):
+        raise TypeError(f"sae must be an aen_lib SAE, got {type(sae).__name__}")
+    if sae.stacked:
+        raise ValueError(f"this SAE is a stack of {sae.n_members} members; save each with save_sae(sae.member(j), ...)")
+    if sae.architecture.saelens_architecture is None:
+        raise ValueError(f"architecture={sae.cfg.architecture!r} has no SAELens export; give its class a "
+                         "saelens_architecture and saelens_tensors() before saving it")
+    return sae
+
+
 def sae_tensors(sae: SAE) -> dict[str, torch.Tensor]:
-    """The inference tensors of an SAE in SAELens layout (contiguous CPU copies)."""
-    t = {
-        "W_enc": sae.W_enc.detach(),
-        "W_dec": sae.W_dec.detach(),
-        "b_enc": sae.b_enc.detach(),
-        "b_dec": sae.b_dec.detach(),
-    }
-    a = sae.cfg.architecture
-    if a == "jumprelu":
-        t["threshold"] = sae.objective.threshold.detach()
-    elif a == "batchtopk":
-        t["threshold"] = sae.objective.threshold.detach().expand(sae.cfg.d_sae)
-    return {k: v.to("cpu").contiguous().clone() for k, v in t.items()}
+    """The inference tensors of a single SAE in SAELens layout (contiguous CPU copies)."""
+    _exportable(sae)
+    t = {"W_enc": sae.W_enc.detach(), "W_dec": sae.W_dec.detach(), "b_enc": sae.b_enc.detach(),
+         "b_dec": sae.b_dec.detach(), **sae.architecture.saelens_tensors(0)}
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in t.items()}
 
 
 def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
@@ -87,6 +90,7 @@ def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = 
     half-written SAE, and an existing folder is only replaced when ``overwrite=True``.
     ``metadata`` (e.g. model_name, hook_name, hook_layer, normalisation) goes to ``cfg.json["metadata"]``.
     """
+    _exportable(sae)
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} already exists; pass overwrite=True to replace it")
@@ -140,10 +144,6 @@ def load_sae(
     with torch.no_grad():
         for name in expected:
             getattr(sae, name).copy_(tensors[name])
-        if cfg.architecture == "jumprelu":
-            sae.objective.log_threshold.copy_(tensors["threshold"].log())
-        elif cfg.architecture == "batchtopk":
-            sae.objective.threshold.copy_(tensors["threshold"][0])
-            sae.objective.threshold_initialised.fill_(True)
+        sae.architecture.load_saelens_tensors(0, {k: v.to(sae.W_enc.device) for k, v in tensors.items()})
     sae.eval()
     return sae, dict(raw.get("metadata", {}))

@@ -55,6 +55,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .architectures import get_architecture
 from .config import SAEConfig
 
 __all__ = [
@@ -62,7 +63,7 @@ __all__ = [
     "GPUS",
     "LMSpec",
     "LM_SPECS",
-    "ACTIVATION_COUNTS",
+    "activation_counts",
     "sae_step_flops",
     "sae_memory",
     "lm_memory",
@@ -167,15 +168,10 @@ LM_SPECS: Mapping[str, LMSpec] = {
 }
 
 #: [B, m]-buffer counts (k_A, k_B, k_C) of the backward phases of one step, per architecture (module docstring).
-ACTIVATION_COUNTS: Mapping[str, tuple[float, float, float]] = {
-    "relu_l1": (3, 4, 3),
-    "elastic_net": (4, 5, 3),
-    "adaptive_lasso": (3, 4, 3),
-    "aen": (4, 5, 3),
-    "topk": (3, 4, 3),
-    "batchtopk": (4, 5, 3),
-    "jumprelu": (5, 8, 6),
-}
+def activation_counts(architecture: str) -> tuple[float, float, float]:
+    """[B, m]-sized tensors alive in the penalty, decoder and encoder backward of one step, as the architecture
+    declares them (:meth:`aen_lib.architectures.Architecture.activation_counts`)."""
+    return get_architecture(architecture).activation_counts(architecture)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,8 +199,6 @@ def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", 
     ``total`` = persistent + step_peak, plus ``phase`` naming the largest phase.
     """
     _check_pos(d_in=d_in, d_sae=d_sae, batch=batch)
-    if architecture not in ACTIVATION_COUNTS:
-        raise ValueError(f"architecture={architecture!r}; allowed: {sorted(ACTIVATION_COUNTS)}")
     if autocast not in ("none", "bf16"):
         raise ValueError(f"autocast={autocast!r}; allowed: 'none', 'bf16'")
     if optimizer not in ("adam", "sgd"):
@@ -215,7 +209,7 @@ def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", 
     states = 2 if optimizer == "adam" else 0
     opt = states * params
     stats = 4.0 * m * 3  # adaptive EMA, dead-window max, weights of the current step
-    kA, kB, kC = ACTIVATION_COUNTS[architecture]
+    kA, kB, kC = activation_counts(architecture)  # ValueError for an unknown architecture
     bf = autocast == "bf16"
     phases = {
         "penalty backward": kA * U + (0.5 * U + W if bf else 0.0),
@@ -407,11 +401,10 @@ def measure_train_step_memory(sae_cfg: SAEConfig, batch: int, *, autocast: str =
     tr = Trainer(sae, TensorStream(rows), TrainConfig(steps=10, batch_size=batch, progress=False, grad_clip=grad_clip,
                                                        autocast=autocast))
     tr.train_step()
-    tr.opt.zero_grad(set_to_none=True)
+    tr.opt.zero_grad()
     persistent = sum(p.numel() * p.element_size() for p in sae.parameters())
     persistent += sum(b.numel() * b.element_size() for b in sae.buffers())
-    persistent += sum(v.numel() * v.element_size() for s in tr.opt.state.values() for v in s.values()
-                      if isinstance(v, Tensor))
+    persistent += sum(v.numel() * v.element_size() for v in tr.opt.tensors())
     persistent += tr.dead.max_abs.numel() * tr.dead.max_abs.element_size()
     out: dict[str, float] = {}
     if dev.type == "cuda":
@@ -421,7 +414,7 @@ def measure_train_step_memory(sae_cfg: SAEConfig, batch: int, *, autocast: str =
         tr.train_step()
         torch.cuda.synchronize(dev)
         out["cuda_total"] = float(torch.cuda.max_memory_allocated(dev) - base + persistent)
-        tr.opt.zero_grad(set_to_none=True)
+        tr.opt.zero_grad()
     with TensorMemoryTracer() as tracer:
         tr.train_step()
     out.update(persistent=float(persistent), step_peak=float(tracer.peak), total=float(persistent + tracer.peak))

@@ -1,0 +1,51 @@
+"""TopK SAE (Gao et al. 2024) as in the paper: keep each token's k largest pre-activations, ReLU them, zero the rest;
+the loss is pure MSE — no auxiliary loss, no dead-latent revival (the paper's baseline; see :mod:`.topk_auxk`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import fail
+from .base import Architecture, StepContext, register_architecture
+
+
+def topk_codes(pre: Tensor, k: Tensor, k_max: int) -> Tensor:
+    """Per member, the k_i largest entries of each token, ReLU'd. pre [Mg, B, m], k [Mg] -> h [Mg, B, m].
+
+    The top-k_max of every token is taken once and masked by rank, so members with different k share one topk call.
+    Gradients flow to the kept entries only.
+    """
+    vals, idx = pre.topk(k_max, dim=-1)  # [Mg, B, k_max], sorted descending
+    keep = torch.arange(k_max, device=pre.device) < k.reshape(-1, 1, 1)
+    return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals) * keep.to(vals.dtype))
+
+
+@register_architecture("topk")
+class TopK(Architecture):
+    """Per-member ``k [Mg]``; no running state."""
+
+    saelens_architecture = "topk"
+
+    def __init__(self, cfgs: list[Any], start: int, device: torch.device | None, dtype: torch.dtype) -> None:
+        super().__init__(cfgs, start, device, dtype)
+        self.hyper("k", [c.k for c in cfgs], device, torch.long)
+        self.k_max = max(c.k for c in cfgs)
+
+    @classmethod
+    def validate(cls, cfg: Any) -> None:
+        super().validate(cfg)
+        if not 1 <= cfg.k <= cfg.d_sae:
+            fail("k", cfg.k, f"must satisfy 1 <= k <= d_sae={cfg.d_sae} for {cfg.architecture}")
+
+    @classmethod
+    def label(cls, cfg: Any) -> str:
+        return f"{cfg.architecture} k={cfg.k}"
+
+    def activate(self, pre: Tensor, ctx: StepContext) -> Tensor:
+        return topk_codes(pre, self.k, self.k_max)
+
+    def saelens_fields(self, j: int) -> dict[str, Any]:
+        return {"k": self.cfgs[j].k}

@@ -1,0 +1,107 @@
+"""Adam for one SAE or a stack of them, with a per-member step count and per-member skips (paper §2: Adam, constant LR).
+
+Elementwise the same operations as ``torch.optim.Adam``'s single-tensor path (no weight decay, no amsgrad), so a
+member follows exactly the trajectory of its own Adam (``tests/test_optim.py`` checks it against torch's). The step
+count is per member, so ``step(apply=mask)`` can leave the members whose step was skipped untouched: parameters,
+moments and count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+class MemberAdam:
+    """Adam over ``params``: ``(tensor, member_slice, has_member_dim)`` as :meth:`aen_lib.model.SAE.member_params`
+    gives them. A tensor without a member dimension (a single SAE's weights) is one member."""
+
+    def __init__(
+        self,
+        params: Sequence[tuple[Tensor, slice, bool]],
+        n_members: int,
+        *,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = list(params)
+        self.n_members = n_members
+        for p, sl, has in self.params:
+            want = len(range(*sl.indices(n_members)))
+            if (p.shape[0] if has else 1) != want:
+                raise ValueError(f"parameter of shape {tuple(p.shape)} does not match member slice {sl}")
+        device = self.params[0][0].device
+        if not lr > 0:
+            raise ValueError(f"lr={lr!r} must be > 0")
+        self.lr = float(lr)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.steps = torch.zeros(n_members, dtype=torch.float64, device=device)
+        self.exp_avg = [torch.zeros_like(self._m(p, has)) for p, _, has in self.params]
+        self.exp_avg_sq = [torch.zeros_like(self._m(p, has)) for p, _, has in self.params]
+        # one scratch tensor per parameter: the common step allocates nothing (fresh allocations of large tensors are
+        # slow on CPU, see aen_lib.sweep.CPU_MAX_TENSOR_BYTES)
+        self._work = [torch.empty_like(self._m(p, has)) for p, _, has in self.params]
+
+    @staticmethod
+    def _m(t: Tensor, has_member_dim: bool) -> Tensor:
+        return t if has_member_dim else t.unsqueeze(0)
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the optimiser holds (moments and scratch), for memory accounting."""
+        return self.exp_avg + self.exp_avg_sq + self._work
+
+    def zero_grad(self) -> None:
+        for p, _, _ in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, apply: Tensor | None = None) -> None:
+        """One Adam step for every member, or only where ``apply`` [M] is True."""
+        if apply is None:
+            self.steps += 1
+        else:
+            self.steps += apply.to(self.steps.dtype)
+        bc1 = 1 - self.beta1**self.steps  # [M] float64, as the Python floats of torch's Adam
+        bc2_sqrt = (1 - self.beta2**self.steps).sqrt()
+        step_size = self.lr / bc1
+        for (p, sl, has), m1, m2, buf in zip(self.params, self.exp_avg, self.exp_avg_sq, self._work):
+            if p.grad is None:
+                continue
+            pm, g = self._m(p, has), self._m(p.grad, has)
+            shape = (-1,) + (1,) * (pm.dim() - 1)
+            if apply is None:
+                # torch.optim.Adam's single-tensor step, op for op, in place:
+                # denom = sqrt(v) / sqrt(bc2) + eps;  p += (-lr / bc1) * (m / denom)
+                m1.lerp_(g, 1 - self.beta1)
+                m2.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+                torch.sqrt(m2, out=buf)
+                buf.div_(bc2_sqrt[sl].to(pm.dtype).reshape(shape)).add_(self.eps)
+                torch.div(m1, buf, out=buf)
+                pm.add_(buf.mul_((-step_size[sl]).to(pm.dtype).reshape(shape)))
+            else:
+                keep = apply[sl].reshape(shape)
+                n1 = m1.lerp(g, 1 - self.beta1)
+                n2 = (m2 * self.beta2).addcmul_(g, g, value=1 - self.beta2)
+                denom = (n2.sqrt() / bc2_sqrt[sl].to(pm.dtype).reshape(shape)).add_(self.eps)
+                newp = pm + (n1 / denom) * (-step_size[sl]).to(pm.dtype).reshape(shape)
+                m1.copy_(torch.where(keep, n1, m1))
+                m2.copy_(torch.where(keep, n2, m2))
+                pm.copy_(torch.where(keep, newp, pm))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps.clone(), "lr": self.lr, "betas": (self.beta1, self.beta2), "eps": self.eps,
+                "exp_avg": [t.clone() for t in self.exp_avg], "exp_avg_sq": [t.clone() for t in self.exp_avg_sq]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["exp_avg"]) != len(self.exp_avg):
+            raise ValueError(f"optimizer state has {len(state['exp_avg'])} parameters, this one {len(self.exp_avg)}")
+        self.steps.copy_(state["steps"])
+        for dst, src in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            if dst.shape != src.shape:
+                raise ValueError(f"optimizer state tensor of shape {tuple(src.shape)}; expected {tuple(dst.shape)}")
+            dst.copy_(src)

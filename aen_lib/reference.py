@@ -1,0 +1,167 @@
+"""Reference results: paper-size runs, resumable over days, stored as small JSON records with provenance.
+
+A *set* is one sweep (one grid, one data configuration, one seed) at the paper's size. Its records live in the
+repository under ``reference/<set>/``: ``provenance.json`` (the exact command, every invocation's git commit, torch
+version, device and CPU/GPU model, dates, wall time and member-steps/s) and one ``<variant>.json`` per trained SAE
+(config, data config, final metrics, the logged history; no weights). The training state lives in a work folder
+outside the repository (default ``~/.cache/aen_lib/reference_runs/<set>``); the command can be killed at any moment
+and run again: it continues from the last checkpoint (:func:`aen_lib.sweep.train_sweep`), and the records are only
+written once every member has finished.
+
+    python -m aen_lib.reference spiked --rho 0.0            # the paper's synthetic protocol at ρ = 0 (issue grid)
+    python -m aen_lib.reference spiked --rho 0.9 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .data import SpikedDictionaryConfig, SpikedDictionaryData
+from .io import atomic_write
+from .results import member_record, variant_id
+from .sweep import expand_grid, train_sweep
+from .train import TrainConfig
+
+SPIKED_PAPER_GRID: dict[str, dict[str, list[Any]]] = {
+    "relu_l1": {"l1": [0.01, 0.005, 0.001]},
+    "elastic_net": {"l1": [0.005], "l2": [0.001]},
+    "adaptive_lasso": {"l1": [0.005], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "aen": {"l1": [0.01, 0.005, 0.001], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "topk": {"k": [8, 16, 32, 64, 128]},
+    "topk_auxk": {"k": [8, 16, 32]},
+}
+"""The minimum grid of the paper-size synthetic reference sets (16 SAEs per ρ; the authors' full v1 grid is
+:data:`aen_lib.sweep.PAPER_SPIKED_GRID`)."""
+
+SPIKED_PAPER_SAE = dict(d_in=256, d_sae=1024, warmup_steps=10_000, ramp_steps=2_000)
+SPIKED_PAPER_TRAIN = dict(steps=50_000, batch_size=256, lr=1e-3, dead_window_steps=10_000, log_every=500)
+
+RECORD_VERSION = 1
+DEFAULT_WORK = Path.home() / ".cache" / "aen_lib" / "reference_runs"
+
+
+def _git_commit(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+uncommitted" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_facts(device: torch.device) -> dict[str, Any]:
+    """torch version, device, CPU (or GPU) model and thread count, for provenance."""
+    facts = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+             "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def set_name(rho: float, seed: int) -> str:
+    return f"spiked_paper_rho{rho:g}_seed{seed}"
+
+
+def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device: str = "cpu", steps: int | None = None,
+               command: str = "", progress: bool = True) -> Path | None:
+    """Train (or continue) the set and, once complete, write its records under ``out_root/<set>/``.
+
+    Returns the set folder when the records were written, None when the set is already there (nothing is
+    overwritten: delete the folder to regenerate it)."""
+    name = set_name(rho, seed) + (f"_steps{steps}" if steps else "")
+    out = out_root / name
+    if (out / "provenance.json").exists():
+        return None
+    dev = torch.device(device)
+    sae_base = dict(SPIKED_PAPER_SAE)
+    configs = expand_grid(sae_base, SPIKED_PAPER_GRID, seeds=[seed])
+    tcfg = TrainConfig(**{**SPIKED_PAPER_TRAIN, **({"steps": steps} if steps else {})}, progress=progress, seed=seed)
+    data_cfg = SpikedDictionaryConfig(n=256, m=1024, k=16, rho=rho, seed=seed)
+    work = work_root / name
+    work.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[1]
+    call = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": _git_commit(repo),
+            **machine_facts(dev)}
+    t0 = time.perf_counter()
+    result = train_sweep(configs, SpikedDictionaryData(data_cfg, device=dev), tcfg, device=dev,
+                         checkpoint_dir=work / "sweep")
+    call.update(ended=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                seconds=round(time.perf_counter() - t0, 1), member_steps=result.member_steps)
+    with (work / "calls.jsonl").open("a") as f:
+        f.write(json.dumps(call) + "\n")
+    calls = [json.loads(line) for line in (work / "calls.jsonl").read_text().splitlines() if line.strip()]
+    total_s = sum(c["seconds"] for c in calls)
+    total_steps = sum(c["member_steps"] for c in calls)
+    provenance = {
+        "record_version": RECORD_VERSION,
+        "set": name,
+        "command": command,
+        "protocol": {"sae": sae_base, "grid": SPIKED_PAPER_GRID, "train": tcfg.to_dict(), "data": data_cfg.to_dict()},
+        "members": len(configs),
+        "invocations": calls,
+        "wall_seconds": round(total_s, 1),
+        "member_steps": total_steps,
+        "member_steps_per_s": round(total_steps / total_s, 2) if total_s > 0 else None,
+    }
+    tmp_files = {}
+    for m in result.members:
+        rec = member_record(m.cfg, m.final, m.history, train_config=tcfg.replace(progress=False), data=data_cfg,
+                            extra={"set": name, "skipped_steps": m.skipped_steps})
+        tmp_files[f"{variant_id(m.cfg)}.json"] = rec
+    out.mkdir(parents=True, exist_ok=False)
+    for fname, rec in tmp_files.items():
+        atomic_write(out / fname, lambda p, r=rec: p.write_text(json.dumps(r, indent=1, allow_nan=True) + "\n"))
+    atomic_write(out / "provenance.json", lambda p: p.write_text(json.dumps(provenance, indent=1) + "\n"))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aen_lib.reference", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="kind", required=True)
+    sp = sub.add_parser("spiked", help="the paper's synthetic protocol at its size (n 256, m 1024, k 16, 50k steps)")
+    sp.add_argument("--rho", type=float, required=True)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--steps", type=int, default=None, help="override the 50,000 steps (a smoke run; named apart)")
+    sp.add_argument("--out", default="reference", help="where the records go (default: reference/)")
+    sp.add_argument("--work", default=str(DEFAULT_WORK), help="checkpoints (outside the repository)")
+    sp.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    words = list(argv if argv is not None else sys.argv[1:])
+    for i, a in enumerate(words):  # the work folder is machine-specific: not part of the recorded command
+        if a == "--work" and i + 1 < len(words):
+            words[i + 1] = ""
+    command = "python -m aen_lib.reference " + " ".join(shlex.quote(a) for a in words if a and a != "--work"
+                                                        and not a.startswith("--work="))
+    out = run_spiked(args.rho, args.seed, out_root=Path(args.out), work_root=Path(args.work), device=args.device,
+                     steps=args.steps, command=command, progress=not args.no_progress)
+    print(f"records written to {out}" if out else "the set already exists; delete its folder to regenerate it")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
