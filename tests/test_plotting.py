@@ -12,12 +12,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from aen_lib import plotting  # noqa: E402
-from aen_lib.config import L1_FAMILY, HARD_K  # noqa: E402
+from aen_lib.architectures import ARCHITECTURES  # noqa: E402
 
 
 def test_every_architecture_has_a_distinct_colour_blind_safe_colour():
-    archs = set(L1_FAMILY) | set(HARD_K) | {"jumprelu", "topk_auxk"}
-    assert archs <= set(plotting.ARCHITECTURE_COLORS)
+    # every registered architecture has its colour (an architecture added without one fails here)
+    assert set(ARCHITECTURES) <= set(plotting.ARCHITECTURE_COLORS), set(ARCHITECTURES) - set(plotting.ARCHITECTURE_COLORS)
     assert set(plotting.ARCHITECTURE_COLORS) == set(plotting.ARCHITECTURE_LABELS) == set(plotting.ARCHITECTURE_MARKERS)
     colours = list(plotting.ARCHITECTURE_COLORS.values())
     assert len(set(colours)) == len(colours)
