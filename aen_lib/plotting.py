@@ -80,9 +80,9 @@ ARCHITECTURE_COLORS: dict[str, str] = {
     "adaptive_lasso": OKABE_ITO["bluish_green"],
     "aen": OKABE_ITO["vermillion"],
     "topk": OKABE_ITO["blue"],
+    "topk_auxk": TOL_OLIVE,
     "batchtopk": OKABE_ITO["reddish_purple"],
     "jumprelu": OKABE_ITO["black"],
-    "topk_auxk": TOL_OLIVE,
 }
 
 ARCHITECTURE_LABELS: dict[str, str] = {
@@ -91,9 +91,9 @@ ARCHITECTURE_LABELS: dict[str, str] = {
     "adaptive_lasso": "Adaptive lasso",
     "aen": "AEN (ours)",
     "topk": "TopK",
+    "topk_auxk": "TopK + AuxK",
     "batchtopk": "BatchTopK",
     "jumprelu": "JumpReLU",
-    "topk_auxk": "TopK + AuxK",
 }
 
 ARCHITECTURE_MARKERS: dict[str, str] = {
@@ -102,9 +102,9 @@ ARCHITECTURE_MARKERS: dict[str, str] = {
     "adaptive_lasso": "D",
     "aen": "*",
     "topk": "^",
+    "topk_auxk": ">",
     "batchtopk": "v",
     "jumprelu": "P",
-    "topk_auxk": ">",
 }
 
 

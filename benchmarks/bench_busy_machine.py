@@ -92,20 +92,24 @@ def step_ms(shape: tuple[int, int, int], threads: int, policy: str, reps: int) -
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_steps(reps: int, shapes: list[str]) -> list[dict]:
+def bench_steps(reps: int, shapes: list[str], rounds: int) -> list[dict]:
+    """Every configuration once per round, rounds interleaved (so that a slow spell of a shared machine hits all
+    configurations alike); reports the median over rounds of each configuration's median step time."""
+    configs = [(name, shape, busy, threads, policy) for name, shape in SHAPES.items() if name.split()[0] in shapes
+               for busy in (False, True) for threads in (1, 2) for policy in ("ACTIVE", "PASSIVE")]
+    times: dict[tuple, list[float]] = {c[:1] + c[2:]: [] for c in configs}
+    for r in range(rounds):
+        for name, shape, busy, threads, policy in configs:
+            with busy_core(busy):
+                times[(name, busy, threads, policy)].append(step_ms(shape, threads, policy, reps))
+        print(f"round {r + 1}/{rounds} done", flush=True)
     rows = []
-    print(f"{'shape':>26} {'load':>10} {'threads':>7} {'policy':>8} {'ms/step':>9}")
-    for shape_name, shape in SHAPES.items():
-        if shape_name.split()[0] not in shapes:
-            continue
-        for busy in (False, True):
-            for threads in (1, 2):
-                for policy in ("ACTIVE", "PASSIVE"):
-                    with busy_core(busy):
-                        ms = step_ms(shape, threads, policy, reps)
-                    load = "1 core busy" if busy else "idle"
-                    rows.append({"shape": shape_name, "load": load, "threads": threads, "policy": policy, "ms": ms})
-                    print(f"{shape_name:>26} {load:>10} {threads:>7} {policy:>8} {ms:9.2f}", flush=True)
+    print(f"{'shape':>26} {'load':>11} {'threads':>7} {'policy':>8} {'ms/step (median)':>17} {'all rounds':>30}")
+    for (name, busy, threads, policy), ms in times.items():
+        load = "1 core busy" if busy else "idle"
+        med = sorted(ms)[len(ms) // 2]
+        rows.append({"shape": name, "load": load, "threads": threads, "policy": policy, "ms": med, "rounds": ms})
+        print(f"{name:>26} {load:>11} {threads:>7} {policy:>8} {med:17.2f} {' '.join(f'{v:.1f}' for v in ms):>30}")
     return rows
 
 
@@ -143,6 +147,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", nargs="?", default="all", choices=["steps", "chapter", "all"])
     ap.add_argument("--repeats", type=int, default=20, help="timed steps per configuration (large shape: a fifth)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all step configurations")
     ap.add_argument("--shapes", default="chapter,large", help="comma-separated: chapter (1's shape), large")
     ap.add_argument("--profile", default="ci", help="params/<profile>/01_feature_starvation.yaml, or 'default'")
     ap.add_argument("--json", default="", help="also write the results to this JSON file")
@@ -150,7 +155,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs visible; Python {sys.version.split()[0]}")
     result: dict = {}
     if args.part in ("steps", "all"):
-        result["steps"] = bench_steps(args.repeats, args.shapes.split(","))
+        result["steps"] = bench_steps(args.repeats, args.shapes.split(","), args.rounds)
     if args.part in ("chapter", "all"):
         result["chapter"] = bench_chapter(args.profile)
     if args.json:
