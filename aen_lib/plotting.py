@@ -212,11 +212,23 @@ def plot_pareto_panel(
         if len(front) > 1:
             ax.plot(mx[front], my[front], color=color, lw=1.5, alpha=0.9)
     if logx:
-        ax.set_xscale("log")
+        _log_axis_plain_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or metric)
     ax.grid(True, alpha=0.3)
     return rows
+
+
+def _log_axis_plain_ticks(axis: Any) -> None:
+    """Log scale with ticks at 1, 2, 5 x 10^k written as plain numbers (2, 5, 10, 20), no crowded minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(NullFormatter())
 
 
 def dead_ev_vs_l0_figure(

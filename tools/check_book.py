@@ -60,6 +60,8 @@ RAW_MATH = {
     "\\begin{…}": re.compile(r"\\begin\{[a-zA-Z*]+\}"),
 }
 
+REDIRECT = re.compile(r'<meta\s+http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', re.IGNORECASE)
+
 ERROR_TEXT = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(?:Error|Exception): ", re.MULTILINE)
 
 # Runs in the page after it loaded (and after MathJax finished): the facts the checks need.
@@ -104,6 +106,7 @@ async () => {
     traceback_boxes: document.querySelectorAll(".traceback, .output.error, .output_error").length,
     math_errors: Array.from(document.querySelectorAll("mjx-merror, .MathJax_Error")).map(e => e.textContent.slice(0, 200)),
     mathjax: !!(window.MathJax && MathJax.startup && MathJax.startup.document),
+    has_math: document.querySelectorAll(".math").length > 0,
     launch_links: Array.from(document.querySelectorAll("a[href*='colab.research.google.com']")).map(a => a.href),
     wide_tables: wide,
   };
@@ -156,6 +159,13 @@ def evaluate_page(page: str, facts: dict[str, Any], *, root: Path, base_url: str
     """
     rep = PageReport(page)
     fail = lambda kind, detail: rep.failures.append(Finding(page, kind, detail))  # noqa: E731
+    if "redirect" in facts:
+        target = (root / page).parent / urlsplit(facts["redirect"]).path
+        if not target.is_file():
+            fail("broken-link", f"redirect to {facts['redirect']} (no such page)")
+        else:
+            rep.notes.append(f"redirects to {facts['redirect']}")
+        return rep
 
     for img in facts.get("images", []):
         src = img.get("src", "")
@@ -277,6 +287,10 @@ def check_book(root: Path, *, screenshots: Path | None, chromium: str, mathjax: 
             page = ctx.new_page()
             page.set_default_timeout(timeout_s * 1000)
             for rel in pages:
+                redirect = REDIRECT.search((root / rel).read_text(encoding="utf-8", errors="replace")[:4000])
+                if redirect:  # e.g. index.html -> book/intro.html: check the target exists, nothing to render
+                    facts_of[rel] = {"redirect": redirect.group(1)}
+                    continue
                 page.goto(base + rel, wait_until="load")
                 page.evaluate("() => document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
                 page.wait_for_load_state("load")
@@ -293,7 +307,7 @@ def check_book(root: Path, *, screenshots: Path | None, chromium: str, mathjax: 
     for rel in pages:
         rep = evaluate_page(rel, facts_of[rel], root=root, base_url=base, ids_of=ids_of)
         rep.screenshot = shots.get(rel)
-        if not facts_of[rel].get("mathjax"):
+        if facts_of[rel].get("has_math") and not facts_of[rel].get("mathjax"):
             rep.notes.append("MathJax did not run on this page (offline without --mathjax?)")
         reports.append(rep)
     return reports
