@@ -472,7 +472,7 @@ def format_book_times(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table of :func:`book_execution_times` rows with a total line."""
     if not rows:
         return "no executed pages recorded in the build\n"
-    width = max(len(r["page"]) for r in rows)
+    width = max(len("total"), *(len(r["page"]) for r in rows))
     lines = [f"{'page':<{width}}  {'seconds':>8}  status", f"{'-' * width}  {'-' * 8}  ------"]
     total = 0.0
     for r in rows:

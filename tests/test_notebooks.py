@@ -229,3 +229,28 @@ def test_make_reproduce_hands_chapter7_to_chapter8(tmp_path):
     assert ch8_summary["reused_chapter7"] is True
     assert ch8_summary["source"].startswith("chapter 7's SAEs")
     assert (runs / "results" / CH7 / CH7 / "saes" / "manifest.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A stalled or dead kernel fails fast, naming the cell (the papermill options of `make test`'s ci-runs)
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("body,words", [
+    ("import time\ntime.sleep(600)  # a stalled cell", ["timed out", "time.sleep(600)"]),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)  # the kernel dies", ["Kernel died", "Dead"]),
+])
+def test_stalled_or_dead_kernel_fails_fast_and_names_the_cell(tmp_path, body, words):
+    import time
+
+    src = _mini_chapter(tmp_path / "mini.ipynb", body=body)
+    cmd = [sys.executable, "-m", "papermill", str(src), str(tmp_path / "out.ipynb"), "--kernel", "python3",
+           "--no-progress-bar", "--log-output", "--execution-timeout", "5"]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    elapsed = time.perf_counter() - t0
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert elapsed < 120, f"took {elapsed:.0f} s to fail"
+    assert any(w in text for w in words), text[-3000:]
+    last = _code_cells(_load(tmp_path / "out.ipynb"))[-1]  # the cell that stalled or killed the kernel
+    assert last.source == body and (last.metadata.papermill.get("duration") or 0) < 60, last.metadata
