@@ -1,5 +1,5 @@
 # aen-book: build, test and reproduce the book.
-#   make book                  create .venv if needed, install, execute every chapter, build _build/html
+#   make book                  create .venv if needed, install, execute every chapter, build _build/html, print times
 #   make test                  unit tests, every chapter with params/ci (papermill), then nbval on those runs
 #   make reproduce PROFILE=paper   every params/$(PROFILE)/*.yaml through papermill into runs/$(PROFILE)/ + summary
 #   make check-book            open every page of _build/html in headless Chromium: screenshots + checks
@@ -44,7 +44,7 @@ REPRODUCE_CELL_TIMEOUT ?= -1
 .PHONY: help install book book-times check-book test unit-test ci-runs nbval reproduce strip check-stripped clean
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# //'
+	@sed -n '2,8p' Makefile | sed 's/^# //'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
