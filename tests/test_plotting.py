@@ -253,13 +253,13 @@ def test_grid_heatmap_orders_architectures_and_annotates_values():
 
 def test_pareto_panel_log_axis_has_plain_uncrowded_ticks():
     runs = [{"architecture": "topk", "variant": f"k{k}", "seed": 0, "l0": float(k), "dead_pct": 10.0 / k}
-            for k in (2, 8, 64)]
+            for k in (2, 8, 64)] + [{"architecture": "aen", "variant": "a", "seed": 0, "l0": 1.1, "dead_pct": 0.0}]
     fig, ax = plt.subplots()
     plotting.plot_pareto_panel(ax, runs, "dead_pct", maximize=False)
     fig.canvas.draw()
     assert ax.get_xscale() == "log"
     lo, hi = ax.get_xlim()
     labels = [t.get_text() for t, pos in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= pos <= hi]
-    assert labels == ["2", "5", "10", "20", "50"], labels  # 1-2-5 steps as plain numbers, no 10^k mathtext
+    assert labels == ["1", "2", "5", "10", "20", "50"], labels  # 1-2-5 steps as plain numbers, no 10^k or "2.0"
     assert not [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
     plt.close(fig)
