@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 EMA_FLOOR = 1e-5
-"""The EMA is floored at this value before dividing (DIGEST §2.3 step 3)."""
+"""The EMA is floored at this value before dividing (book: paper facts, model and loss step 3)."""
 
 
 def ema_step(ema: Tensor, mean_abs: Tensor, beta: float | Tensor) -> Tensor:
@@ -31,7 +31,7 @@ def ema_step(ema: Tensor, mean_abs: Tensor, beta: float | Tensor) -> Tensor:
 
 
 def reference_count(m: int, top_pct: float) -> int:
-    """⌊p·m⌋, at least 1: how many of the largest EMA values form the reference (DIGEST §2.3 step 2)."""
+    """⌊p·m⌋, at least 1: how many of the largest EMA values form the reference (book: paper facts, model and loss step 2)."""
     return max(1, int(top_pct * m))
 
 
@@ -48,7 +48,7 @@ def raw_adaptive_weights(
     w_min: float | Tensor,
     w_max: float | Tensor,
 ) -> Tensor:
-    """w = clip((r / max(ema, 1e-5))^γ, w_min, w_max) (DIGEST §2.3 step 3). ema [..., m], ref [...] -> [..., m]."""
+    """w = clip((r / max(ema, 1e-5))^γ, w_min, w_max) (book: paper facts, model and loss step 3). ema [..., m], ref [...] -> [..., m]."""
     ratio = ref.unsqueeze(-1) / ema.clamp_min(EMA_FLOOR)
     w = ratio.pow(gamma)
     w_min_t = torch.as_tensor(w_min, dtype=w.dtype, device=w.device)
@@ -57,7 +57,7 @@ def raw_adaptive_weights(
 
 
 def warmup_factor(step: int | Tensor, warmup_steps: int | Tensor, ramp_steps: int | Tensor) -> Tensor:
-    """Hold-then-ramp factor f(t) (DIGEST §2.3 step 4): 0 while t < T_w, then min(1, (t - T_w)/R).
+    """Hold-then-ramp factor f(t) (book: paper facts, model and loss step 4): 0 while t < T_w, then min(1, (t - T_w)/R).
 
     With R = 0 the weights switch on fully at t = T_w.
     """

@@ -1,4 +1,4 @@
-"""Command line: train one SAE on spiked-dictionary data with the paper's synthetic protocol (DIGEST §4).
+"""Command line: train one SAE on spiked-dictionary data with the paper's synthetic protocol (book: paper facts, synthetic protocol).
 
     aen-train --architecture aen --l1 0.005 --l2 0.0001 --rho 0.0
     aen-train --architecture topk --k 16 --rho 0.9 --steps 2000 --out runs/topk
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         f"support F1 {final['support_f1']:.3f}   matched cos {final['dictionary_mean_cos']:.3f}"
     )
     if out is not None:
-        save_sae(sae, out / "sae", metadata={"data": data_cfg.to_dict()}, overwrite=True)
+        save_sae(sae, out / "sae", metadata={"data": data_cfg.to_dict()}, normalization="none", overwrite=True)
         (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
     return 0
 

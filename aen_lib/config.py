@@ -5,8 +5,8 @@ naming the field, the value and what is allowed, at construction time, so that a
 a sweep grid stops the run before any work is done.
 
 :class:`SAEConfig` describes one sparse autoencoder: its sizes, its architecture (which sparsity objective it
-trains with, DIGEST §2.2) and every hyperparameter of that objective, including the adaptive-weight rule of
-DIGEST §2.3.
+trains with, book: paper facts, model and loss) and every hyperparameter of that objective, including the adaptive-weight rule of
+book: paper facts, model and loss.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ class ConfigBase:
 
 @dataclass
 class SAEConfig(ConfigBase):
-    """One sparse autoencoder and its sparsity objective (DIGEST §2.1–§2.3).
+    """One sparse autoencoder and its sparsity objective (book: paper facts, model and loss).
 
-    Loss scaling follows DIGEST §2.2 exactly, so the paper's λ values mean the same thing here:
+    Loss scaling follows book: paper facts, model and loss exactly, so the paper's λ values mean the same thing here:
     ``mse`` is averaged over batch *and* dimensions, penalties are summed over features and averaged over batch.
     """
 
@@ -109,7 +109,7 @@ class SAEConfig(ConfigBase):
     k: int = 0
     """Active latents per token (topk) or on average per token across the batch (batchtopk)."""
     gamma: float = 0.5
-    """γ, exponent of the adaptive weight (r / EMA)^γ (DIGEST §2.3)."""
+    """γ, exponent of the adaptive weight (r / EMA)^γ (book: paper facts, model and loss)."""
     ema_beta: float = 0.9999
     """β, decay of the EMA of mean |h| per feature; must lie in [0, 1)."""
     ref_top_pct: float = 0.05

@@ -1,4 +1,4 @@
-"""Synthetic data: the spiked dictionary model and its geometry statistics (DIGEST §4.1, §3 "Support recovery").
+"""Synthetic data: the spiked dictionary model and its geometry statistics (book: paper facts, synthetic protocol "Support recovery").
 
 Dictionary. A shared spike v ~ N(0, I_n) and independent u_i ~ N(0, I_n) are drawn and normalised; atom i is
 
@@ -67,7 +67,7 @@ def spiked_dictionary(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Spiked dictionary ``D [m, n]`` with unit-norm rows (DIGEST §4.1).
+    """Spiked dictionary ``D [m, n]`` with unit-norm rows (book: paper facts, synthetic protocol).
 
     Draws v ~ N(0, I_n) (then u_i ~ N(0, I_n) for i = 1..m) from ``generator`` on its own device, normalises
     them, and returns rows d_i = normalise(√(1−ρ) u_i + √ρ v) on ``device`` (default: the generator's device).
@@ -90,7 +90,7 @@ def spiked_dictionary(
 
 @dataclass
 class SpikedDictionaryConfig:
-    """Configuration of the spiked-dictionary data model (DIGEST §4.1; defaults are the paper's v1 sizes)."""
+    """Configuration of the spiked-dictionary data model (book: paper facts, synthetic protocol; defaults are the paper's v1 sizes)."""
 
     n: int = 256
     """Input dimension (d_in of the SAE)."""
@@ -149,7 +149,7 @@ class SpikedDictionaryConfig:
 
 
 class SpikedDictionaryData:
-    """Online sampler for the spiked dictionary model (DIGEST §4.1).
+    """Online sampler for the spiked dictionary model (book: paper facts, synthetic protocol).
 
     ``data.dictionary`` is ``D [m, n]`` (unit rows); ``data.sample(B)`` returns ``(x [B, n], h_true [B, m])``.
     Fresh samples are drawn at every call from the one generator that also drew the dictionary.
@@ -176,7 +176,7 @@ class SpikedDictionaryData:
         self.samples_drawn = 0
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        """Draw ``(x [B, n], h_true [B, m])`` with exactly k active codes per row (DIGEST §4.1 "Codes").
+        """Draw ``(x [B, n], h_true [B, m])`` with exactly k active codes per row (book: paper facts, synthetic protocol "Codes").
 
         Draw order: uniform scores [B, m] (support = top-k), magnitudes U[low, high] [B, k], signs [B, k] if
         ``signed``, noise [B, n] if ``noise_std > 0``.
@@ -221,7 +221,7 @@ class SpikedDictionaryData:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# dictionary statistics (DIGEST §4.1 table and §3 "How the spiked dictionaries behave")
+# dictionary statistics (book: paper facts, synthetic protocol table and §3 "How the spiked dictionaries behave")
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -249,12 +249,12 @@ def _offdiag_abs(D: Tensor) -> Tensor:
 
 
 def mutual_coherence(D: Tensor) -> float:
-    """Mutual coherence max_{i≠j} |cos(d_i, d_j)| of the atoms (DIGEST §4.1 table, "max |offdiag|")."""
+    """Mutual coherence max_{i≠j} |cos(d_i, d_j)| of the atoms (book: paper facts, synthetic protocol table, "max |offdiag|")."""
     return float(_offdiag_abs(D).max())
 
 
 def mean_abs_offdiag(D: Tensor) -> float:
-    """Mean over i≠j of |cos(d_i, d_j)| (DIGEST §4.1 table, "mean |offdiag|", ≈ ρ)."""
+    """Mean over i≠j of |cos(d_i, d_j)| (book: paper facts, synthetic protocol table, "mean |offdiag|", ≈ ρ)."""
     return float(_offdiag_abs(D).mean())
 
 
@@ -293,7 +293,7 @@ def active_gram_stats(
     *,
     supports: Tensor | None = None,
 ) -> dict[str, float | Tensor]:
-    """Spectrum of the active Gram G_AA = D_A D_Aᵀ over random supports A of size k (DIGEST §4.1 table).
+    """Spectrum of the active Gram G_AA = D_A D_Aᵀ over random supports A of size k (book: paper facts, synthetic protocol table).
 
     Either pass ``k``, ``n_sets`` and a ``generator`` (supports via :func:`sample_supports`), or ``supports``
     ``[S, k]`` directly. Returns the means ``lambda_min_mean`` = E[λ_min(G_AA)] and ``cond_mean`` = E[cond(G_AA)]
@@ -322,10 +322,10 @@ def active_gram_stats(
 
 
 def irrepresentable_condition(D: Tensor, support: Tensor, sign: Tensor | None = None) -> Tensor:
-    """Exact irrepresentable-condition value ‖G_{AᶜA} G_AA^{-1} s‖_∞ (DIGEST §3, Zhao & Yu; "IRC_exact").
+    """Exact irrepresentable-condition value ‖G_{AᶜA} G_AA^{-1} s‖_∞ (book: paper facts, theory, Zhao & Yu; "IRC_exact").
 
     ``s`` is the sign vector of the true code on A; it defaults to all ones (non-negative codes), as in the
-    digest's table. The lasso recovers the support (for small noise) only if the value is < 1.
+    dictionary-statistics table of the authors' reference implementation. The lasso recovers the support (for small noise) only if the value is < 1.
 
     Args:
         D: dictionary ``[m, n]`` (rows = atoms; normalised first).
@@ -366,12 +366,12 @@ def dictionary_statistics(
     n_sets: int = 100,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """All geometry statistics of the DIGEST §4.1 table for one dictionary ``D [m, n]``.
+    """All geometry statistics of the book: paper facts, synthetic protocol table for one dictionary ``D [m, n]``.
 
     Keys: ``mean_abs_offdiag``, ``max_abs_offdiag`` (mutual coherence), ``lambda_min_mean``/``_std``,
     ``cond_mean``/``_std`` (active Gram over ``n_sets`` random supports of size ``k``), ``irc_mean``/``_std``/
     ``irc_max`` (exact IRC with s = 1 over the same supports), ``irc_frac_violated`` (share of supports with
-    IRC ≥ 1) and ``n_sets``. The digest's "IRC_exact" row matches the **mean** over 100 supports, not the max
+    IRC ≥ 1) and ``n_sets``. The "IRC_exact" row of the authors' table matches the **mean** over 100 supports, not the max
     (tests/test_data.py compares both tables). Supports come from ``generator`` (a CPU generator seeded 0 if None).
     """
     D = _check_dict(D)

@@ -34,9 +34,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -47,7 +46,8 @@ from .errors import fail
 from .io import atomic_write, save_sae
 from .model import SAE
 from .reduce import LOCAL, ProcessGroupReducer, Reducer
-from .train import DataSource, TrainConfig, TrainResult, train
+from .sources import DataSource, StridedShard, TensorStream, shard_windows
+from .train import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -146,57 +146,6 @@ def shutdown_distributed() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class StridedShard:
-    """Rank ``rank`` of ``world_size`` takes every ``world_size``-th batch of a stream source, starting at its rank.
-
-    For a source that yields rows in stream order, global batch g (``world_size * batch`` rows) is then exactly the
-    concatenation of the ranks' g-th batches, so N ranks see the batches one process would see with an N-times
-    larger batch. Every rank reads (but does not train on) the whole stream; use it for cached activations or
-    synthetic data. For an LM, shard the *windows* instead (:func:`shard_windows`), so no rank runs the LM twice.
-    """
-
-    def __init__(self, source: DataSource, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
-        self.source, self.rank, self.world_size = source, rank, world_size
-
-    def sample(self, batch_size: int) -> Tensor | tuple[Tensor, ...]:
-        mine = None
-        for r in range(self.world_size):
-            b = self.source.sample(batch_size)
-            if r == self.rank:
-                mine = b
-        return mine  # type: ignore[return-value]
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.source.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.source.load_state_dict(state)
-
-
-class TensorStream:
-    """Rows of an in-memory tensor ``[N, d]`` in order, looping at the end (a stream source for ``sample``)."""
-
-    def __init__(self, rows: Tensor) -> None:
-        if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[0] == 0:
-            raise ValueError(f"rows must be a non-empty [N, d] tensor, got {getattr(rows, 'shape', type(rows))}")
-        self.rows = rows
-        self.pos = 0
-
-    def sample(self, batch_size: int) -> Tensor:
-        n = self.rows.shape[0]
-        idx = (torch.arange(batch_size) + self.pos) % n
-        self.pos = (self.pos + batch_size) % n
-        return self.rows[idx]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pos = int(state["pos"])
-
-
 def drop_blocks_after(model: nn.Module, layer: int) -> nn.Module:
     """Free the blocks after ``layer`` and the unembedding, which early-exit harvesting never runs (in place).
 
@@ -212,14 +161,6 @@ def drop_blocks_after(model: nn.Module, layer: int) -> nn.Module:
     if hasattr(model, "lm_head"):
         model.lm_head = nn.Identity()
     return model
-
-
-def shard_windows(windows: Callable[[], Iterable[Tensor]] | Tensor, rank: int,
-                  world_size: int) -> Callable[[], Iterable[Tensor]] | Tensor:
-    """Windows ``rank, rank + world_size, ...`` of a window stream: each rank harvests a disjoint shard of tokens."""
-    if isinstance(windows, Tensor):
-        return windows[rank::world_size]
-    return lambda: islice(iter(windows()), rank, None, world_size)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -302,9 +243,17 @@ class RunConfig(ConfigBase):
         if p.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ValueError(f"run file {p} is not valid YAML ({e})") from e
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"run file {p} is not valid JSON ({e}); the file is truncated or corrupt") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"run file {p} holds a {type(data).__name__}, not a mapping of RunConfig fields")
         return cls.from_dict(data)
 
 
@@ -346,20 +295,75 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
     return src
 
 
+def _normalization(rc: RunConfig) -> str:
+    """How the run's inputs are normalised (written into each saved SAE so that SAELens splices it correctly)."""
+    if rc.metadata.get("normalization"):
+        return str(rc.metadata["normalization"])
+    kind = rc.data.get("kind")
+    if kind == "lm":
+        return "per_token_l2"  # ActivationSource.from_model's default
+    if kind == "cache":
+        from .activations import ActivationCache
+
+        return ActivationCache(rc.data["path"]).config.normalization
+    return "none"
+
+
+def _lock_run_folder(out_root: Path, ctx: DistContext) -> Any:
+    """Rank 0 holds the run folder's lock for the whole run; every rank fails together if another launch holds it."""
+    from .runlock import RunLock, RunLockedError
+
+    lock, error = None, ""
+    if ctx.is_main:
+        try:
+            lock = RunLock(out_root).acquire()
+        except RunLockedError as e:
+            error = str(e)
+    if ctx.distributed:
+        flag = [error]
+        dist.broadcast_object_list(flag, src=0)
+        error = flag[0]
+    if error:
+        raise RuntimeError(error)
+    return lock
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file is truncated or corrupt: delete it to retrain "
+                         "that SAE") from e
+
+
 def run(rc: RunConfig, ctx: DistContext | None = None) -> dict[str, dict[str, Any]]:
-    """Train every SAE of the run file on this rank; rank 0 writes results. Returns ``{name: result dict}``."""
+    """Train every SAE of the run file on this rank; rank 0 writes results. Returns ``{name: result dict}``.
+
+    Rank 0 holds a lock on ``out_dir`` for the run's lifetime (:class:`aen_lib.runlock.RunLock`): a second launch on
+    the same folder fails with a message naming the process that holds it."""
     ctx = ctx or init_distributed(rc.device)
     tcfg = rc.train_config()
     if tcfg.batch_size % ctx.world_size:
         fail("train.batch_size", tcfg.batch_size, f"must be divisible by the number of processes {ctx.world_size}")
     per_rank = tcfg.batch_size // ctx.world_size
     out_root = Path(rc.out_dir)
+    lock = _lock_run_folder(out_root, ctx)
+    try:
+        return _run_locked(rc, ctx, tcfg, per_rank, out_root)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(rc: RunConfig, ctx: DistContext, tcfg: TrainConfig, per_rank: int, out_root: Path
+                ) -> dict[str, dict[str, Any]]:
+    normalization = _normalization(rc)
     results: dict[str, dict[str, Any]] = {}
     for spec in rc.saes:
         name = spec["name"]
         folder = out_root / name
         if rc.resume and (folder / "result.json").is_file():
-            results[name] = json.loads((folder / "result.json").read_text())
+            results[name] = _read_result(folder / "result.json")
             continue
         scfg = SAEConfig.from_dict({k: v for k, v in spec.items() if k != "name"})
         sae = SAE(scfg, device=ctx.device)
@@ -371,7 +375,7 @@ def run(rc: RunConfig, ctx: DistContext | None = None) -> dict[str, dict[str, An
                    "skipped_steps": res.skipped_steps, "seconds": res.seconds, "world_size": ctx.world_size,
                    "global_batch_size": tcfg.batch_size, "device": str(ctx.device), "autocast": tcfg.autocast}
         if ctx.is_main:
-            save_sae(sae, folder / "sae", metadata=dict(rc.metadata), overwrite=True)
+            save_sae(sae, folder / "sae", metadata=dict(rc.metadata), normalization=normalization, overwrite=True)
             atomic_write(folder / "result.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
         ctx.reducer.barrier()
         results[name] = summary
@@ -385,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="run file (YAML or JSON), see RunConfig")
     ap.add_argument("--device", default=None, help="override the run file's device (auto | cpu | cuda)")
     args = ap.parse_args(argv)
+    from .runlock import exit_with_launcher
+
+    exit_with_launcher()  # a torchrun worker exits when its launcher dies, instead of writing on as an orphan
     rc = RunConfig.load(args.config)
     if args.device:
         rc = rc.replace(device=args.device)

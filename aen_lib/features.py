@@ -1,7 +1,7 @@
 """What trained SAE latents do on language-model activations: firing accounting, top-activating contexts, the
 logit effect of a decoder direction, and a spliced evaluation of many SAEs that shares the clean passes.
 
-These are the tools of the book's chapters on real language models (DIGEST §5.3, §5.4 "Interpretability probe").
+These are the tools of the book's chapters on real language models (book: paper facts, language-model protocols "Interpretability probe").
 
 * **Dead and dense latents under three definitions** (survey notes (f)6): a latent is dead when it did not fire
   during the last *N training steps* (SAELens' window), during the last *N tokens* (10M tokens in sparsify,
@@ -12,7 +12,7 @@ These are the tools of the book's chapters on real language models (DIGEST §5.3
   largest per latent; :func:`feature_contexts` turns those rows back into the text around each firing token
   (harvested rows carry their token id, window and position, :class:`aen_lib.activations.Activations`), and
   :func:`render_contexts_html` / :func:`render_contexts_text` print them with the firing token highlighted.
-* **Logit effect** (direct logit attribution of a decoder atom, DIGEST §5.4): ``W_U diag(g) d_i`` where ``W_U`` is
+* **Logit effect** (direct logit attribution of a decoder atom, book: paper facts, language-model protocols): ``W_U diag(g) d_i`` where ``W_U`` is
   the unembedding and ``g`` the final norm's gain (:func:`unembedding_directions`, :func:`logit_effect`,
   :func:`top_logit_tokens`).
 * :func:`spliced_evaluation_many`: the downstream metrics of :func:`aen_lib.evaluation.spliced_evaluation` for
@@ -31,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .activations import ActivationCache, Activations, ActivationSource, CacheConfig, iter_window_batches
-from .evaluation import SplicedEvalResult, ce_sum, forward_logits, kl_sum, mean_ablate, splice_sae, spliced_evaluation_many
-from .lm import default_cache_dir, model_device, residual_hook_module
+from .activations import ActivationCache, Activations, ActivationSource, CacheConfig
+from .evaluation import spliced_evaluation_many
+from .lm import default_cache_dir
 from .metrics import DEAD_THRESHOLD
 
 __all__ = [
@@ -74,11 +74,12 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 
 def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``<cache>/activations/<model>-L<layer>-<12 hex digits>`` for an activation cache of ``config`` (DIGEST §5.1).
+    """``<cache>/activations/<model>-L<layer>-<12 hex digits>`` for an activation cache of ``config`` (book: paper facts, language-model protocols).
 
     The hex digits hash every :class:`CacheConfig` field, so two chapters asking for the same activations share one
-    cache, and a change of model, layer, normalisation, text or document range gets a fresh folder (the cache itself
-    also refuses to mix configurations). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
+    cache, and a change of model, layer, normalisation, text or document range gets a fresh folder; build the config
+    with :meth:`CacheConfig.for_lm` and the LM's dtype and weight fingerprint are in the key too (the cache itself
+    also refuses to mix configurations, LMs of another dtype or weights, and other window sequences). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
     ``~/.cache/aen_lib``), never the repository.
     """
     if not isinstance(config, CacheConfig):
@@ -105,7 +106,7 @@ class _HeadRows:
 
 def cache_source(cache: ActivationCache | str | os.PathLike[str], batch_size: int, *, max_windows: int | None = None,
                  verify: bool = True, **kwargs: Any) -> ActivationSource:
-    """:meth:`ActivationSource.from_cache` restricted to the rows of the first ``max_windows`` windows (DIGEST §5.1).
+    """:meth:`ActivationSource.from_cache` restricted to the rows of the first ``max_windows`` windows (book: paper facts, language-model protocols).
 
     An activation cache only grows: a later run that asks for more windows extends it. Restricting the stream to the
     windows a run asked for makes its batches (and, with ``shuffle_buffer``, their order) independent of what else the
@@ -144,7 +145,7 @@ class FiringTracker:
     """For every latent, the steps and tokens since it last fired, and how often it fired (survey notes (f)6).
 
     Feed it the codes ``h [B, m]`` of consecutive training steps with :meth:`update`. Unlike
-    :class:`aen_lib.metrics.DeadLatentTracker` (a fixed window that is reset, as the paper logs it, DIGEST §5.3),
+    :class:`aen_lib.metrics.DeadLatentTracker` (a fixed window that is reset, as the paper logs it, book: paper facts, language-model protocols),
     this keeps the time since the last firing, so :meth:`dead_mask` answers "did not fire in the last ``w`` steps"
     or "... in the last ``w`` tokens" for any ``w`` up to the length of the stream seen. A latent fires on a token
     when ``|h| > threshold`` (default 1e-12, the paper's threshold).
@@ -256,7 +257,7 @@ def _encode_chunk(encode: Callable[[Tensor], Tensor], x: Tensor, ref: Tensor | N
 @torch.no_grad()
 def firing_statistics(sae: Any, acts: Tensor, *, chunk_size: int = 4096,
                       threshold: float = DEAD_THRESHOLD) -> FiringStats:
-    """Firing counts, maximum and summed activation of every latent of ``sae`` over ``acts [N, d]`` (DIGEST §5.3).
+    """Firing counts, maximum and summed activation of every latent of ``sae`` over ``acts [N, d]`` (book: paper facts, language-model protocols).
 
     ``sae`` is an :class:`aen_lib.model.SAE` (its ``encode`` is used) or any callable ``x -> h [n, m]``. Codes are
     computed ``chunk_size`` rows at a time, so ``[N, m]`` is never held in memory.
@@ -529,7 +530,7 @@ def unembedding_directions(model: nn.Module) -> tuple[Tensor, bool]:
 @torch.no_grad()
 def logit_effect(directions: Tensor, unembedding: tuple[Tensor, bool] | Tensor) -> Tensor:
     """Direct logit effect ``[F, V]`` of residual directions ``directions [F, d]`` (e.g. decoder atoms
-    ``sae.W_dec[features]``), DIGEST §5.4's ``D[:, i]ᵀ W_U`` with the final norm's gain.
+    ``sae.W_dec[features]``), book: paper facts, language-model protocols's ``D[:, i]ᵀ W_U`` with the final norm's gain.
 
     ``unembedding`` is the output of :func:`unembedding_directions` (or a plain ``[V, d]`` matrix). The values are
     logits per unit length of the direction *before* the final norm divides by the token's scale; they rank the

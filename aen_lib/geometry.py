@@ -1,12 +1,12 @@
 """Geometry of the sparse-coding map: regions, Jacobians, Lipschitz constants, Hoffman constants, support recovery.
 
-The object of study (DIGEST §3, "Setup") is the non-negative weighted elastic-net coding map of a fixed dictionary
+The object of study (book: paper facts, theory, "Setup") is the non-negative weighted elastic-net coding map of a fixed dictionary
 
     h*(y) = argmin_{h ≥ 0}  ½‖y − D h‖² + λ1 Σ_i w_i h_i + (λ2/2)‖h‖².
 
 Its KKT conditions cut input space into polyhedral regions, one per active set A, and on each region the map is
 affine with Jacobian J_A = (G_AA + λ2 I)^{-1} D_Aᵀ (G = DᵀD). Everything here computes a quantity of that picture
-for chapters 2-5 of the book. The paper's exact theorem statements were not recovered (DIGEST §3): the Jacobian,
+for chapters 2-5 of the book. The paper's exact theorem statements were not recovered (book: paper facts, theory): the Jacobian,
 Lipschitz and Hoffman statements below are a standard reconstruction, tagged **[INF]** in the docstrings.
 
 Layout: as in :mod:`aen_lib.sparse_coding`, a dictionary is ``W_dec [m, n]`` whose *rows* are the atoms d_i, so
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 PENALTIES: tuple[str, ...] = ("lasso", "elastic_net", "adaptive_lasso", "adaptive_elastic_net")
-"""The four penalties of chapter 4 (DIGEST §1: vanilla ℓ1, elastic net, adaptive lasso, adaptive elastic net)."""
+"""The four penalties of chapter 4 (book: paper facts, claims: vanilla ℓ1, elastic net, adaptive lasso, adaptive elastic net)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def planar_dictionary(
 ) -> Tensor:
     """Unit atoms in the plane at the given angles (degrees): ``W_dec [m, 2]`` with rows (cos θ_i, sin θ_i).
 
-    The 2-D dictionaries of chapter 2, where the polyhedral partition of DIGEST §3 can be drawn.
+    The 2-D dictionaries of chapter 2, where the polyhedral partition of book: paper facts, theory can be drawn.
     """
     if len(angles_deg) == 0:
         raise ValueError("angles_deg must hold at least one angle")
@@ -126,7 +126,7 @@ def planar_dictionary(
 
 
 def region_jacobian(W_dec: Tensor, active: Tensor | Sequence[int], l2: float) -> Tensor:
-    """Jacobian of the coding map on the region of active set A: J_A = (G_AA + λ2 I)^{-1} D_Aᵀ (DIGEST §3).
+    """Jacobian of the coding map on the region of active set A: J_A = (G_AA + λ2 I)^{-1} D_Aᵀ (book: paper facts, theory).
 
     Differentiating the closed form h_A = (G_AA + λ2 I)^{-1}(D_Aᵀ y − λ1 w_A) in y gives J_A; the inactive rows
     of the full Jacobian are zero. Returns ``[|A|, n]`` (rows in increasing atom order). With λ2 = 0 and
@@ -146,7 +146,7 @@ def region_jacobian(W_dec: Tensor, active: Tensor | Sequence[int], l2: float) ->
 
 
 def jacobian_profile(s: Tensor, l2: float) -> Tensor:
-    """The scalar map s ↦ s/(s² + λ2) that turns a singular value of D_A into one of J_A (DIGEST §3).
+    """The scalar map s ↦ s/(s² + λ2) that turns a singular value of D_A into one of J_A (book: paper facts, theory).
 
     With the SVD D_Aᵀ = U S Vᵀ, J_A = V diag(s/(s² + λ2)) Uᵀ. For λ2 > 0 the map peaks at s = √λ2 with value
     1/(2√λ2) (AM-GM: s² + λ2 ≥ 2s√λ2). For λ2 = 0 it is 1/s, unbounded as s → 0. Entries with s = 0 give 0
@@ -159,7 +159,7 @@ def jacobian_profile(s: Tensor, l2: float) -> Tensor:
 
 
 def region_jacobian_norm(W_dec: Tensor, active: Tensor | Sequence[int], l2: float) -> float:
-    """‖J_A‖₂ = max over singular values s of D_A of s/(s² + λ2) (DIGEST §3) [INF].
+    """‖J_A‖₂ = max over singular values s of D_A of s/(s² + λ2) (book: paper facts, theory) [INF].
 
     For λ2 = 0 this is 1/σ_min(D_A) (``inf`` if the active atoms are linearly dependent), the lasso's
     piece-wise Lipschitz constant that blows up with coherence.
@@ -180,7 +180,7 @@ def region_jacobian_norm(W_dec: Tensor, active: Tensor | Sequence[int], l2: floa
 
 
 def elastic_net_lipschitz_bound(l2: float) -> float:
-    """Coherence-free Lipschitz bound of the elastic-net coding map: 1/(2√λ2) (DIGEST §3) [INF].
+    """Coherence-free Lipschitz bound of the elastic-net coding map: 1/(2√λ2) (book: paper facts, theory) [INF].
 
     ‖J_A‖₂ = max_s s/(s² + λ2) ≤ 1/(2√λ2) for every A, and a continuous piecewise-affine map is Lipschitz with
     the largest Jacobian norm of its pieces. ``inf`` for λ2 = 0 (the lasso has no such bound).
@@ -190,7 +190,7 @@ def elastic_net_lipschitz_bound(l2: float) -> float:
 
 
 def crude_lipschitz_bound(W_dec: Tensor, l2: float) -> float:
-    """The cruder standard bound ‖D‖₂/λ2 (DIGEST §3): from λ2-strong convexity, ‖Δh‖ ≤ ‖DᵀΔy‖/λ2."""
+    """The cruder standard bound ‖D‖₂/λ2 (book: paper facts, theory): from λ2-strong convexity, ‖Δh‖ ≤ ‖DᵀΔy‖/λ2."""
     _check_dict(W_dec)
     l2 = _check_nonneg("l2", l2)
     if l2 == 0:
@@ -219,7 +219,7 @@ def local_lipschitz(
     directions: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> LipschitzEstimate:
-    """Empirical local Lipschitz constant of a coding map: max_k ‖h*(y + Δ_k) − h*(y)‖/‖Δ_k‖ (DIGEST §3).
+    """Empirical local Lipschitz constant of a coding map: max_k ‖h*(y + Δ_k) − h*(y)‖/‖Δ_k‖ (book: paper facts, theory).
 
     ``solve`` maps inputs ``[B, n]`` to codes ``[B, m]`` (e.g. a lambda around
     :func:`aen_lib.sparse_coding.weighted_elastic_net`). All B·(K+1) inputs go through ``solve`` in one batch.
@@ -262,7 +262,7 @@ def local_lipschitz(
 
 
 def worst_case_direction(W_dec: Tensor, active: Tensor | Sequence[int], l2: float) -> Tensor:
-    """Unit input direction ``[n]`` that J_A stretches most (top right singular vector of J_A, DIGEST §3).
+    """Unit input direction ``[n]`` that J_A stretches most (top right singular vector of J_A, book: paper facts, theory).
 
     A perturbation along it that stays inside region A changes the code by exactly ‖J_A‖₂ times its length.
     """
@@ -287,7 +287,7 @@ def exact_coding_map(
     *,
     tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor]:
-    """Solve the coding problem exactly for a *small* dictionary (m ≤ 12) by enumerating active sets (DIGEST §3).
+    """Solve the coding problem exactly for a *small* dictionary (m ≤ 12) by enumerating active sets (book: paper facts, theory).
 
     For each candidate A (smallest first) it forms the closed form h_A = (G_AA + λ2 I)^{-1}(D_Aᵀ y − λ1 w_A) and
     accepts it where the KKT conditions hold: h_A > 0 and d_jᵀ(y − D h) ≤ λ1 w_j for j ∉ A. The set of inputs
@@ -355,14 +355,14 @@ def label_regions(
     W_dec: Tensor, y: Tensor, l1: float, l2: float = 0.0, w: Tensor | None = None
 ) -> Tensor:
     """Active-set label (bit mask, see :func:`exact_coding_map`) of each input ``y [B, n]``: the polyhedral
-    partition of input space by the coding map (DIGEST §3), for drawing a grid of 2-D inputs."""
+    partition of input space by the coding map (book: paper facts, theory), for drawing a grid of 2-D inputs."""
     return exact_coding_map(W_dec, y, l1, l2, w)[1]
 
 
 def region_grid(
     W_dec: Tensor, l1: float, l2: float = 0.0, w: Tensor | None = None, *, extent: float = 3.0, n_grid: int = 201
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Active-set labels on a square grid of 2-D inputs [−extent, extent]² (DIGEST §3 polyhedral partition).
+    """Active-set labels on a square grid of 2-D inputs [−extent, extent]² (book: paper facts, theory polyhedral partition).
 
     Returns ``(xs [n_grid], ys [n_grid], labels [n_grid, n_grid])`` with ``labels[i, j]`` the bit mask of the
     active set at input (xs[j], ys[i]) (image layout, ready for ``imshow``/``pcolormesh``).
@@ -388,7 +388,7 @@ def region_grid(
 def lambda_max(W_dec: Tensor, y: Tensor, w: Tensor | None = None) -> Tensor:
     """Smallest λ1 at which h*(y) = 0 for the non-negative (weighted) lasso/EN: max_i (d_iᵀ y)_+ / w_i. ``[B]``.
 
-    From the inactive KKT inequality at h = 0: d_iᵀ y ≤ λ1 w_i for all i (DIGEST §3). Independent of λ2.
+    From the inactive KKT inequality at h = 0: d_iᵀ y ≤ λ1 w_i for all i (book: paper facts, theory). Independent of λ2.
     """
     m, n = _check_dict(W_dec)
     yb = y.unsqueeze(0) if y.dim() == 1 else y
@@ -407,7 +407,7 @@ def solution_path(
     w: Tensor | None = None,
     **solver_kwargs,
 ) -> Tensor:
-    """Codes h*(y; λ1) for every λ1 of a grid, one FISTA batch (DIGEST §3, the regularisation path).
+    """Codes h*(y; λ1) for every λ1 of a grid, one FISTA batch (book: paper facts, theory, the regularisation path).
 
     The per-λ problems are batched by folding λ1 into per-sample weights (λ1 w_i = 1 · (λ1 w_i)), so one call of
     :func:`aen_lib.sparse_coding.weighted_elastic_net` solves the whole path.
@@ -442,7 +442,7 @@ def solution_path(
 
 @dataclass
 class HoffmanDiagnostics:
-    """The local Hoffman-type constant of DIGEST §3 and its block bounds, for one active set.
+    """The local Hoffman-type constant of book: paper facts, theory and its block bounds, for one active set.
 
     With P = G_AA + λ2 I and W = diag(w_{Aᶜ}), M_A = [[P, 0], [G_{AᶜA}, λ1 W]] and
     M_A^{-1} = [[P^{-1}, 0], [−(λ1W)^{-1} G_{AᶜA} P^{-1}, (λ1W)^{-1}]].
@@ -475,7 +475,7 @@ def _split(W_dec: Tensor, active: Tensor | Sequence[int]) -> tuple[Tensor, Tenso
 def hoffman_matrix(
     W_dec: Tensor, active: Tensor | Sequence[int], l1: float, l2: float, w: Tensor | None = None
 ) -> Tensor:
-    """M_A = [[G_AA + λ2 I, 0], [G_{AᶜA}, λ1 diag(w_{Aᶜ})]] (DIGEST §3, local Hoffman constant) [INF].
+    """M_A = [[G_AA + λ2 I, 0], [G_{AᶜA}, λ1 diag(w_{Aᶜ})]] (book: paper facts, theory, local Hoffman constant) [INF].
 
     Rows/columns are ordered active atoms first, then inactive ones (each in increasing index order).
     Returns ``[m, m]``.
@@ -488,7 +488,7 @@ def hoffman_matrix(
     if wv.shape != (m,):
         raise ValueError(f"w must have shape [m]=[{m}], got {tuple(wv.shape)}")
     G = W_dec @ W_dec.T
-    a, c = int(mask.sum()), int(inact.sum())
+    a = int(mask.sum())
     M = torch.zeros(m, m, dtype=W_dec.dtype, device=W_dec.device)
     M[:a, :a] = G[mask][:, mask] + l2 * torch.eye(a, dtype=W_dec.dtype, device=W_dec.device)
     M[a:, :a] = G[inact][:, mask]
@@ -497,9 +497,9 @@ def hoffman_matrix(
 
 
 def cross_leverage(W_dec: Tensor, active: Tensor | Sequence[int]) -> Tensor:
-    """Cross-leverage of each inactive atom: ‖P_A d_j‖²/‖d_j‖², P_A the projector onto span{d_i : i ∈ A} (DIGEST §3).
+    """Cross-leverage of each inactive atom: ‖P_A d_j‖²/‖d_j‖², P_A the projector onto span{d_i : i ∈ A} (book: paper facts, theory).
 
-    DIGEST writes h_j(A) = (1/n)‖P_A d_j‖² in the regression convention where columns have ‖d_j‖² = n; for the
+    the paper writes h_j(A) = (1/n)‖P_A d_j‖² in the regression convention where columns have ‖d_j‖² = n; for the
     book's unit-norm atoms that is ‖P_A d_j‖²/‖d_j‖² ∈ [0, 1] [INF]: 0 for an atom orthogonal to the active
     subspace, 1 for an atom inside it ("shadowed"). Returns ``[|Aᶜ|]`` in increasing atom order.
     """
@@ -517,7 +517,7 @@ def cross_leverage(W_dec: Tensor, active: Tensor | Sequence[int]) -> Tensor:
 
 
 def interaction_leakage(W_dec: Tensor, active: Tensor | Sequence[int]) -> float:
-    """Interaction leakage ‖D_{Aᶜ}ᵀ D_A‖_F: total correlation between inactive and active atoms (DIGEST §3)."""
+    """Interaction leakage ‖D_{Aᶜ}ᵀ D_A‖_F: total correlation between inactive and active atoms (book: paper facts, theory)."""
     mask, inact = _split(W_dec, active)
     return float((W_dec[inact] @ W_dec[mask].T).norm())
 
@@ -525,7 +525,7 @@ def interaction_leakage(W_dec: Tensor, active: Tensor | Sequence[int]) -> float:
 def hoffman_diagnostics(
     W_dec: Tensor, active: Tensor | Sequence[int], l1: float, l2: float, w: Tensor | None = None
 ) -> HoffmanDiagnostics:
-    """H_A = ‖M_A^{-1}‖₂ with its three block terms, block bounds, leakage and cross-leverage (DIGEST §3) [INF].
+    """H_A = ‖M_A^{-1}‖₂ with its three block terms, block bounds, leakage and cross-leverage (book: paper facts, theory) [INF].
 
     Requires λ1 w_j > 0 on inactive atoms and G_AA + λ2 I invertible (otherwise H_A = inf, returned as such).
     """
@@ -575,7 +575,7 @@ def nonneg_irrepresentable(W_dec: Tensor, support: Tensor | Sequence[int], w: Te
     """One-sided (weighted) irrepresentable value max_{j ∉ S} G_{jS} G_SS^{-1} w_S / w_j for non-negative codes.
 
     For the non-negative lasso the inactive KKT condition is one-sided (d_jᵀr ≤ λ1 w_j), so the Zhao-Yu condition
-    becomes max_j (G_{SᶜS} G_SS^{-1} w_S)_j / w_j < 1 [INF, our non-negative, weighted form of DIGEST §3]. With
+    becomes max_j (G_{SᶜS} G_SS^{-1} w_S)_j / w_j < 1 [INF, our non-negative, weighted form of book: paper facts, theory]. With
     w ≡ 1 it is at most the two-sided value ‖G_{SᶜS} G_SS^{-1} 1‖_∞ of :func:`aen_lib.data.irrepresentable_condition`;
     large weights on inactive atoms (adaptive penalties) push it below 1.
     """
@@ -591,7 +591,7 @@ def nonneg_irrepresentable(W_dec: Tensor, support: Tensor | Sequence[int], w: Te
 def pilot_weights(
     pilot: Tensor, *, gamma: float = 1.0, top_pct: float | None = None, w_min: float = 1.0, w_max: float = 1e3
 ) -> Tensor:
-    """Adaptive weights from a pilot estimate, with the SAE's rule (DIGEST §2.3 steps 2-3) in place of Zou's 1/|β̂|^γ.
+    """Adaptive weights from a pilot estimate, with the SAE's rule (book: paper facts, model and loss steps 2-3) in place of Zou's 1/|β̂|^γ.
 
     w_i = clip((r / max(|pilot_i|, 1e-5))^γ, w_min, w_max), r = mean of the top ⌊p·m⌋ |pilot| values per sample
     (p = ``top_pct``; default 1/m, i.e. r = max |pilot|). Zou (2006) uses w_i = |β̂_i|^{-γ}; dividing by r only
@@ -636,13 +636,13 @@ def support_recovery_curves(
     generator: torch.Generator | None = None,
     **solver_kwargs,
 ) -> dict[str, Tensor]:
-    """P(supp ĥ = S) against λ1 for lasso, elastic net, adaptive lasso and adaptive EN (DIGEST §3, support recovery).
+    """P(supp ĥ = S) against λ1 for lasso, elastic net, adaptive lasso and adaptive EN (book: paper facts, theory, support recovery).
 
     Each trial draws a non-negative code on the fixed support S with magnitudes U[magnitude] (as the spiked model,
-    DIGEST §4.1), observes y = D h0 + σ ε, and solves every penalty on the whole λ1 grid in one solver batch. The
+    book: paper facts, synthetic protocol), observes y = D h0 + σ ε, and solves every penalty on the whole λ1 grid in one solver batch. The
     adaptive penalties use :func:`pilot_weights` of a non-negative elastic-net pilot (λ1 = ``pilot_l1``,
     λ2 = ``pilot_l2``), as Zou & Zhang (2009) do; the pilot is computed once per trial and shared.
-    The recovered support is {i : ĥ_i > support_tol} (DIGEST §4.3).
+    The recovered support is {i : ĥ_i > support_tol} (book: paper facts, synthetic protocol).
 
     Returns:
         ``{"recovery": {penalty: [L]}, "shrinkage": {penalty: [L]}, "pilot_recall": float}``: the share of trials
@@ -701,7 +701,7 @@ def oracle_bias(
     l2: float = 0.0,
     w: Tensor | None = None,
 ) -> Tensor:
-    """Bias of the coding map on a noiseless input y = D h0 when it selects the true support S (DIGEST §3).
+    """Bias of the coding map on a noiseless input y = D h0 when it selects the true support S (book: paper facts, theory).
 
     From the closed form on S with y = D_S h0_S:
     ĥ_S − h0_S = −(G_SS + λ2 I)^{-1} (λ2 h0_S + λ1 w_S): the ℓ1 term shrinks by λ1 w_S (Tibshirani's shrinkage,
@@ -747,7 +747,7 @@ def grouping_bound(W_dec: Tensor, y: Tensor, h: Tensor, l2: float) -> Tensor:
 
 @dataclass
 class AmortisationGap:
-    """How far an SAE's encoder codes are from the exact codes of its decoder (DIGEST §3, last bullet) [INF]."""
+    """How far an SAE's encoder codes are from the exact codes of its decoder (book: paper facts, theory, last bullet) [INF]."""
 
     rel_code_error: float
     """‖h_enc − h*‖_F / ‖h*‖_F over the batch."""
@@ -779,7 +779,7 @@ def amortisation_gap(
     """Compare ``sae.encode(x)`` with the exact minimiser of the SAE's own per-token loss for its decoder.
 
     For frozen ``W_dec`` and ``b_dec`` the best code of a token is h*(x − b_dec) for the loss
-    (1/n)‖y − Dh‖² + λ1 Σ w_i h_i + λ2 ‖h‖² (DIGEST §2.2), i.e. the theory map of §3 with
+    (1/n)‖y − Dh‖² + λ1 Σ w_i h_i + λ2 ‖h‖² (book: paper facts, model and loss), i.e. the theory map of §3 with
     λ1 = nλ1_sae/2, λ2 = nλ2_sae (:func:`aen_lib.sparse_coding.sae_to_theory_penalties`). The encoder, one affine map
     and a ReLU, amortises that optimisation; the gap measures what the amortisation loses. ``weights`` are the
     adaptive weights w̃ [m] to use (default: the SAE's current ones if it has any, else 1). λ2 is taken as 0 for

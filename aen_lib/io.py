@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .config import SAEConfig
 from .model import SAE
+from .saelens import load_saelens_sae, saelens_cfg
 
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
@@ -44,24 +43,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _saelens_cfg(sae: SAE, metadata: dict[str, Any] | None) -> dict[str, Any]:
-    c = sae.cfg
-    cfg: dict[str, Any] = {
-        "architecture": sae.architecture.saelens_architecture,
-        "d_in": c.d_in,
-        "d_sae": c.d_sae,
-        "dtype": str(sae.W_enc.dtype).removeprefix("torch."),
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        "metadata": dict(metadata or {}),
-        "aen_lib": c.to_dict(),
-        **sae.architecture.saelens_fields(0),
-    }
-    return cfg
 
 
 def _exportable(sae: SAE) -> SAE:
@@ -83,7 +64,8 @@ def sae_tensors(sae: SAE) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in t.items()}
 
 
-def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = None,
+             normalization: str | None = None, overwrite: bool = False) -> Path:
     """Write ``cfg.json`` + ``sae_weights.safetensors`` into ``folder``.
 
     The folder is assembled in a temporary sibling and renamed into place, so a failed save never leaves a
@@ -98,7 +80,8 @@ def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_file(sae_tensors(sae), str(tmp / WEIGHTS_NAME))
-        (tmp / CFG_NAME).write_text(json.dumps(_saelens_cfg(sae, metadata), indent=2) + "\n")
+        cfg = saelens_cfg(sae.cfg, dtype=str(sae.W_enc.dtype), normalization=normalization, metadata=metadata)
+        (tmp / CFG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -116,34 +99,7 @@ def save_sae(sae: SAE, folder: str | Path, *, metadata: dict[str, Any] | None = 
 def load_sae(
     folder: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> tuple[SAE, dict[str, Any]]:
-    """Load an SAE written by :func:`save_sae`; returns ``(sae, metadata)``. The SAE is in eval mode."""
-    folder = Path(folder)
-    cfg_path, w_path = folder / CFG_NAME, folder / WEIGHTS_NAME
-    for p in (cfg_path, w_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} is missing; expected a folder written by aen_lib.io.save_sae")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); the file is corrupt") from e
-    if "aen_lib" not in raw:
-        raise ValueError(f"{cfg_path} has no 'aen_lib' section; it was not written by aen_lib.io.save_sae")
-    cfg = SAEConfig.from_dict(raw["aen_lib"])
-    try:
-        tensors = load_file(str(w_path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{w_path} could not be read ({e}); the file is corrupt") from e
-    expected = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
-    for name, shape in expected.items():
-        if name not in tensors:
-            raise ValueError(f"{w_path} lacks tensor {name!r}")
-        if tuple(tensors[name].shape) != shape:
-            raise ValueError(f"{w_path}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
-    dtype = dtype or tensors["W_enc"].dtype
-    sae = SAE(cfg, device=device, dtype=dtype)
-    with torch.no_grad():
-        for name in expected:
-            getattr(sae, name).copy_(tensors[name])
-        sae.architecture.load_saelens_tensors(0, {k: v.to(sae.W_enc.device) for k, v in tensors.items()})
-    sae.eval()
-    return sae, dict(raw.get("metadata", {}))
+    """Load an SAE folder: one written by :func:`save_sae`, or one trained by SAELens (standard, topk, jumprelu;
+    :func:`aen_lib.saelens.read_saelens_folder` says what is refused). Returns ``(sae, metadata)``; the SAE is in eval
+    mode and expects inputs normalised as ``metadata["normalization"]`` says."""
+    return load_saelens_sae(folder, device=device, dtype=dtype)

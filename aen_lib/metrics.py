@@ -1,4 +1,4 @@
-"""SAE metrics: sparsity, reconstruction, starvation, geometry, recovery and utilisation (DIGEST §4.3, §5.3).
+"""SAE metrics: sparsity, reconstruction, starvation, geometry, recovery and utilisation (book: paper facts, synthetic protocol).
 
 All functions take torch tensors and work on any device; scalar results are returned as 0-dim tensors on the
 input's device (call ``float(...)`` to log them) unless stated otherwise. Shapes: inputs ``x, x_hat [B, n]``
@@ -6,7 +6,7 @@ input's device (call ``float(...)`` to log them) unless stated otherwise. Shapes
 
 Two explained-variance definitions are provided on purpose, because they differ:
 
-* :func:`explained_variance`, the **paper's** per-batch metric (DIGEST §4.3):
+* :func:`explained_variance`, the **paper's** per-batch metric (book: paper facts, synthetic protocol):
   EV = 1 − Σ_j Var_b(x_j − x̂_j) / Σ_j Var_b(x_j) with biased (1/B) variances over the batch. The residual is
   centred, so a constant bias error x̂ = x + c is not penalised (EV = 1).
 * :class:`StreamingExplainedVariance`, the globally centred cross-batch metric recommended in the survey notes:
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 DEAD_THRESHOLD = 1e-12
-"""A latent counts as firing when |h| > 1e-12 (DIGEST §4.3 L0 and dead %)."""
+"""A latent counts as firing when |h| > 1e-12 (book: paper facts, synthetic protocol L0 and dead %)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -76,25 +76,25 @@ def _float(t: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# sparsity and reconstruction (DIGEST §4.3)
+# sparsity and reconstruction (book: paper facts, synthetic protocol)
 # ----------------------------------------------------------------------------------------------------------
 
 
 def l0(h: Tensor, thresh: float = DEAD_THRESHOLD) -> Tensor:
-    """Mean number of latents with |h| > ``thresh`` per sample (DIGEST §4.3 "L0"). ``h [B, m]`` → 0-dim."""
+    """Mean number of latents with |h| > ``thresh`` per sample (book: paper facts, synthetic protocol "L0"). ``h [B, m]`` → 0-dim."""
     h2 = _as_2d("h", h)
     return (h2.abs() > thresh).sum(dim=1).float().mean()
 
 
 def mse(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Mean squared error averaged over batch *and* dimensions (DIGEST §2.2, the training loss's MSE term)."""
+    """Mean squared error averaged over batch *and* dimensions (book: paper facts, model and loss, the training loss's MSE term)."""
     x2, xh2 = _pair(x, x_hat)
     d = _float(x2) - _float(xh2)
     return (d * d).mean()
 
 
 def explained_variance(x: Tensor, x_hat: Tensor) -> Tensor:
-    """The paper's per-batch explained variance (DIGEST §4.3 "EV"):
+    """The paper's per-batch explained variance (book: paper facts, synthetic protocol "EV"):
 
         EV = 1 − Σ_j Var_b(x_j − x̂_j) / Σ_j Var_b(x_j),
 
@@ -188,14 +188,14 @@ class StreamingExplainedVariance:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# dead latents (DIGEST §4.1, §5.3 "Dead % (window)")
+# dead latents (book: paper facts, synthetic protocol "Dead % (window)")
 # ----------------------------------------------------------------------------------------------------------
 
 
 class DeadLatentTracker:
-    """Max |h| per latent over a window of training steps or tokens; dead ⇔ max ≤ ``threshold`` (DIGEST §5.3).
+    """Max |h| per latent over a window of training steps or tokens; dead ⇔ max ≤ ``threshold`` (book: paper facts, language-model protocols).
 
-    Window rule (the digest's "window reset every N steps"): batches are added with :meth:`update`. A window is
+    Window rule (the paper's "window reset every N steps"): batches are added with :meth:`update`. A window is
     *complete* once it holds ``window`` steps (``unit="steps"``) or at least ``window`` tokens (``unit="tokens"``;
     batches are never split, so a token window may overshoot by part of one batch). The accumulator is reset
     lazily, at the start of the first update after completion. Hence right after update number N·window the
@@ -310,18 +310,18 @@ class DeadLatentTracker:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# shrinkage and decoder geometry (DIGEST §4.3, §5.3)
+# shrinkage and decoder geometry (book: paper facts, synthetic protocol)
 # ----------------------------------------------------------------------------------------------------------
 
 
 def shrinkage_ratio(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Shrinkage ratio mean_b ‖x̂_b‖₁ / mean_b ‖x_b‖₁ (DIGEST §4.3); < 1 means the reconstruction is shrunk."""
+    """Shrinkage ratio mean_b ‖x̂_b‖₁ / mean_b ‖x_b‖₁ (book: paper facts, synthetic protocol); < 1 means the reconstruction is shrunk."""
     x2, xh2 = _pair(x, x_hat)
     return _float(xh2).abs().sum() / _float(x2).abs().sum()
 
 
 def nearest_neighbour_coherence(W_dec: Tensor, chunk_size: int = 4096) -> tuple[Tensor, dict[str, float]]:
-    """Per-atom nearest-neighbour coherence max_{j≠i} |cos(d_i, d_j)| and its summary (DIGEST §4.3, §5.3).
+    """Per-atom nearest-neighbour coherence max_{j≠i} |cos(d_i, d_j)| and its summary (book: paper facts, synthetic protocol).
 
     Args:
         W_dec: decoder ``[m, n]`` (rows = atoms; normalised here, zero rows give cosine 0).
@@ -358,13 +358,13 @@ def nearest_neighbour_coherence(W_dec: Tensor, chunk_size: int = 4096) -> tuple[
 
 
 # ----------------------------------------------------------------------------------------------------------
-# recovery against a known dictionary (DIGEST §4.3 "Recovery metrics")
+# recovery against a known dictionary (book: paper facts, synthetic protocol "Recovery metrics")
 # ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class AtomMatch:
-    """Hungarian matching of learned atoms to true atoms on |cos| (DIGEST §4.3)."""
+    """Hungarian matching of learned atoms to true atoms on |cos| (book: paper facts, synthetic protocol)."""
 
     learned_idx: Tensor
     """[K] int64 learned-latent index of each matched pair (K = min(m_learned, m_true))."""
@@ -381,7 +381,7 @@ class AtomMatch:
 
 
 def match_atoms(W_learned: Tensor, D_true: Tensor) -> AtomMatch:
-    """Match learned decoder rows to true atoms by the Hungarian algorithm on |cos| (DIGEST §4.3).
+    """Match learned decoder rows to true atoms by the Hungarian algorithm on |cos| (book: paper facts, synthetic protocol).
 
     Uses ``scipy.optimize.linear_sum_assignment`` (maximising the total |cos|) on CPU in float64.
     ``W_learned [m_l, n]`` and ``D_true [m_t, n]`` may have different numbers of atoms.
@@ -413,7 +413,7 @@ def support_metrics(
     thresh: float = 1e-6,
     assignment: AtomMatch | tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, float]:
-    """Support precision, recall, F1 and Jaccard of learned codes vs true codes (DIGEST §4.3).
+    """Support precision, recall, F1 and Jaccard of learned codes vs true codes (book: paper facts, synthetic protocol).
 
     A learned latent l "fires" when |h_l| > ``thresh``; a true atom t is active when h_true_t ≠ 0. With the
     assignment pairs (l_k, t_k) (default: identity, which needs m_l = m_t), a true positive is a sample where
@@ -457,7 +457,7 @@ def support_metrics(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# feature utilisation (DIGEST §5.3)
+# feature utilisation (book: paper facts, language-model protocols)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -480,7 +480,7 @@ def _rates(h_or_rates: Tensor) -> Tensor:
 
 
 def firing_entropy(h_or_rates: Tensor) -> float:
-    """Normalised entropy of the firing distribution, H(q)/log m with q = rates/Σ rates (DIGEST §5.3).
+    """Normalised entropy of the firing distribution, H(q)/log m with q = rates/Σ rates (book: paper facts, language-model protocols).
 
     1 = every latent fires equally often, 0 = one latent does all the firing. Accepts codes ``[B, m]``
     (rates via :func:`firing_rates`) or rates ``[m]``; NaN when nothing fires.
@@ -495,7 +495,7 @@ def firing_entropy(h_or_rates: Tensor) -> float:
 
 
 def gini(h_or_rates: Tensor) -> float:
-    """Gini coefficient of the firing rates, Σ_i (2i − m − 1) p_(i) / (m Σ p) over ascending p (DIGEST §5.3).
+    """Gini coefficient of the firing rates, Σ_i (2i − m − 1) p_(i) / (m Σ p) over ascending p (book: paper facts, language-model protocols).
 
     0 = equal use; (m−1)/m = a single latent fires. NaN when nothing fires.
     """
@@ -510,7 +510,7 @@ def gini(h_or_rates: Tensor) -> float:
 
 
 def top_mass(h_or_rates: Tensor, frac: float) -> float:
-    """Share of all firing done by the top ``frac`` of latents, with max(1, ⌊frac·m⌋) latents (DIGEST §5.3)."""
+    """Share of all firing done by the top ``frac`` of latents, with max(1, ⌊frac·m⌋) latents (book: paper facts, language-model protocols)."""
     if not (isinstance(frac, (int, float)) and 0 < frac <= 1):
         raise ValueError(f"frac must be in (0, 1], got {frac!r}")
     r = _rates(h_or_rates)
@@ -522,9 +522,9 @@ def top_mass(h_or_rates: Tensor, frac: float) -> float:
 
 
 def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
-    """Feature-utilisation summary (DIGEST §5.3): ``normalised_entropy``, ``gini``, ``top1_mass``, ``top10_mass``.
+    """Feature-utilisation summary (book: paper facts, language-model protocols): ``normalised_entropy``, ``gini``, ``top1_mass``, ``top10_mass``.
 
-    Masses are fractions in [0, 1] (the digest's table prints them in percent).
+    Masses are fractions in [0, 1] (the paper's table prints them in percent).
     """
     r = _rates(h_or_rates)
     return {
@@ -542,7 +542,7 @@ def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: Tensor, thresh: float = 1e-6) -> dict[str, float]:
-    """Dictionary and support recovery of a trained SAE against the true dictionary (DIGEST §4.3 recovery).
+    """Dictionary and support recovery of a trained SAE against the true dictionary (book: paper facts, synthetic protocol recovery).
 
     Learned atoms (rows of ``sae.W_dec``) are matched to the true atoms ``D_true [m, n]`` with :func:`match_atoms`;
     the codes ``sae.encode(x)`` are then scored against ``h_true`` with :func:`support_metrics` under that

@@ -121,7 +121,7 @@ class SAE(nn.Module):
     def cfg(self) -> SAEConfig:
         """The config of a single SAE (a stack has ``cfgs``)."""
         if self.stacked:
-            raise AttributeError("a stack of SAEs has no single cfg; use .cfgs[j] or .member(j).cfg")
+            raise TypeError("a stack of SAEs has no single cfg; use .cfgs[j] or .member(j).cfg")
         return self.cfgs[0]
 
     @property
@@ -137,7 +137,7 @@ class SAE(nn.Module):
     def architecture(self) -> Architecture:
         """The architecture object of a single SAE (its run of one member)."""
         if self.stacked:
-            raise AttributeError("a stack has several runs; use .run_of(j)")
+            raise TypeError("a stack has several runs; use .run_of(j)")
         return self.runs[0]  # type: ignore[return-value]
 
     def run_of(self, j: int) -> tuple[Architecture, int]:

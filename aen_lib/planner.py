@@ -1,4 +1,4 @@
-"""Memory and time planner for SAE training at LLM scale, and a tracer that measures what it predicts (DIGEST §5.2).
+"""Memory and time planner for SAE training at LLM scale, and a tracer that measures what it predicts.
 
 Before renting GPUs for the paper's Llama-3.1-8B protocol (d 4096, m 131,072, batch 4,096 tokens, 100,000 steps) one
 wants three numbers: the peak memory of one GPU, the FLOPs of one step, and the wall-clock time of the budget.
@@ -6,7 +6,8 @@ wants three numbers: the peak memory of one GPU, the FLOPs of one step, and the 
 **Memory of one SAE training step** (Adam, parameters float32; B tokens per GPU, n = d_in, m = d_sae). Let
 ``W = n·m·4`` bytes (one weight matrix) and ``U = B·m·4`` bytes (one float32 ``[B, m]`` activation).
 
-* Persistent: parameters (2W + biases), Adam's two moments (4W + biases), adaptive EMA and dead-latent window [m].
+* Persistent: parameters (2W + biases), Adam's two moments and its scratch buffer (6W + biases; the scratch makes the
+  common step allocation-free, :class:`aen_lib.optim.MemberAdam`), adaptive EMA and dead-latent window [m].
 * Per step, the largest of four phases, read off the autograd graph of :meth:`aen_lib.model.SAE.loss` and the
   trainer (and checked with :class:`TensorMemoryTracer`, ``tests/test_planner.py``):
 
@@ -16,14 +17,16 @@ wants three numbers: the peak memory of one GPU, the FLOPs of one step, and the 
   penalty backward      ``pre`` and ``h`` (kept), the l1/l2/TopK gradient branches of h        k_A · U
   decoder backward      the above, minus spent branches, plus grad(W_dec)                      k_B · U + W
   encoder backward      ``pre``, ``h``, grad(pre), grad(W_dec), grad(W_enc)                    k_C · U + 2W
-  Adam step             ``pre``, ``h``, both gradients, Adam's √v and update temporaries       2 · U + 4W
+  Adam step             ``pre``, ``h``, both gradients (Adam works in its scratch buffer)        2 · U + 2W
   ====================  =====================================================================  ============
 
-  k_A counts the [B, m] buffers of the sparsity objective's backward. The (adaptive) l1 term is taken from the
-  column sums Σ_b h (an [m] vector), so its backward adds no [B, m] buffer: 3 for ReLU+l1, adaptive lasso and TopK;
-  the l2 term's backward (2·h·grad) adds one, so 4 (and one more in the decoder phase) for the elastic net and AEN.
-  With bf16 autocast, a bf16 copy of h is saved for the decoder's weight gradient (+U/2) and bf16 copies of both
-  weight matrices are cached during the forward (+W), so **autocast saves time, not memory** here.
+  k_A counts the [B, m] buffers of the architecture's backward, declared by each architecture
+  (:meth:`aen_lib.architectures.Architecture.activation_counts`): 3 for TopK, 4 (and one more in the decoder phase)
+  for the l1 family (the column sums Σ_b h broadcast back to [B, m] in backward), 5/8/6 for JumpReLU's
+  straight-through functions. TopK+AuxK declares the count of a step in which its auxiliary loss runs (dead latents
+  exist), an upper bound for steps in which none is dead.
+  With bf16 autocast the encoder's fused matmul-plus-bias returns bf16, so every [B, m] activation is half of U, and
+  bf16 copies of the weights live during the backward (+W/2): autocast saves memory as well as time.
   Small [B, n] terms (x, x − b_dec, x̂, residual: 4·B·n·4 bytes) are added. Allocator overhead and fragmentation
   are not modelled: budget some headroom.
 
@@ -32,22 +35,23 @@ early exit never runs) in the LM dtype, plus the activations of one no-grad forw
 tokens: the residual stream and attention (≈ 6·d per token) and the MLP (gate, up, product: 3·d_ffn per token), and a
 float32 copy of the hooked activation and of its normalised version.
 
-**FLOPs**: SAE ``12·B·n·m`` per step, matmuls only: forward 4Bnm (encoder, decoder), backward 8Bnm (both weight
-gradients, the gradient of h, and the gradient of the encoder input: ``x − b_dec`` depends on the parameter b_dec, so
-autograd computes it). ``benchmarks/bench_core.py`` uses the same count; a ``FlopCounterMode`` trace confirms
-12 (``tests/test_planner.py``). Elementwise work is not counted. LM forward ``2·N·tokens`` with N the non-embedding parameters of the blocks that run,
+**FLOPs**: SAE ``10·B·n·m`` per step, matmuls only: forward 4Bnm (encoder, decoder), backward 6Bnm (both weight
+gradients and the gradient of h). The encoder input ``x − b_dec`` gets no gradient: b_dec's encoder gradient flows
+through a zero-valued [1, m] term instead (:meth:`aen_lib.model.SAE._pre3`), which saves the fifth big matmul.
+``benchmarks/bench_core.py`` uses the same count; a ``FlopCounterMode`` trace confirms it (``tests/test_planner.py``). Elementwise work is not counted. LM forward ``2·N·tokens`` with N the non-embedding parameters of the blocks that run,
 plus the causal attention scores ``2·T·d`` per token per block.
 
 **Time** on G GPUs of a given peak at a stated efficiency: ``FLOPs / G / (peak · efficiency)`` for the SAE (the fp32
 peak without autocast: PyTorch does not use TF32 for fp32 matmuls by default; the bf16 peak with autocast) and the LM
 (bf16), plus, with G > 1, a ring all-reduce of the float32 gradients, ``2 (G−1)/G · bytes / link bandwidth``, per
-step, counted as if it did not overlap with the backward (an upper bound; DDP overlaps it partly).
+step, counted as if it did not overlap with the backward (the loop all-reduces after the backward, in place:
+:class:`aen_lib.reduce.ProcessGroupReducer`). In-place all-reduce needs no gradient buckets, so multi-GPU memory per
+GPU is the one-GPU model at the per-GPU batch (PyTorch's DDP wrapper would add a bucket copy of the gradients).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -159,7 +163,7 @@ class LMSpec:
         return self.embedding_params + (layer + 1) * self.block_params + self.d_model
 
 
-#: Llama-3.1-8B (the paper's model, DIGEST §5.2) and SmolLM2-135M (our offline stand-in), from their configs.
+#: Llama-3.1-8B (the paper's model, book: paper facts, language-model protocols) and SmolLM2-135M (our offline stand-in), from their configs.
 LM_SPECS: Mapping[str, LMSpec] = {
     "llama-3.1-8b": LMSpec("meta-llama/Llama-3.1-8B", n_layers=32, d_model=4096, d_ffn=14336, n_heads=32,
                            n_kv_heads=8, vocab=128256, tied_embeddings=False),
@@ -186,14 +190,14 @@ def _check_pos(**kw: Any) -> None:
 
 
 def sae_step_flops(batch: int, d_in: int, d_sae: int) -> float:
-    """FLOPs of one SAE training step, 12·B·n·m (matmuls only, as traced; see the module docstring, DIGEST §2.1)."""
+    """FLOPs of one SAE training step, 10·B·n·m (matmuls only, as traced; see the module docstring)."""
     _check_pos(batch=batch, d_in=d_in, d_sae=d_sae)
-    return 12.0 * batch * d_in * d_sae
+    return 10.0 * batch * d_in * d_sae
 
 
 def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", autocast: str = "none",
                optimizer: str = "adam") -> dict[str, float]:
-    """Predicted bytes of one SAE training step on one device (module docstring; DIGEST §2.5 fp32 parameters).
+    """Predicted bytes of one SAE training step on one device (module docstring; book: paper facts, model and loss fp32 parameters).
 
     Returns ``params``, ``optimizer``, ``statistics`` (persistent), ``step_peak`` (largest phase of the step) and
     ``total`` = persistent + step_peak, plus ``phase`` naming the largest phase.
@@ -206,16 +210,17 @@ def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", 
     n, m, B = d_in, d_sae, batch
     W, U = 4.0 * n * m, 4.0 * B * m
     params = 2 * W + 4.0 * (n + m)
-    states = 2 if optimizer == "adam" else 0
+    states = 3 if optimizer == "adam" else 0  # two moments and the scratch buffer
     opt = states * params
     stats = 4.0 * m * 3  # adaptive EMA, dead-window max, weights of the current step
     kA, kB, kC = activation_counts(architecture)  # ValueError for an unknown architecture
     bf = autocast == "bf16"
+    A = U / 2 if bf else U  # under autocast the [B, m] activations are bf16
     phases = {
-        "penalty backward": kA * U + (0.5 * U + W if bf else 0.0),
-        "decoder backward": kB * U + W + (0.5 * W if bf else 0.0),
-        "encoder backward": kC * U + 2 * W + (0.5 * W if bf else 0.0),
-        "optimizer step": 2 * U + 2 * W + (2 * W if states else 0.0),
+        "penalty backward": kA * A + (0.5 * W if bf else 0.0),
+        "decoder backward": kB * A + W + (0.5 * W if bf else 0.0),
+        "encoder backward": kC * A + 2 * W + (0.5 * W if bf else 0.0),
+        "optimizer step": 2 * A + 2 * W,
     }
     phase = max(phases, key=phases.__getitem__)
     step = phases[phase] + 4.0 * 4 * B * n
@@ -225,7 +230,7 @@ def sae_memory(d_in: int, d_sae: int, batch: int, *, architecture: str = "aen", 
 
 def lm_memory(lm: LMSpec, layer: int, lm_batch: int, seq_len: int, *, dtype_bytes: int = 2,
               truncate: bool = False) -> dict[str, float]:
-    """Predicted bytes of the LM when harvesting block ``layer`` with early exit (DIGEST §5.2: bf16 = 2 bytes)."""
+    """Predicted bytes of the LM when harvesting block ``layer`` with early exit (book: paper facts, language-model protocols: bf16 = 2 bytes)."""
     _check_pos(lm_batch=lm_batch, seq_len=seq_len, dtype_bytes=dtype_bytes)
     if not 0 <= layer < lm.n_layers:
         raise ValueError(f"layer={layer} must lie in [0, {lm.n_layers})")
@@ -268,7 +273,7 @@ class Plan:
         return asdict(self)
 
 
-#: The paper's Llama protocol (DIGEST §5.2).
+#: The paper's Llama protocol (book: paper facts, language-model protocols).
 PAPER_LLAMA: Mapping[str, Any] = {
     "lm": "llama-3.1-8b", "layer": 16, "d_in": 4096, "d_sae": 131_072, "batch": 4096, "steps": 100_000,
     "seq_len": 128, "lm_batch": 16,
@@ -390,7 +395,7 @@ def measure_train_step_memory(sae_cfg: SAEConfig, batch: int, *, autocast: str =
     ``total``. On CPU the step is traced with :class:`TensorMemoryTracer`; on CUDA ``torch.cuda.max_memory_allocated``
     is read as well (``cuda_total``).
     """
-    from .distributed import TensorStream
+    from .sources import TensorStream
     from .model import SAE
     from .train import TrainConfig, Trainer
 

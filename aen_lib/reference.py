@@ -138,6 +138,58 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     return out
 
 
+PROVENANCE_KEYS = ("record_version", "set", "command", "protocol", "members", "invocations", "wall_seconds",
+                   "member_steps", "member_steps_per_s")
+INVOCATION_KEYS = ("started", "ended", "commit", "torch", "device", "cpu", "seconds", "member_steps")
+
+
+def check_set(folder: str | Path) -> dict[str, Any]:
+    """Check that a committed reference set is complete and well-formed; return its provenance.
+
+    Raises ``ValueError`` naming the first problem: missing provenance fields, a record count that is not the
+    provenance's member count, a record that is not a results record, a member whose history does not reach the
+    protocol's last step, or member-steps that do not add up."""
+    from .results import load_records
+
+    folder = Path(folder)
+    prov_path = folder / "provenance.json"
+    if not prov_path.is_file():
+        raise ValueError(f"{folder}: no provenance.json; a set is committed only when complete")
+    try:
+        prov = json.loads(prov_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{prov_path} is not valid JSON ({e})") from e
+    missing = [k for k in PROVENANCE_KEYS if k not in prov]
+    if missing:
+        raise ValueError(f"{prov_path} lacks {missing}")
+    if not prov["invocations"]:
+        raise ValueError(f"{prov_path}: no invocation recorded")
+    for i, call in enumerate(prov["invocations"]):
+        lacking = [k for k in INVOCATION_KEYS if k not in call]
+        if lacking:
+            raise ValueError(f"{prov_path}: invocation {i} lacks {lacking}")
+    records = load_records(folder, pattern="*-*.json")  # <method>-<hash>.json; provenance.json is not a record
+    if len(records) != prov["members"]:
+        raise ValueError(f"{folder}: {len(records)} records but provenance.json says {prov['members']} members")
+    steps = prov["protocol"]["train"]["steps"]
+    for r in records:
+        hist = r.get("history") or []
+        if not hist or hist[-1].get("step") != steps:
+            raise ValueError(f"{folder}: record {r['variant']} has a history that does not reach step {steps}")
+        for key in ("l0", "ev", "dead_pct", "dead_pct_window"):
+            if key not in r["final"]:
+                raise ValueError(f"{folder}: record {r['variant']} lacks final[{key!r}]")
+    if sum(c["member_steps"] for c in prov["invocations"]) != prov["member_steps"]:
+        raise ValueError(f"{prov_path}: member_steps does not add up over the invocations")
+    return prov
+
+
+def committed_sets(root: str | Path) -> list[Path]:
+    """The set folders under ``root`` (each holds a provenance.json)."""
+    root = Path(root)
+    return sorted(p.parent for p in root.glob("*/provenance.json")) if root.is_dir() else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aen_lib.reference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,7 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp.add_argument("--out", default="reference", help="where the records go (default: reference/)")
     sp.add_argument("--work", default=str(DEFAULT_WORK), help="checkpoints (outside the repository)")
     sp.add_argument("--no-progress", action="store_true")
+    cp = sub.add_parser("check", help="check that every committed set under a folder is complete and well-formed")
+    cp.add_argument("root", nargs="?", default="reference")
     args = ap.parse_args(argv)
+    if args.kind == "check":
+        sets = committed_sets(args.root)
+        for folder in sets:
+            prov = check_set(folder)
+            print(f"{folder.name}: {prov['members']} SAEs, {prov['wall_seconds'] / 3600:.1f} h, "
+                  f"{prov['member_steps_per_s']} member-steps/s — ok")
+        print(f"{len(sets)} set(s) checked under {args.root}")
+        return 0
     words = list(argv if argv is not None else sys.argv[1:])
     for i, a in enumerate(words):  # the work folder is machine-specific: not part of the recorded command
         if a == "--work" and i + 1 < len(words):

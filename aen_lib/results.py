@@ -10,9 +10,9 @@ A *record* is a plain dict, written as one JSON file under ``results/<chapter>/.
 
 ``variant`` identifies the hyperparameters *without* the seed, so the seeds of one variant can be averaged.
 
-The paper's comparisons (DIGEST §5.4, §8.12) pick, per method, the variant whose **seed-averaged** L0 is closest to a
+The paper's comparisons (book: paper facts, language-model protocols) pick, per method, the variant whose **seed-averaged** L0 is closest to a
 target and report each metric as mean [min, max] over seeds: :func:`closest_to_target`. Its figures draw Pareto
-frontiers of a metric against L0 (DIGEST §4.4, §6): :func:`pareto_frontier`, with the better direction of each metric
+frontiers of a metric against L0 (book: paper facts, synthetic protocol): :func:`pareto_frontier`, with the better direction of each metric
 in :data:`METRIC_DIRECTIONS`.
 """
 
@@ -232,7 +232,7 @@ def closest_to_target(
     seed: str = "seed",
 ) -> pd.DataFrame:
     """Per group (``by``, e.g. method, or ρ and method), the variant whose seed-averaged ``x`` is closest to
-    ``target`` (DIGEST §8.12, §5.4), with ``x`` and each metric as mean, min and max over its seeds.
+    ``target`` (book: paper facts, open questions), with ``x`` and each metric as mean, min and max over its seeds.
 
     Returns one row per group: the ``by`` columns, ``variant``, ``label`` (if present), ``n_seeds``,
     ``<col>``, ``<col>_min``, ``<col>_max`` for ``x`` and every metric, and ``distance`` = |mean x − target|.

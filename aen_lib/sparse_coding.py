@@ -1,4 +1,4 @@
-"""Classical sparse coding for a fixed dictionary (DIGEST §3, "Setup" and "KKT conditions").
+"""Classical sparse coding for a fixed dictionary (book: paper facts, theory, "Setup" and "KKT conditions").
 
 The sparse coding map studied in the theory chapters is
 
@@ -19,7 +19,7 @@ O'Donoghue & Candès (2015). Each sample stops on its own when its *scaled KKT r
 codes as solving each sample alone. Everything is pure torch: device from the inputs, dtype from the inputs or
 the ``dtype`` argument (use ``torch.float64`` for tolerances below about 1e-6).
 
-Scalings (DIGEST §2.2 and §3 "rescalings"). The SAE training loss for one token, with the code h treated as free,
+Scalings (book: paper facts, model and loss "rescalings"). The SAE training loss for one token, with the code h treated as free,
 is
 
     L_sae(h) = (1/n)‖y − D h‖² + λ1_sae Σ_i w_i h_i + λ2_sae ‖h‖²        (MSE is a mean over the n dimensions,
@@ -29,8 +29,8 @@ is
 
 where J is the theory objective above (its ℓ2 term is (λ2/2)‖h‖² = (n λ2_sae / 2)‖h‖²). A positive factor does
 not move the minimiser, so the SAE's optimal codes are h*(y) with these λ's: see
-:func:`sae_to_theory_penalties` and :func:`theory_to_sae_penalties`. (The digest's shorthand "divided by n, times 2
-for λ2" has the factor 2 on the wrong penalty: it is λ1_sae = 2 λ1 / n and λ2_sae = λ2 / n.) The batch mean over
+:func:`sae_to_theory_penalties` and :func:`theory_to_sae_penalties`. (A shorthand "divided by n, times 2 for λ2"
+puts the factor 2 on the wrong penalty: it is λ1_sae = 2 λ1 / n and λ2_sae = λ2 / n.) The batch mean over
 tokens used in training does not change the per-token minimiser either.
 """
 
@@ -182,7 +182,7 @@ def kkt_residual(
     *,
     scaled: bool = False,
 ) -> Tensor:
-    """Largest violation of the KKT conditions of the non-negative weighted elastic net (DIGEST §3 "KKT").
+    """Largest violation of the KKT conditions of the non-negative weighted elastic net (book: paper facts, theory "KKT").
 
     With residual r = y − D h and correlations c_i = d_iᵀ r, the conditions for h to minimise
     ½‖y − Dh‖² + λ1 Σ w_i h_i + (λ2/2)‖h‖² over h ≥ 0 are
@@ -238,7 +238,7 @@ def weighted_elastic_net(
     dtype: torch.dtype | None = None,
     h0: Tensor | None = None,
 ) -> tuple[Tensor, SolverInfo]:
-    """Solve the non-negative weighted (adaptive) elastic net for a fixed dictionary (DIGEST §3, sparse coding map).
+    """Solve the non-negative weighted (adaptive) elastic net for a fixed dictionary (book: paper facts, theory, sparse coding map).
 
     h*(y) = argmin_{h ≥ 0} ½‖y − D h‖² + λ1 Σ_i w_i h_i + (λ2/2)‖h‖², batched over the rows of ``y``, by FISTA
     with adaptive restart. Each sample stops when its scaled KKT residual (:func:`kkt_residual`, ``scaled=True``)
@@ -324,7 +324,7 @@ def weighted_elastic_net(
 def nonneg_elastic_net(
     W_dec: Tensor, y: Tensor, l1: float, l2: float, **solver_kwargs
 ) -> tuple[Tensor, SolverInfo]:
-    """Non-negative elastic net, w ≡ 1 (DIGEST §3 with w = 1; the "Elastic Net" baseline's coding map).
+    """Non-negative elastic net, w ≡ 1 (book: paper facts, theory with w = 1; the "Elastic Net" baseline's coding map).
 
     argmin_{h ≥ 0} ½‖y − D h‖² + λ1 Σ_i h_i + (λ2/2)‖h‖². Keyword options as in :func:`weighted_elastic_net`.
     """
@@ -332,7 +332,7 @@ def nonneg_elastic_net(
 
 
 def nonneg_lasso(W_dec: Tensor, y: Tensor, l1: float, **solver_kwargs) -> tuple[Tensor, SolverInfo]:
-    """Non-negative lasso, w ≡ 1 and λ2 = 0 (DIGEST §3; the "Vanilla L1" coding map).
+    """Non-negative lasso, w ≡ 1 and λ2 = 0 (book: paper facts, theory; the "Vanilla L1" coding map).
 
     argmin_{h ≥ 0} ½‖y − D h‖² + λ1 Σ_i h_i. Keyword options as in :func:`weighted_elastic_net`.
     """
@@ -352,7 +352,7 @@ def closed_form_on_support(
     l2: float = 0.0,
     w: Tensor | None = None,
 ) -> Tensor:
-    """Affine piece of the coding map on active set A (DIGEST §3 "Closed form on A").
+    """Affine piece of the coding map on active set A (book: paper facts, theory "Closed form on A").
 
     h_A = (G_AA + λ2 I)^{-1} (D_Aᵀ y − λ1 w_A), h_{Aᶜ} = 0, with G = DᵀD (``W_dec @ W_dec.T`` here).
     This solves the active-set KKT equations only: it equals h*(y) exactly when the result is ≥ 0 on A and the
@@ -429,7 +429,7 @@ def closed_form_on_support(
 def coding_objective(
     D: Tensor, y: Tensor, h: Tensor, l1: float, l2: float, w: Tensor | None = None
 ) -> Tensor:
-    """Theory objective J(h) = ½‖y − D h‖² + λ1 Σ_i w_i |h_i| + (λ2/2)‖h‖² per sample (DIGEST §3 "Setup").
+    """Theory objective J(h) = ½‖y − D h‖² + λ1 Σ_i w_i |h_i| + (λ2/2)‖h‖² per sample (book: paper facts, theory "Setup").
 
     For feasible h ≥ 0, |h_i| = h_i. Returns ``[B]`` (0-dim for 1-D ``y``).
     """
@@ -445,7 +445,7 @@ def coding_objective(
 def sae_coding_objective(
     D: Tensor, y: Tensor, h: Tensor, l1_sae: float, l2_sae: float, w: Tensor | None = None
 ) -> Tensor:
-    """Per-token SAE training objective with free codes (DIGEST §2.2): (1/n)‖y − D h‖² + λ1 Σ w_i|h_i| + λ2‖h‖².
+    """Per-token SAE training objective with free codes (book: paper facts, model and loss): (1/n)‖y − D h‖² + λ1 Σ w_i|h_i| + λ2‖h‖².
 
     This is the summand of the SAE loss before the batch mean (MSE averaged over the n dimensions, no ½ on
     ℓ2). It equals (2/n)·:func:`coding_objective` with the penalties from :func:`sae_to_theory_penalties`.
@@ -468,7 +468,7 @@ def _check_n(n: int) -> int:
 
 
 def sae_to_theory_penalties(l1_sae: float, l2_sae: float, n: int) -> tuple[float, float]:
-    """Map SAE-loss penalties (DIGEST §2.2) to the theory scaling of §3: λ1 = n·λ1_sae/2, λ2 = n·λ2_sae.
+    """Map SAE-loss penalties (book: paper facts, model and loss) to the theory scaling of §3: λ1 = n·λ1_sae/2, λ2 = n·λ2_sae.
 
     Derivation: (1/n)‖r‖² + λ1_sae Σ w h + λ2_sae ‖h‖² = (2/n)[½‖r‖² + (nλ1_sae/2) Σ w h + (nλ2_sae/2)‖h‖²],
     and the theory writes the ℓ2 term as (λ2/2)‖h‖², so λ2 = nλ2_sae. Both objectives have the same minimiser.
@@ -480,7 +480,7 @@ def sae_to_theory_penalties(l1_sae: float, l2_sae: float, n: int) -> tuple[float
 
 
 def theory_to_sae_penalties(l1: float, l2: float, n: int) -> tuple[float, float]:
-    """Inverse of :func:`sae_to_theory_penalties`: λ1_sae = 2λ1/n, λ2_sae = λ2/n (DIGEST §3 "rescalings")."""
+    """Inverse of :func:`sae_to_theory_penalties`: λ1_sae = 2λ1/n, λ2_sae = λ2/n (book: paper facts, theory "rescalings")."""
     n = _check_n(n)
     l1 = _check_penalty("l1", l1)
     l2 = _check_penalty("l2", l2)

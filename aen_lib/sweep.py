@@ -45,7 +45,8 @@ from .io import atomic_write
 from .model import SAE
 from .planner import sae_memory
 from .reduce import LOCAL, Reducer
-from .train import DataSource, TrainConfig, Trainer, final_metrics, load_checkpoint
+from .sources import DataSource
+from .train import TrainConfig, Trainer, final_metrics, load_checkpoint
 
 __all__ = [
     "PAPER_SPIKED_GRID",
@@ -240,6 +241,8 @@ class SweepResult:
         return [m.sae for m in self.members]
 
 
+
+
 MANIFEST = "sweep.json"
 DEFAULT_CHECKPOINT_EVERY = 1_000
 
@@ -247,13 +250,14 @@ DEFAULT_CHECKPOINT_EVERY = 1_000
 def _manifest(configs: Sequence[SAEConfig], cfg: TrainConfig, chunks: list[list[int]], dtype: torch.dtype,
               data: DataSource) -> dict[str, Any]:
     train = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "checkpoint_every", "checkpoint_dir")}
-    data_cfg = getattr(data, "cfg", None)
+    data_cfg = getattr(data, "config", None) or getattr(data, "cfg", None)  # e.g. SpikedDictionaryData.config
     return {"configs": [c.to_dict() for c in configs], "train": train, "chunks": chunks,
             "dtype": str(dtype).removeprefix("torch."),
             "data": data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else type(data).__name__}
 
 
 def _check_manifest(folder: Path, want: dict[str, Any]) -> None:
+    want = json.loads(json.dumps(want))  # compare as stored (tuples become lists)
     path = folder / MANIFEST
     if not path.exists():
         if folder.exists() and any(folder.iterdir()):
@@ -285,6 +289,7 @@ def train_sweep(
     max_members_per_chunk: int | None = None,
     export_device: torch.device | str | None = "cpu",
     checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     reducer: Reducer = LOCAL,
 ) -> SweepResult:
     """Train every config on the same data stream and return histories, finals and SAEs (see the module docstring).
@@ -293,18 +298,19 @@ def train_sweep(
     :func:`aen_lib.train.train`; chunks replay the stream from that state (the source must implement ``state_dict`` /
     ``load_state_dict``). ``memory_budget_bytes`` defaults to 80% of free GPU memory on CUDA and 4 GiB on CPU; on
     CPU no stacked tensor may reach 32 MiB either (:data:`CPU_MAX_TENSOR_BYTES`). ``cfg.progress`` shows one tqdm
-    bar counting member-steps. With ``checkpoint_dir`` the sweep resumes (module docstring); ``cfg.checkpoint_every``
-    then sets the interval (0: every 1,000 steps). Trained SAEs are moved to ``export_device`` (``None``: keep them
+    bar counting member-steps. With ``checkpoint_dir`` the sweep resumes (module docstring), writing a checkpoint every
+    ``checkpoint_every`` steps. Trained SAEs are moved to ``export_device`` (``None``: keep them
     on ``device``). ``reducer`` trains every chunk under DDP (:mod:`aen_lib.reduce`).
     """
     cfg = cfg or TrainConfig()
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    if cfg.checkpoint_dir:
-        raise ValueError(f"TrainConfig.checkpoint_dir={cfg.checkpoint_dir!r}: pass train_sweep(..., checkpoint_dir=...) "
-                         "instead (one sub-folder per chunk is made there)")
-    if cfg.checkpoint_every and checkpoint_dir is None:
-        raise ValueError(f"checkpoint_every={cfg.checkpoint_every} needs train_sweep(..., checkpoint_dir=...)")
+    if cfg.checkpoint_dir or cfg.checkpoint_every:
+        raise ValueError(f"TrainConfig.checkpoint_dir={cfg.checkpoint_dir!r} / checkpoint_every={cfg.checkpoint_every}: "
+                         "pass train_sweep(..., checkpoint_dir=..., checkpoint_every=...) instead (one sub-folder per "
+                         "chunk is made there)")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive integer (steps)")
     configs = list(configs)
     if not configs:
         raise ValueError("train_sweep needs at least one SAEConfig")
@@ -319,7 +325,6 @@ def train_sweep(
                          max_tensor_bytes=CPU_MAX_TENSOR_BYTES if dev.type == "cpu" else None)
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if root is not None:
-        cfg = cfg.replace(checkpoint_every=cfg.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)
         if reducer.is_main:
             _check_manifest(root, _manifest(configs, cfg, chunks, dtype, data))
         reducer.barrier()
@@ -349,8 +354,8 @@ def train_sweep(
                 bar.update(len(idx) * cfg.steps)
         else:
             data.load_state_dict(copy.deepcopy(start_state))
-            trainer = Trainer(stack, data, cfg.replace(checkpoint_dir=str(folder) if folder else ""),
-                              reducer=reducer, bar=bar)
+            chunk_cfg = cfg.replace(checkpoint_dir=str(folder), checkpoint_every=checkpoint_every) if folder else cfg
+            trainer = Trainer(stack, data, chunk_cfg, reducer=reducer, bar=bar)
             ckpt = folder / "checkpoint.pt" if folder is not None else None
             if ckpt is not None and ckpt.exists():
                 trainer.resume(ckpt)

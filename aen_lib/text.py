@@ -1,6 +1,6 @@
 """Text for the LM experiments: hub datasets, an offline corpus, and packing into fixed token windows.
 
-The paper streams ``EleutherAI/the_pile_deduplicated`` and packs it as follows (DIGEST §5.1): every document is
+The paper streams ``EleutherAI/the_pile_deduplicated`` and packs it as follows (book: paper facts, language-model protocols): every document is
 tokenised *without* special tokens, one EOS token is appended, and the token stream is cut into 128-token windows
 that cross document boundaries (no BOS, no padding). Document ranges separate the splits: for Pythia the training
 stream skips the first 10,000 documents and loops, online validation uses documents 5,000-10,000 and the final
@@ -30,7 +30,7 @@ import torch
 
 from .lm import default_cache_dir
 
-#: The paper's dataset (DIGEST §5.1), streamed from the Hub.
+#: The paper's dataset (book: paper facts, language-model protocols), streamed from the Hub.
 PILE_DEDUPLICATED = "EleutherAI/the_pile_deduplicated"
 
 #: Window length of the paper's packing (tokens).
@@ -56,7 +56,7 @@ class DocRange:
         return {"start": self.start, "stop": self.stop}
 
 
-#: Document ranges of the paper's protocols (DIGEST §5.1, §5.2).
+#: Document ranges of the paper's protocols (book: paper facts, language-model protocols).
 PAPER_DOC_RANGES: Mapping[str, Mapping[str, DocRange]] = MappingProxyType(
     {
         "pythia-70m-deduped": MappingProxyType(
@@ -171,7 +171,7 @@ def load_text_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     **load_kwargs: Any,
 ) -> Any:
-    """A ``datasets`` dataset with a ``"text"`` column, one document per row (DIGEST §5.1 data).
+    """A ``datasets`` dataset with a ``"text"`` column, one document per row (book: paper facts, language-model protocols data).
 
     * ``name="offline"``: the offline corpus (:func:`build_offline_corpus`, ``sources`` selects the parts). Its
       documents are shuffled once with ``shuffle_seed`` so that every document range mixes all sources
@@ -182,7 +182,17 @@ def load_text_dataset(
     import datasets
 
     if name != "offline":
-        return datasets.load_dataset(name, split=split, streaming=streaming, **load_kwargs)
+        try:
+            return datasets.load_dataset(name, split=split, streaming=streaming, **load_kwargs)
+        except OSError as e:  # ConnectionError (offline / no network) and DatasetNotFoundError are OSErrors
+            from .lm import hub_offline
+
+            why = ("the Hub is switched off (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set)" if hub_offline()
+                   or os.environ.get("HF_DATASETS_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+                   else "it could not be found or reached")
+            raise OSError(f"dataset {name!r} (split {split!r}) could not be loaded: {why}. Use name='offline' for "
+                          f"the offline corpus (sources {list(OFFLINE_SOURCES)}), or a dataset already in the local "
+                          f"cache. ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
     if split != "train":
         raise ValueError(f"split={split!r}: the offline corpus has only split 'train'; select documents with DocRange")
     files = [str(p) for p in build_offline_corpus(sources, cache_dir)]
@@ -209,7 +219,7 @@ def iter_documents(
     """Texts of documents ``doc_range`` of ``dataset`` (rows are dicts with ``text_column``, or plain strings).
 
     ``loop=True`` restarts at ``doc_range.start`` when the range is exhausted, like the paper's training stream
-    (DIGEST §5.1). Works for map-style and streaming ``datasets`` and for any re-iterable of rows.
+    (book: paper facts, language-model protocols). Works for map-style and streaming ``datasets`` and for any re-iterable of rows.
     """
     if not isinstance(doc_range, DocRange):
         raise TypeError(f"doc_range must be a DocRange, got {type(doc_range).__name__}")
@@ -243,7 +253,7 @@ def iter_windows(
     eos_token_id: int | None = None,
     tokenize_batch: int = 64,
 ) -> Iterator[torch.Tensor]:
-    """Pack documents into windows of ``window`` token ids, each a LongTensor ``[window]`` (DIGEST §5.1).
+    """Pack documents into windows of ``window`` token ids, each a LongTensor ``[window]`` (book: paper facts, language-model protocols).
 
     Each document is tokenised with ``add_special_tokens=False``, followed by one EOS (``eos_token_id``, default
     ``tokenizer.eos_token_id``); the stream is cut into consecutive windows that cross document boundaries. No BOS,

@@ -29,32 +29,27 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from . import metrics as M
-from .config import ConfigBase, SAEConfig
+from .config import ConfigBase
 from .errors import fail
 from .io import atomic_write
 from .model import SAE, LossTerms, SAEOutput
 from .optim import MemberAdam
 from .reduce import LOCAL, Reducer
+from .sources import DataSource
 
 CHECKPOINT_VERSION = 2
 
 
-class DataSource(Protocol):
-    def sample(self, batch_size: int) -> Tensor | tuple[Tensor, Tensor]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
 @dataclass
 class TrainConfig(ConfigBase):
-    """How to train one SAE (DIGEST §2.5, §4.1). Defaults are the paper's synthetic protocol."""
+    """How to train one SAE (book: paper facts, model and loss). Defaults are the paper's synthetic protocol."""
 
     steps: int = 50_000
     """Total optimiser steps."""
@@ -77,10 +72,10 @@ class TrainConfig(ConfigBase):
     dead_window_tokens: int = 0
     """Optional second dead-latent window in tokens (samples); 0 disables it."""
     final_avg_logs: int = 10
-    """The final metrics average this many last logged points (DIGEST §4.3)."""
+    """The final metrics average this many last logged points (book: paper facts, synthetic protocol)."""
     checkpoint_every: int = 0
     """Write a checkpoint every this many steps into checkpoint_dir; 0 disables periodic checkpoints
-    (:func:`aen_lib.sweep.train_sweep` with a ``checkpoint_dir`` then uses 1,000)."""
+    (sweeps take theirs as ``train_sweep(..., checkpoint_dir=, checkpoint_every=)``)."""
     checkpoint_dir: str = ""
     """Folder for checkpoints (``checkpoint.pt``, replaced atomically) and ``metrics.jsonl``."""
     autocast: str = "none"
@@ -109,6 +104,8 @@ class TrainConfig(ConfigBase):
             fail("grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")
         if self.autocast not in ("none", "bf16"):
             fail("autocast", self.autocast, "must be 'none' or 'bf16'")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            fail("checkpoint_dir", self.checkpoint_dir, "must be set when checkpoint_every > 0")
 
 
 @dataclass
@@ -123,22 +120,22 @@ class TrainResult:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def _one(self, name: str) -> Any:
-        if len(self.histories) != 1:
-            raise AttributeError(f"this result holds {len(self.histories)} members; use .{name}s[j] or .skipped[j]")
-        return getattr(self, name + "s")[0] if name != "skipped_step" else self.skipped[0]
+    def _one(self, values: list[Any], name: str) -> Any:
+        if len(values) != 1:
+            raise TypeError(f"this result holds {len(values)} members; use .{name}[j]")
+        return values[0]
 
     @property
     def history(self) -> list[dict[str, float]]:
-        return self._one("history")
+        return self._one(self.histories, "histories")
 
     @property
     def final(self) -> dict[str, float]:
-        return self._one("final")
+        return self._one(self.finals, "finals")
 
     @property
     def skipped_steps(self) -> int:
-        return self._one("skipped_step")
+        return self._one(self.skipped, "skipped")
 
 
 def check_batch(x: Tensor, d_in: int) -> None:
@@ -260,8 +257,6 @@ class Trainer:
         self.dead = M.DeadLatentTracker(mm * sae.d_sae, window=cfg.dead_window_steps, unit="steps", device=self.device)
         self.dead_tokens = (M.DeadLatentTracker(mm * sae.d_sae, window=cfg.dead_window_tokens, unit="tokens",
                                                 device=self.device) if cfg.dead_window_tokens else None)
-        if cfg.checkpoint_every and not cfg.checkpoint_dir:
-            fail("checkpoint_dir", cfg.checkpoint_dir, "must be set when checkpoint_every > 0")
         self.ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         self.bar = bar
         torch.manual_seed(cfg.seed)
@@ -423,12 +418,17 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         mm = self.sae.n_members
+        if self.ckpt_dir is not None:
+            used = self.step == 0 and any((self.ckpt_dir / f).exists() for f in ("checkpoint.pt", "metrics.jsonl"))
+            if self.reducer.gather_objects(used)[0]:  # rank 0's view, on every rank: all stop together
+                raise ValueError(f"checkpoint_dir {self.ckpt_dir} already holds a run (checkpoint.pt / metrics.jsonl); "
+                                 "resume it (resume_from=...) or choose another folder")
         if self.ckpt_dir is not None and self.reducer.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            # on resume, keep exactly the lines up to the checkpoint's step
-            lines = [json.dumps({**h[i], "member": j} if self.sae.stacked else h[i]) + "\n"
-                     for i in range(len(self.histories[0])) for j, h in enumerate(self.histories)]
-            atomic_write(self.ckpt_dir / "metrics.jsonl", lambda p: p.write_text("".join(lines)))
+            if self.step > 0:  # on resume, keep exactly the lines up to the checkpoint's step
+                lines = [json.dumps({**h[i], "member": j} if self.sae.stacked else h[i]) + "\n"
+                         for i in range(len(self.histories[0])) for j, h in enumerate(self.histories)]
+                atomic_write(self.ckpt_dir / "metrics.jsonl", lambda p: p.write_text("".join(lines)))
         own_bar = self.bar is None and cfg.progress and self.reducer.is_main
         bar = _progress(cfg, self.step, mm) if own_bar else self.bar
         tokens = cfg.batch_size * self.reducer.world_size

@@ -2,14 +2,15 @@
 
 Prints, in one run on one machine:
   * the dense matmul ceiling (GFLOP/s) measured with square fp32 matmuls of the benchmark's size class;
-  * for each architecture and shape: training samples/s and achieved GFLOP/s (12·B·n·m FLOPs per step, see below),
+  * for each architecture and shape: training samples/s and achieved GFLOP/s (10·B·n·m FLOPs per step, see below),
     as a fraction of the ceiling;
   * the AEN step time divided by the plain ReLU+l1 step time.
 
 FLOP count of one training step (B samples, n = d_in, m = d_sae): encoder forward 2Bnm, decoder forward 2Bnm,
-decoder backward 4Bnm (weight and input gradients), encoder backward 4Bnm (weight and input gradients: the input
-gradient is needed because the trainable b_dec is subtracted from x before the encoder) = 12·B·n·m, the same
-convention as `aen_lib.planner`. Elementwise work, the optimiser and the decoder projection are not counted, so the
+decoder backward 4Bnm (weight and input gradients), encoder backward 2Bnm (weight gradient only: the encoder input
+x − b_dec needs no gradient, b_dec's flows through a [1, m] term) = 10·B·n·m, the same convention as
+`aen_lib.planner.sae_step_flops`. (Before the single SAE shared the sweep's encoder, a step did 12·B·n·m; compare
+samples/s across versions, not fractions.) Elementwise work, the optimiser and the decoder projection are not counted, so the
 fraction of the ceiling is the share of time the step spends doing useful matmul work.
 
 Usage:  python benchmarks/bench_core.py [--device cuda] [--repeats 5] [--quick]
@@ -79,7 +80,7 @@ def matmul_ceiling(size: int, device: torch.device, dtype: torch.dtype, repeats:
     return 2 * size**3 / best / 1e9
 
 
-FLOPS_PER_SAMPLE = 12  # matmul FLOPs per sample per (n·m) in one training step (see the module docstring)
+FLOPS_PER_SAMPLE = 10  # matmul FLOPs per sample per (n·m) in one training step (see the module docstring)
 
 ARCHS = {
     "relu_l1": dict(l1=1e-3),

@@ -1,11 +1,11 @@
 """Benchmark: activation harvesting with an early exit vs a full forward, and spliced-evaluation throughput.
 
 Prints, in one run on one machine (tokens/s through the LM, best of ``--repeats``):
-  * harvesting block L with the early exit (blocks L+1.. and the unembedding skipped, DIGEST §5.1 pipeline);
+  * harvesting block L with the early exit (blocks L+1.. and the unembedding skipped, book: paper facts, language-model protocols pipeline);
   * harvesting block L with a full forward pass (every block and the unembedding run, as with
     ``output_hidden_states=True``);
   * the ratio of the two, and the ideal ratio ``(n_layers + head) / (L + 1)`` ignoring the unembedding;
-  * spliced evaluation (clean + SAE-patched + mean-ablated passes, DIGEST §5.3) with an identity SAE.
+  * spliced evaluation (clean + SAE-patched + mean-ablated passes, book: paper facts, language-model protocols) with an identity SAE.
 
 The default model is a random-init Pythia-70M-shaped GPT-NeoX (d 512, 6 blocks, vocab 50,304) on random tokens,
 hooked at block 3 like the paper, so nothing is downloaded. ``--model smollm2-135m`` uses the offline SmolLM2 and
@@ -30,7 +30,7 @@ from aen_lib.lm import d_model, load_lm, lookup_model, num_layers
 
 
 def pythia70m_shaped(device: str, dtype: torch.dtype) -> nn.Module:
-    """Random-init GPT-NeoX with Pythia-70M's shape (DIGEST §5.1)."""
+    """Random-init GPT-NeoX with Pythia-70M's shape (book: paper facts, language-model protocols)."""
     from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
     cfg = GPTNeoXConfig(vocab_size=50_304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,

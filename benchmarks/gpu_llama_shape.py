@@ -1,4 +1,4 @@
-"""Benchmark: SAE training throughput at the paper's Llama-3.1-8B shape (d 4096, m 131,072, batch 4,096; DIGEST §5.2),
+"""Benchmark: SAE training throughput at the paper's Llama-3.1-8B shape (d 4096, m 131,072, batch 4,096; book: paper facts, language-model protocols),
 in fp32 and with bf16 autocast, as achieved TFLOP/s over the measured matmul ceiling; peak memory against the planner.
 
 What it measures, on one device:
@@ -6,7 +6,7 @@ What it measures, on one device:
      product [B, n] @ [n, m] (TF32 is left off, PyTorch's default, so fp32 means true fp32);
   2. for each architecture (AEN, TopK) and precision: median seconds per full training step of
      ``aen_lib.train.Trainer`` (forward, loss, backward, clip 1.0, Adam, decoder projection), achieved TFLOP/s with
-     12·B·n·m FLOPs per step (``aen_lib.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
+     10·B·n·m FLOPs per step (``aen_lib.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
      the matmul precision (bf16 ceiling with autocast, fp32 ceiling without);
   3. peak memory of one step (``torch.cuda.max_memory_allocated`` on CUDA; the tensor tracer on CPU) against
      ``aen_lib.planner.sae_memory``.
@@ -22,16 +22,15 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import sync, timed  # noqa: E402
+from bench_core import timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
-from aen_lib.distributed import TensorStream  # noqa: E402
+from aen_lib.sources import TensorStream  # noqa: E402
 from aen_lib.planner import measure_train_step_memory, sae_memory, sae_step_flops  # noqa: E402
 from aen_lib.train import TrainConfig, Trainer  # noqa: E402
 
@@ -50,12 +49,12 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, square: int, shape:
     out = {}
     a = torch.randn(square, square, device=device, dtype=dtype)
     b = torch.randn(square, square, device=device, dtype=dtype)
-    out["square"] = 2 * square**3 / timed(lambda: a @ b, device, 2, repeats) / 1e12
+    out["square"] = 2 * square**3 / timed(lambda: a @ b, device, 2, repeats) / 1e12  # noqa: F821 (a, b deleted after)
     del a, b
     B, n, m = shape
     x = torch.randn(B, n, device=device, dtype=dtype)
     w = torch.randn(n, m, device=device, dtype=dtype)
-    out["sae_encoder"] = 2 * B * n * m / timed(lambda: x @ w, device, 2, repeats) / 1e12
+    out["sae_encoder"] = 2 * B * n * m / timed(lambda: x @ w, device, 2, repeats) / 1e12  # noqa: F821
     del x, w
     out["ceiling"] = max(out["square"], out["sae_encoder"])
     return out
@@ -93,7 +92,7 @@ def main() -> None:
             "shape": {"batch": B, "d_in": n, "d_sae": m}, "flops_per_step": sae_step_flops(B, n, m),
             "threads": torch.get_num_threads(), "tf32": False}
     print(f"device {info['gpu_name'] or device}  torch {torch.__version__}  shape B={B} n={n} m={m}  "
-          f"({info['flops_per_step'] / 1e12:.2f} TFLOP per step, 12·B·n·m)")
+          f"({info['flops_per_step'] / 1e12:.2f} TFLOP per step, 10·B·n·m)")
     ceil = {name: matmul_ceiling(device, dt, square, shape, args.repeats)
             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for name, c in ceil.items():

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.activations: normalisation (DIGEST §2.6), early-exit harvesting, the cache, batch source."""
+"""Tests for aen_lib.activations: normalisation (book: paper facts, model and loss), early-exit harvesting, the cache, batch source."""
 
 from __future__ import annotations
 
@@ -258,3 +258,99 @@ def test_source_sample_protocol(tiny_lm, tiny_windows, tmp_path):
     finite.sample(len(rows))
     with pytest.raises(StopIteration):
         finite.sample(len(rows))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The cache refuses to mix LMs and window sequences
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_cache_refuses_another_dtype_or_other_weights(tiny_lm, tiny_lm_dirs, tiny_windows, tmp_path):
+    import copy
+
+    from aen_lib.lm import load_lm
+
+    arch, model, _ = tiny_lm
+    cfg = _config(model)
+    write_activation_cache(tmp_path / "c", model, tiny_windows, cfg, max_windows=6, batch_size=3, progress=False)
+    before = _snapshot(tmp_path / "c")
+    bf16, _ = load_lm(tiny_lm_dirs[arch], dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"LM dtype differs \(cache harvested in float32, this model is bfloat16\)"):
+        write_activation_cache(tmp_path / "c", bf16, tiny_windows, cfg, batch_size=3, progress=False)
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 1e-3)
+    with pytest.raises(ValueError, match="LM weights differ"):
+        write_activation_cache(tmp_path / "c", tuned, tiny_windows, cfg, batch_size=3, progress=False)
+    assert _snapshot(tmp_path / "c") == before  # nothing written
+    # the same checkpoint loaded again is accepted and extends the cache
+    again, _ = load_lm(tiny_lm_dirs[arch], dtype=torch.float32)
+    cache = write_activation_cache(tmp_path / "c", again, tiny_windows, cfg, batch_size=3, progress=False)
+    assert cache.n_windows == len(tiny_windows) and cache.lm["dtype"] == "float32"
+
+
+def test_cache_refuses_other_windows_naming_the_first_difference(tiny_lm, tiny_windows, tmp_path):
+    _, model, _ = tiny_lm
+    cfg = _config(model)
+    write_activation_cache(tmp_path / "c", model, tiny_windows, cfg, max_windows=6, batch_size=2, shard_rows=30,
+                           progress=False)
+    before = _snapshot(tmp_path / "c")
+    other = tiny_windows.clone()
+    other[4, 10] = (other[4, 10] + 1) % 100
+    with pytest.raises(ValueError, match=r"first at window index 4 \(stored tokens at positions \[1, 2"):
+        write_activation_cache(tmp_path / "c", model, other, cfg, batch_size=2, progress=False)
+    shifted = tiny_windows[1:]  # the same text one window later
+    with pytest.raises(ValueError, match="first at window index 0"):
+        write_activation_cache(tmp_path / "c", model, shifted, cfg, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="run out after 3 windows but the cache already holds 6"):
+        write_activation_cache(tmp_path / "c", model, tiny_windows[:3], cfg, batch_size=2, progress=False)
+    assert _snapshot(tmp_path / "c") == before
+    done = write_activation_cache(tmp_path / "c", model, tiny_windows, cfg, batch_size=2, progress=False)
+    assert done.n_windows == len(tiny_windows)
+
+
+def test_cache_key_includes_lm_dtype_and_fingerprint(tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows, tmp_path):
+    from aen_lib.features import activation_cache_dir
+    from aen_lib.lm import load_lm
+
+    arch, model, _ = tiny_lm
+    bf16, _ = load_lm(tiny_lm_dirs[arch], dtype=torch.bfloat16)
+    kw = dict(model="tiny", layer=LAYER, window=24, dataset="pydoc")
+    c32 = CacheConfig.for_lm(model, tiny_tokenizer, **kw)
+    c16 = CacheConfig.for_lm(bf16, tiny_tokenizer, **kw)
+    assert (c32.lm_dtype, c16.lm_dtype, c32.d_model) == ("float32", "bfloat16", D_MODEL)
+    assert c32.lm_fingerprint != c16.lm_fingerprint and len(c32.tokenizer_fingerprint) == 16
+    assert activation_cache_dir(c32, tmp_path) != activation_cache_dir(c16, tmp_path)
+    assert CacheConfig.for_lm(load_lm(tiny_lm_dirs[arch])[0], tiny_tokenizer, **kw) == c32  # stable across loads
+    with pytest.raises(ValueError, match="CacheConfig.lm_dtype='bfloat16' but the model's dtype gives 'float32'"):
+        write_activation_cache(tmp_path / "x", model, tiny_windows, c16, progress=False)
+    assert not (tmp_path / "x").exists()
+    cache = write_activation_cache(tmp_path / "c", model, tiny_windows, c32, max_windows=2, tokenizer=tiny_tokenizer,
+                                   progress=False)
+    assert cache.lm["tokenizer"] == c32.tokenizer_fingerprint
+
+
+def test_cache_manifest_damage_and_old_versions_are_named(tiny_lm, tiny_windows, tmp_path):
+    _, model, _ = tiny_lm
+    cfg = _config(model)
+    write_activation_cache(tmp_path / "c", model, tiny_windows, cfg, max_windows=4, batch_size=2, progress=False)
+    manifest = tmp_path / "c" / "manifest.json"
+    text = manifest.read_text()
+    old = json.loads(text)
+    old["version"] = 1
+    del old["lm"]
+    manifest.write_text(json.dumps(old))
+    assert ActivationCache(tmp_path / "c").n_windows == 4  # still readable
+    with pytest.raises(ValueError, match="written by an older aen_lib"):
+        write_activation_cache(tmp_path / "c", model, tiny_windows, cfg, progress=False)
+    manifest.write_text(text[: len(text) // 2])
+    with pytest.raises(CorruptCacheError, match="manifest.json is not valid JSON.*truncated"):
+        ActivationCache(tmp_path / "c")
+    manifest.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="is not an aen_lib.activation_cache manifest"):
+        ActivationCache(tmp_path / "c")

@@ -1,4 +1,4 @@
-"""Adaptive weights (DIGEST §2.3) checked against hand computations."""
+"""Adaptive weights (the authors' rule) checked against hand computations, through the l1 family's state."""
 
 import math
 
@@ -6,20 +6,34 @@ import pytest
 import torch
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.adaptive import (
-    AdaptiveWeights,
-    ema_update,
-    raw_adaptive_weights,
-    reference_count,
-    reference_scale,
-    warmup_factor,
-)
+from aen_lib.adaptive import ema_step, raw_adaptive_weights, reference_count, reference_scale, warmup_factor
+from aen_lib.architectures import StepContext
+
+
+class Adaptive:
+    """The adaptive state of a one-member AEN run, driven directly with codes h [B, m]."""
+
+    def __init__(self, m=10, gamma=1.0, beta=0.9, top_pct=0.2, w_min=0.01, w_max=10.0, warmup_steps=3, ramp_steps=4):
+        cfg = SAEConfig(d_in=2, d_sae=m, architecture="aen", l1=1.0, gamma=gamma, ema_beta=beta, ref_top_pct=top_pct,
+                        w_min=w_min, w_max=w_max, warmup_steps=warmup_steps, ramp_steps=ramp_steps)
+        self.run = SAE(cfg).architecture
+
+    @property
+    def ema(self):
+        return self.run.ema[0]
+
+    @property
+    def step(self):
+        return self.run.step[0]
+
+    def update(self, h):
+        h3 = h.unsqueeze(0)
+        self.run.penalty(h3, h3, None, None, None, StepContext(update=True, training=True))
+        return self.run.weights()[0]
 
 
 def make(m=10, **kw):
-    args = dict(gamma=1.0, beta=0.9, top_pct=0.2, w_min=0.01, w_max=10.0, warmup_steps=3, ramp_steps=4)
-    args.update(kw)
-    return AdaptiveWeights(m, **args)
+    return Adaptive(m, **kw)
 
 
 def test_ema_initialised_to_one_and_updated_before_use():
@@ -91,13 +105,12 @@ def test_weights_are_constants_for_autograd():
     sae = SAE(cfg)
     x = torch.randn(5, 6)
     out, terms = sae.loss(x)
-    w = sae.objective.weights.weights()
+    w = sae.architecture.weights()[0]
     assert not w.requires_grad
-    # d(l1)/dh = λ1 w / B exactly, i.e. no gradient path through the weights
-    g = torch.autograd.grad(terms.l1, out.h)[0]
+    # d(l1)/d b_enc = λ1 w_i #{b: h_bi > 0} / B exactly, i.e. no gradient path through the weights
+    g = torch.autograd.grad(terms.l1, sae.b_enc)[0]
     assert w.max() > 1.5  # the weights really differ between features here
-    active = out.h > 0
-    assert torch.allclose(g[active], (0.1 * w / 5).expand_as(g)[active])
+    assert torch.allclose(g, 0.1 * w * (out.h > 0).sum(0) / 5)
 
 
 def test_batched_formulas_match_per_member():
@@ -108,5 +121,7 @@ def test_batched_formulas_match_per_member():
     for i, g in enumerate([0.5, 1.0, 2.0]):
         wi = raw_adaptive_weights(ema[i], reference_scale(ema[i], 0.1), g, 0.01, 10.0)
         assert torch.allclose(w[i], wi)
-    h = torch.rand(3, 7, 20)
-    assert torch.allclose(ema_update(ema, h, 0.9)[1], ema_update(ema[1], h[1], 0.9))
+    mean_abs = torch.rand(3, 20)
+    beta = torch.tensor([[0.9], [0.99], [0.5]])
+    for i in range(3):
+        assert torch.allclose(ema_step(ema, mean_abs, beta)[i], ema_step(ema[i], mean_abs[i], float(beta[i])))

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.data (DIGEST §4.1): spiked dictionary, sampler, resumable stream, geometry statistics."""
+"""Tests for aen_lib.data (book: paper facts, synthetic protocol): spiked dictionary, sampler, resumable stream, geometry statistics."""
 
 import math
 
@@ -35,7 +35,7 @@ def test_spiked_dictionary_formula_and_unit_rows():
 
 
 def test_mean_abs_offdiag_tracks_rho():
-    # DIGEST §4.1: mean |offdiag| ≈ rho; at rho=0 it is E|N(0, 1/n)| = sqrt(2/(pi n)).
+    # book: paper facts, synthetic protocol: mean |offdiag| ≈ rho; at rho=0 it is E|N(0, 1/n)| = sqrt(2/(pi n)).
     D0 = spiked_dictionary(256, 300, 0.0, torch.Generator().manual_seed(0))
     assert mean_abs_offdiag(D0) == pytest.approx(math.sqrt(2 / (math.pi * 256)), rel=0.03)
     D9 = spiked_dictionary(256, 300, 0.9, torch.Generator().manual_seed(0))
@@ -189,8 +189,8 @@ TABLE = {
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.9])
-def test_statistics_match_digest_table(rho):
-    """Compare with the digest's table with a tolerance derived from our own sampling spread.
+def test_statistics_match_the_authors_table(rho):
+    """Compare with the authors' dictionary-statistics table (their reference implementation) with a tolerance derived from our own sampling spread.
 
     The table comes from one dictionary and 100 supports. We draw S dictionaries (different seeds) with
     `n_sets` supports each. For a per-support statistic the spread of a table-like value (one dictionary, 100 sets)

@@ -1,8 +1,9 @@
 """DDP training (aen_lib.distributed) on CPU with the gloo backend.
 
-The central check: N steps on 2 ranks equal N steps of one process on the concatenated batches, parameters, Adam,
-adaptive EMA, dead-latent window and logged metrics included; and a rank that crashes fails the launch with its own
-error while the last checkpoint stays loadable.
+The central check: N steps on 2 ranks equal N steps of one process on the concatenated batches — a stack of every
+architecture DDP supports, with parameters, Adam, adaptive EMA, JumpReLU thresholds, AuxK counters, the dead-latent
+window and logged metrics included; a 2-rank run resumes bit-identically; a rank that crashes fails the launch with
+its own error while the last checkpoint stays loadable.
 """
 
 from __future__ import annotations
@@ -20,18 +21,11 @@ import torch
 import torch.multiprocessing as mp
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.adaptive import AdaptiveWeights
-from aen_lib.distributed import (
-    DistContext,
-    DistributedTrainer,
-    ReducedAdaptiveWeights,
-    RunConfig,
-    StridedShard,
-    TensorStream,
-    main,
-    shard_windows,
-)
+from aen_lib.architectures import StepContext
+from aen_lib.distributed import DistContext, RunConfig, main, train_distributed
+from aen_lib.sources import StridedShard, TensorStream, shard_windows
 from aen_lib.io import load_sae
+from aen_lib.reduce import ProcessGroupReducer
 from aen_lib.train import TrainConfig, Trainer, load_checkpoint
 
 D_IN, D_SAE, PER_RANK, STEPS = 8, 24, 6, 12
@@ -49,10 +43,24 @@ def _rows(n: int = 200) -> torch.Tensor:
     return torch.randn(n, D_IN, generator=g) * torch.linspace(0.5, 2.0, D_IN)
 
 
-def _sae_cfg(arch: str = "aen") -> SAEConfig:
-    extra = dict(k=4) if arch == "topk" else dict(l1=3e-2, l2=1e-3, warmup_steps=3, ramp_steps=4, ema_beta=0.9,
-                                                 ref_top_pct=0.1)
-    return SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, seed=7, **extra)
+def _sae_cfg(arch: str = "aen", seed: int = 7) -> SAEConfig:
+    extra = {
+        "topk": dict(k=4),
+        "topk_auxk": dict(k=2, options={"auxk_dead_tokens": 24, "auxk_k": 4}),
+        "jumprelu": dict(l0=1e-2, jumprelu_init_threshold=0.1, jumprelu_bandwidth=0.5),
+        "relu_l1": dict(l1=3e-2),
+        "elastic_net": dict(l1=3e-2, l2=1e-3),
+        "adaptive_lasso": dict(l1=3e-2, warmup_steps=3, ramp_steps=4, ema_beta=0.9, ref_top_pct=0.1),
+    }.get(arch, dict(l1=3e-2, l2=1e-3, warmup_steps=3, ramp_steps=4, ema_beta=0.9, ref_top_pct=0.1))
+    return SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, seed=seed, **extra)
+
+
+#: every architecture that DDP supports (BatchTopK's batch-wide selection is refused across ranks), as one stack
+DDP_ARCHS = ["relu_l1", "elastic_net", "adaptive_lasso", "aen", "topk", "topk_auxk", "jumprelu"]
+
+
+def _stack() -> SAE:
+    return SAE([_sae_cfg(a, seed=i) for i, a in enumerate(DDP_ARCHS)])
 
 
 def _train_cfg(batch: int, ckpt_dir: str = "", ckpt_every: int = 0) -> TrainConfig:
@@ -63,11 +71,11 @@ def _train_cfg(batch: int, ckpt_dir: str = "", ckpt_every: int = 0) -> TrainConf
 def _final_state(tr: Trainer) -> dict:
     return {
         "sae": {k: v.detach().clone() for k, v in tr.sae.state_dict().items()},
-        "adam": [(s["exp_avg"].clone(), s["exp_avg_sq"].clone()) for s in tr.opt.state.values()],
+        "adam": [(m.clone(), v.clone()) for m, v in zip(tr.opt.exp_avg, tr.opt.exp_avg_sq)],
         "dead": tr.dead.max_abs.clone(),
         "dead_steps": tr.dead.total_steps,
         "dead_tokens": tr.dead.total_tokens,
-        "history": tr.history,
+        "histories": tr.histories,
     }
 
 
@@ -76,28 +84,51 @@ def _final_state(tr: Trainer) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _adaptive_run():
+    cfg = SAEConfig(d_in=2, d_sae=D_SAE, architecture="aen", l1=1.0, gamma=0.5, ema_beta=0.9, ref_top_pct=0.1,
+                    warmup_steps=0, ramp_steps=0)
+    return SAE(cfg).architecture
+
+
+def _ema_steps(run, batches, reducer=None):
+    for h in batches:
+        ctx = StepContext(update=True, training=True, **({"reducer": reducer} if reducer else {}))
+        run.penalty(h.unsqueeze(0), h.unsqueeze(0), None, None, None, ctx)
+    return run
+
+
+def _codes(rank: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 + rank)
+    return [torch.relu(torch.randn(5, D_SAE, generator=g)) for _ in range(3)]
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     ctx = DistContext(rank=rank, world_size=world, local_rank=rank)
+    reducer = ctx.reducer
+    assert isinstance(reducer, ProcessGroupReducer)
     result = {}
-    # (a) the EMA rule alone: different codes on each rank
-    w = ReducedAdaptiveWeights(D_SAE, gamma=0.5, beta=0.9, top_pct=0.1, w_min=0.01, w_max=10.0, warmup_steps=0,
-                               ramp_steps=0, ctx=ctx)
-    g = torch.Generator().manual_seed(1000 + rank)
-    for _ in range(3):
-        w.update(torch.relu(torch.randn(5, D_SAE, generator=g)))
-    result["ema_unit"] = w.ema.clone()
-    result["weights_unit"] = w.weights().clone()
-    # (b) full training, one SAE per architecture
-    for arch in ("aen", "topk"):
-        ckpt = os.path.join(out, f"ckpt_{arch}")
-        tr = DistributedTrainer(SAE(_sae_cfg(arch)), StridedShard(TensorStream(_rows()), rank, world),
-                                _train_cfg(PER_RANK, ckpt, 6), ctx)
-        tr.run()
-        result[arch] = _final_state(tr)
+    # (a) the adaptive EMA alone, different codes on each rank
+    run = _ema_steps(_adaptive_run(), _codes(rank), reducer)
+    result["ema_unit"] = run.ema[0].clone()
+    result["weights_unit"] = run.weights()[0].clone()
+    # (b) a stack of every DDP architecture, trained with checkpoints
+    data = StridedShard(TensorStream(_rows()), rank, world)
+    tr = Trainer(_stack(), data, _train_cfg(PER_RANK, os.path.join(out, "ckpt"), 6), reducer=reducer)
+    tr.run()
+    result["stack"] = _final_state(tr)
+    # (c) stopped at step 8 and resumed from its checkpoint: the same state and history, bit for bit
+    cut = Trainer(_stack(), StridedShard(TensorStream(_rows()), rank, world),
+                  _train_cfg(PER_RANK, os.path.join(out, "cut"), 4).replace(steps=8), reducer=reducer)
+    cut.run()
+    resumed = Trainer(_stack(), StridedShard(TensorStream(_rows()), rank, world),
+                      _train_cfg(PER_RANK, os.path.join(out, "cut"), 4), reducer=reducer)
+    resumed.resume(os.path.join(out, "cut", "checkpoint.pt"))
+    resumed.run()
+    result["resumed"] = _final_state(resumed)
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
@@ -110,9 +141,9 @@ def two_rank_run(tmp_path_factory) -> Path:
     return out
 
 
-def _one_process(arch: str, tmp: Path | None = None) -> Trainer:
+def _one_process(tmp: Path | None = None) -> Trainer:
     ckpt = str(tmp) if tmp else ""
-    tr = DistributedTrainer(SAE(_sae_cfg(arch)), TensorStream(_rows()), _train_cfg(2 * PER_RANK, ckpt, 6 if tmp else 0))
+    tr = Trainer(_stack(), TensorStream(_rows()), _train_cfg(2 * PER_RANK, ckpt, 6 if tmp else 0))
     tr.run()
     return tr
 
@@ -120,58 +151,70 @@ def _one_process(arch: str, tmp: Path | None = None) -> Trainer:
 def test_reduced_ema_equals_one_process_ema_on_concatenated_batch(two_rank_run):
     r0, r1 = (torch.load(two_rank_run / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert torch.equal(r0["ema_unit"], r1["ema_unit"])  # identical on every rank, bit for bit
-    ref = AdaptiveWeights(D_SAE, gamma=0.5, beta=0.9, top_pct=0.1, w_min=0.01, w_max=10.0, warmup_steps=0,
-                          ramp_steps=0)
-    per_rank = AdaptiveWeights(D_SAE, gamma=0.5, beta=0.9, top_pct=0.1, w_min=0.01, w_max=10.0, warmup_steps=0,
-                               ramp_steps=0)
-    g0, g1 = torch.Generator().manual_seed(1000), torch.Generator().manual_seed(1001)
-    for _ in range(3):
-        h0, h1 = torch.relu(torch.randn(5, D_SAE, generator=g0)), torch.relu(torch.randn(5, D_SAE, generator=g1))
-        ref.update(torch.cat([h0, h1]))
-        per_rank.update(h0)
-    torch.testing.assert_close(r0["ema_unit"], ref.ema, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(r0["weights_unit"], ref.weights(), rtol=1e-5, atol=1e-6)
+    both = [torch.cat([a, b]) for a, b in zip(_codes(0), _codes(1))]
+    ref = _ema_steps(_adaptive_run(), both)
+    per_rank = _ema_steps(_adaptive_run(), _codes(0))
+    torch.testing.assert_close(r0["ema_unit"], ref.ema[0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(r0["weights_unit"], ref.weights()[0], rtol=1e-5, atol=1e-6)
     # a per-rank EMA (what DDP alone would keep) is measurably different: the test can fail
-    assert (per_rank.ema - ref.ema).abs().max() > 1e-2
+    assert (per_rank.ema[0] - ref.ema[0]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("arch", ["aen", "topk"])
-def test_two_ranks_equal_one_process_on_concatenated_batches(two_rank_run, arch):
-    r0, r1 = (torch.load(two_rank_run / f"rank{r}.pt", weights_only=False)[arch] for r in (0, 1))
-    one = _final_state(_one_process(arch))
+def test_two_ranks_equal_one_process_on_concatenated_batches(two_rank_run):
+    """Tolerances: the global batch is summed in a different order on 2 ranks (all-reduce of per-rank gradients
+    and statistics), so results agree to float32 rounding, not bit for bit. JumpReLU's threshold gradient comes
+    from a rectangle kernel of the pre-activations, which rounding can move across the kernel's edge; it gets
+    a looser tolerance."""
+    r0, r1 = (torch.load(two_rank_run / f"rank{r}.pt", weights_only=False)["stack"] for r in (0, 1))
+    one = _final_state(_one_process())
     # every rank holds the same state, bit for bit
     for k in r0["sae"]:
         assert torch.equal(r0["sae"][k], r1["sae"][k]), k
     assert torch.equal(r0["dead"], r1["dead"])
     # ... and it is the one-process state on the concatenated batches, to float tolerance
     for k, v in one["sae"].items():
-        torch.testing.assert_close(r0["sae"][k], v, rtol=1e-4, atol=1e-5, msg=f"{arch}: {k}")
+        tol = dict(rtol=1e-3, atol=1e-4) if "log_threshold" in k else dict(rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(r0["sae"][k], v, **tol, msg=f"{k}")
     for (m2, v2), (m1, v1) in zip(r0["adam"], one["adam"]):
-        torch.testing.assert_close(m2, m1, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(v2, v1, rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(m2, m1, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(v2, v1, rtol=1e-3, atol=1e-9)
     torch.testing.assert_close(r0["dead"], one["dead"], rtol=1e-5, atol=1e-6)
     assert (r0["dead_steps"], r0["dead_tokens"]) == (one["dead_steps"], one["dead_tokens"]) == (STEPS, STEPS * 12)
-    if arch == "aen":
-        assert float(one["sae"]["objective.weights.step"]) == STEPS
-        assert (one["sae"]["objective.weights.ema"] - 1).abs().max() > 0.1  # the EMA moved: a real comparison
-    assert [r["step"] for r in r0["history"]] == [r["step"] for r in one["history"]] == [4, 8, 12]
-    for rec2, rec1 in zip(r0["history"], one["history"]):
-        for key in ("total", "mse", "l1", "l2", "l0", "ev", "mse_metric", "shrinkage", "dead_pct"):
-            assert rec2[key] == pytest.approx(rec1[key], rel=1e-4, abs=1e-6), (arch, key)
+    # the running states really moved, so the comparison tests them
+    stack = _stack()
+    stack.load_state_dict(one["sae"])
+    l1_run = stack.runs[0]
+    assert (l1_run.ema[2:4] - 1).abs().max() > 0.1  # adaptive lasso and AEN
+    assert int(l1_run.step[3]) == STEPS
+    auxk = stack.runs[2]
+    assert int(auxk.tokens_since_fired.max()) > 0
+    assert [r["step"] for r in r0["histories"][0]] == [r["step"] for r in one["histories"][0]] == [4, 8, 12]
+    for j, arch in enumerate(DDP_ARCHS):
+        for rec2, rec1 in zip(r0["histories"][j], one["histories"][j]):
+            for key in ("total", "mse", "l1", "l2", "aux", "l0", "ev", "mse_metric", "shrinkage", "dead_pct"):
+                assert rec2[key] == pytest.approx(rec1[key], rel=1e-3, abs=1e-5), (arch, key)
+
+
+def test_two_rank_resume_is_bit_identical(two_rank_run):
+    for r in (0, 1):
+        res = torch.load(two_rank_run / f"rank{r}.pt", weights_only=False)
+        for k, v in res["stack"]["sae"].items():
+            assert torch.equal(v, res["resumed"]["sae"][k]), (r, k)
+        assert res["stack"]["histories"] == res["resumed"]["histories"]
 
 
 def test_two_rank_checkpoint_loads_and_needs_same_world_size(two_rank_run, tmp_path):
-    state = load_checkpoint(two_rank_run / "ckpt_aen" / "checkpoint.pt")
-    assert state["world_size"] == 2 and state["step"] == STEPS and len(state["data"]) == 2
+    state = load_checkpoint(two_rank_run / "ckpt" / "checkpoint.pt")
+    assert state["world_size"] == 2 and state["step"] == STEPS and len(state["per_rank"]) == 2
     # rank 0's and rank 1's stream positions are both recorded (each read the whole stream)
-    assert state["data"][0] == state["data"][1] == {"pos": (STEPS * 2 * PER_RANK) % 200}
-    sae = SAE(SAEConfig.from_dict(state["sae_cfg"]))
-    sae.load_state_dict(state["sae"])
-    r0 = torch.load(two_rank_run / "rank0.pt", weights_only=False)["aen"]
-    assert torch.equal(sae.W_dec, r0["sae"]["W_dec"])
-    one = DistributedTrainer(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(2 * PER_RANK))
+    assert state["per_rank"][0]["data"] == state["per_rank"][1]["data"] == {"pos": (STEPS * 2 * PER_RANK) % 200}
+    stack = SAE([SAEConfig.from_dict(c) for c in state["sae_cfgs"]])
+    stack.load_state_dict(state["sae"])
+    r0 = torch.load(two_rank_run / "rank0.pt", weights_only=False)["stack"]
+    assert torch.equal(stack.W_dec, r0["sae"]["W_dec"])
+    one = Trainer(_stack(), TensorStream(_rows()), _train_cfg(2 * PER_RANK))
     with pytest.raises(ValueError, match="world_size=2"):
-        one.resume(two_rank_run / "ckpt_aen" / "checkpoint.pt")
+        one.resume(two_rank_run / "ckpt" / "checkpoint.pt")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,32 +222,23 @@ def test_two_rank_checkpoint_loads_and_needs_same_world_size(two_rank_run, tmp_p
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_single_process_is_the_trainer_bit_for_bit():
-    a = Trainer(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(12))
-    a.run()
-    b = _one_process("aen")
-    for k, v in a.sae.state_dict().items():
-        assert torch.equal(v, b.sae.state_dict()[k]), k
-    assert a.history == b.history
-
-
-def test_resume_is_bit_identical(tmp_path):
-    full = _one_process("aen")
-    cut = DistributedTrainer(SAE(_sae_cfg()), TensorStream(_rows()),
-                             _train_cfg(12, str(tmp_path), 4).replace(steps=8))
-    cut.run()
-    resumed = DistributedTrainer(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(12, str(tmp_path), 4))
-    resumed.resume(tmp_path / "checkpoint.pt")
-    assert resumed.step == 8
-    resumed.run()
-    for k, v in full.sae.state_dict().items():
-        assert torch.equal(v, resumed.sae.state_dict()[k]), k
-    assert resumed.history == full.history
+def test_train_distributed_in_one_process_resumes_bit_identical(tmp_path):
+    full = train_distributed(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(12))
+    sae = SAE(_sae_cfg())
+    train_distributed(sae, TensorStream(_rows()), _train_cfg(12, str(tmp_path), 4).replace(steps=8))
+    again = SAE(_sae_cfg())
+    resumed = train_distributed(again, TensorStream(_rows()), _train_cfg(12, str(tmp_path), 4),
+                                resume_from=tmp_path / "checkpoint.pt")
+    assert resumed.steps == STEPS and resumed.history == full.history
+    ref = SAE(_sae_cfg())
+    Trainer(ref, TensorStream(_rows()), _train_cfg(12)).run()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
 
 
 def test_bf16_autocast_trains_on_cpu():
     cfg = _train_cfg(12).replace(autocast="bf16", steps=30)
-    tr = DistributedTrainer(SAE(_sae_cfg()), TensorStream(_rows()), cfg)
+    tr = Trainer(SAE(_sae_cfg()), TensorStream(_rows()), cfg)
     res = tr.run()
     assert tr.sae.W_enc.dtype == torch.float32  # parameters stay fp32
     assert res.skipped_steps == 0
@@ -213,8 +247,12 @@ def test_bf16_autocast_trains_on_cpu():
 
 def test_batchtopk_is_refused_across_ranks():
     cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="batchtopk", k=2)
+    class TwoRanks(ProcessGroupReducer):
+        def __init__(self):  # no process group needed: the refusal comes first
+            self.world_size, self.rank = 2, 0
+
     with pytest.raises(ValueError, match="batchtopk"):
-        DistributedTrainer(SAE(cfg), TensorStream(_rows()), _train_cfg(6), DistContext(rank=0, world_size=2))
+        Trainer(SAE(cfg), TensorStream(_rows()), _train_cfg(6), reducer=TwoRanks())
 
 
 def test_strided_shard_partitions_the_stream():
@@ -255,14 +293,20 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
                     "checkpoint_every": 4},
           "data": {"kind": "tensor", "path": str(tmp_path / "rows.pt")},
           "saes": [{"name": "aen", **_sae_cfg().to_dict()}, {"name": "topk", **_sae_cfg("topk").to_dict()}]}
+    os.makedirs(tmp_path / "out")
     (tmp_path / "run.json").write_text(json.dumps(rc))
     assert main(["--config", str(tmp_path / "run.json")]) == 0
     res = json.loads((tmp_path / "out" / "aen" / "result.json").read_text())
     assert res["world_size"] == 1 and res["steps"] == 8
     sae, _ = load_sae(tmp_path / "out" / "aen" / "sae")
-    ref = DistributedTrainer(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(12).replace(steps=8))
+    ref = Trainer(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(12).replace(steps=8))
     ref.run()
     assert torch.equal(sae.W_enc, ref.sae.W_enc)
+    from aen_lib.runlock import RunLock
+
+    with RunLock(tmp_path / "out"):  # another launch holds the folder: refused, naming it
+        with pytest.raises(RuntimeError, match="in use by pid"):
+            main(["--config", str(tmp_path / "run.json")])
     mtime = (tmp_path / "out" / "aen" / "result.json").stat().st_mtime_ns
     assert main(["--config", str(tmp_path / "run.json")]) == 0  # finished SAEs are skipped
     assert (tmp_path / "out" / "aen" / "result.json").stat().st_mtime_ns == mtime
@@ -282,7 +326,8 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
 _CRASH_SCRIPT = """
 import sys, torch
 from aen_lib import SAE, SAEConfig
-from aen_lib.distributed import DistributedTrainer, StridedShard, TensorStream, init_distributed, shutdown_distributed
+from aen_lib.distributed import init_distributed, shutdown_distributed, train_distributed
+from aen_lib.sources import StridedShard, TensorStream
 from aen_lib.train import TrainConfig
 
 torch.set_num_threads(1)
@@ -302,7 +347,7 @@ rows = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
 sae = SAE(SAEConfig(d_in=8, d_sae=16, architecture="aen", l1=1e-2, l2=1e-3, warmup_steps=2, ramp_steps=2))
 cfg = TrainConfig(steps=20, batch_size=4, grad_clip=1.0, progress=False, log_every=2,
                   checkpoint_every=2, checkpoint_dir=sys.argv[1])
-DistributedTrainer(sae, Crashing(TensorStream(rows), ctx.rank, ctx.world_size), cfg, ctx).run()
+train_distributed(sae, Crashing(TensorStream(rows), ctx.rank, ctx.world_size), cfg, ctx)
 shutdown_distributed()
 """
 
@@ -321,7 +366,7 @@ def test_crashing_rank_fails_the_torchrun_launch_and_checkpoint_loads(tmp_path):
     assert "injected failure on rank 1 at step 6" in log
     state = load_checkpoint(tmp_path / "ckpt" / "checkpoint.pt")
     assert state["step"] == 4 and state["world_size"] == 2
-    sae = SAE(SAEConfig.from_dict(state["sae_cfg"]))
+    sae = SAE(SAEConfig.from_dict(state["sae_cfgs"][0]))
     sae.load_state_dict(state["sae"])
     assert torch.isfinite(sae.W_enc).all()
     lines = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.evaluation: spliced CE / KL / CE recovered (paper Figure 1, DIGEST §5.3)."""
+"""Tests for aen_lib.evaluation: spliced CE / KL / CE recovered (paper Figure 1, book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aen_lib.evaluation import mean_ablate, splice_sae, spliced_evaluation
+from aen_lib.evaluation import activation_mean, mean_ablate, splice_sae, spliced_evaluation, zero_ablate
 from aen_lib.lm import residual_hook_module
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
@@ -78,26 +78,53 @@ def test_zero_sae_hurts(tiny_lm, tiny_windows):
     res = spliced_evaluation(model, Zero(), tiny_windows, LAYER, batch_size=6, progress=False)
     assert res.ce_patched > res.ce_clean + 0.05
     assert res.kl > 0.01
-    # CE recovered is the formula of DIGEST §5.3
+    # CE recovered is the formula of book: paper facts, language-model protocols
     assert res.ce_recovered == pytest.approx(1 - (res.ce_patched - res.ce_clean) / (res.ce_ablated - res.ce_clean))
 
 
-def test_clean_and_mean_ablated_ce_match_manual(tiny_lm, tiny_windows):
+def test_clean_and_ablated_ce_match_manual(tiny_lm, tiny_windows):
     _, model, _ = tiny_lm
     ids = tiny_windows[:8]
     res = spliced_evaluation(model, Zero(), ids, LAYER, batch_size=4, progress=False)
-    clean, ablated, patched = [], [], []
+    with torch.no_grad():
+        h_all = model(input_ids=ids, output_hidden_states=True).hidden_states[LAYER + 1]
+    mean = h_all[:, 1:].reshape(-1, D_MODEL).double().mean(0).float()  # one mean over all 8 windows, positions >= 1
+    clean, ablated, zeroed, patched = [], [], [], []
     for b in (ids[:4], ids[4:]):
-        with torch.no_grad():
-            h = model(input_ids=b, output_hidden_states=True).hidden_states[LAYER + 1]
-        mean = h[:, 1:].reshape(-1, D_MODEL).mean(0)  # batch x position mean, positions >= 1
         clean.append(_manual_ce(_manual_logits(model, b), b))
         ablated.append(_manual_ce(_manual_logits(model, b, lambda x: mean.expand_as(x)), b))
+        zeroed.append(_manual_ce(_manual_logits(model, b, torch.zeros_like), b))
         patched.append(_manual_ce(_manual_logits(model, b, torch.zeros_like), b))
     assert res.ce_clean == pytest.approx(float(torch.stack(clean).mean()), rel=1e-5)
     assert res.ce_ablated == pytest.approx(float(torch.stack(ablated).mean()), rel=1e-5)
+    assert res.ce_zero_ablated == pytest.approx(float(torch.stack(zeroed).mean()), rel=1e-5)
     assert res.ce_patched == pytest.approx(float(torch.stack(patched).mean()), rel=1e-5)
     assert res.ce_ablated != pytest.approx(res.ce_clean, abs=1e-3)
+    # a zero SAE is exactly zero ablation: it recovers nothing of the zero-ablation gap
+    assert res.ce_recovered_zero_ablation == pytest.approx(0.0, abs=1e-5)
+    assert res.ce_recovered == res.ce_recovered_mean_ablation
+    assert res.ce_recovered_mean_ablation == pytest.approx(
+        1 - (res.ce_patched - res.ce_clean) / (res.ce_ablated - res.ce_clean))
+    assert res.ce_recovered_zero_ablation != pytest.approx(res.ce_recovered_mean_ablation, abs=1e-2)
+
+
+def test_mean_ablation_does_not_depend_on_batch_size(tiny_lm, tiny_windows):
+    _, model, _ = tiny_lm
+    sae = ShiftRelu()
+    runs = [spliced_evaluation(model, sae, tiny_windows, LAYER, batch_size=bs, progress=False) for bs in (2, 12)]
+    assert runs[0].ce_ablated == pytest.approx(runs[1].ce_ablated, rel=1e-6, abs=1e-6)
+    assert runs[0].ce_recovered == pytest.approx(runs[1].ce_recovered, rel=1e-5, abs=1e-5)
+    # the reference code's per-batch mean would not be: the mean of 2 windows differs from that of all 12
+    m2 = activation_mean(model, tiny_windows[:2], LAYER)
+    m12 = activation_mean(model, tiny_windows, LAYER, batch_size=5)
+    assert (m2 - m12).norm() > 1e-2 * m12.norm()
+    # a mean passed in is the one used; the same mean gives the same ablated CE
+    given = spliced_evaluation(model, sae, tiny_windows, LAYER, batch_size=3, ablation_mean=m12, progress=False)
+    assert given.ce_ablated == pytest.approx(runs[0].ce_ablated, rel=1e-6, abs=1e-6)
+    other = spliced_evaluation(model, sae, tiny_windows, LAYER, batch_size=3, ablation_mean=m2, progress=False)
+    assert other.ce_ablated != pytest.approx(given.ce_ablated, rel=1e-4)
+    with pytest.raises(ValueError, match="ablation_mean holds NaN"):
+        spliced_evaluation(model, sae, tiny_windows, LAYER, ablation_mean=m2 * math.nan, progress=False)
 
 
 def test_kl_matches_manual(tiny_lm, tiny_windows):
@@ -133,6 +160,11 @@ def test_splice_and_mean_ablate_keep_skipped_positions():
     ab = mean_ablate(h, skip_first=1)
     assert torch.equal(ab[:, 0], h[:, 0])
     torch.testing.assert_close(ab[1, 3], h[:, 1:].mean(dim=(0, 1)))
+    mu = torch.arange(8.0)
+    fixed = mean_ablate(h, skip_first=1, mean=mu)
+    assert torch.equal(fixed[:, 0], h[:, 0]) and torch.equal(fixed[2, 4], mu)
+    z = zero_ablate(h, skip_first=2)
+    assert torch.equal(z[:, :2], h[:, :2]) and not z[:, 2:].any()
 
 
 def test_real_sae_module_and_errors(tiny_lm, tiny_windows):

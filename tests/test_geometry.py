@@ -1,4 +1,4 @@
-"""Tests for aen_lib.geometry: hand computations on 2-3 atom dictionaries, scikit-learn, and the DIGEST §3 bounds."""
+"""Tests for aen_lib.geometry: hand computations on 2-3 atom dictionaries, scikit-learn, and the book: paper facts, theory bounds."""
 
 import math
 

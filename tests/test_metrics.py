@@ -1,4 +1,4 @@
-"""Tests for aen_lib.metrics (DIGEST §4.3, §5.3) against hand computations on tiny tensors."""
+"""Tests for aen_lib.metrics (book: paper facts, synthetic protocol) against hand computations on tiny tensors."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The SAE module (DIGEST §2.1) and its loss terms (DIGEST §2.2) against hand computations."""
+"""The SAE module and its loss terms (paper §2) against hand computations; one SAE and a stack."""
 
 import pytest
 import torch
@@ -67,13 +67,13 @@ def test_vanilla_has_no_l2_and_adaptive_uses_weights():
     c = cfg(architecture="adaptive_lasso", l1=0.5, warmup_steps=0, ramp_steps=0, ema_beta=0.5, gamma=1.0)
     sae = SAE(c)
     out, t = sae.loss(x)
-    w = sae.objective.weights.weights()
+    w = sae.architecture.weights()[0]
     assert torch.allclose(t.l1, 0.5 * (out.h * w).sum() / 8)
 
 
 def test_decoder_atoms_unit_norm_after_optimizer_steps():
     sae = SAE(cfg(d_in=8, d_sae=24))
-    opt = torch.optim.Adam(sae.parameters(), lr=0.1)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.1)  # an independent optimiser: the constraint is the SAE's
     for _ in range(5):
         _, t = sae.loss(torch.randn(16, 8))
         opt.zero_grad()
@@ -99,3 +99,31 @@ def test_wrong_shapes_raise():
         sae.decode(torch.randn(3, 15))
     with pytest.raises(TypeError):
         SAE({"d_in": 6})
+
+
+def test_stack_members_start_as_single_saes_and_compute_the_same_map():
+    cfgs = [cfg(seed=1), cfg(architecture="aen", l2=0.01, seed=2), cfg(architecture="topk", k=3, l1=0.0, seed=3)]
+    stack = SAE(cfgs)
+    assert stack.W_enc.shape == (3, 6, 16) and stack.member_shape == (3,)
+    x = torch.randn(9, 6)
+    out, terms = stack.loss(x, update=False)
+    assert terms.total.shape == (3,)
+    for j, c in enumerate(cfgs):
+        one = SAE(c)
+        assert torch.equal(one.W_enc, stack.W_enc[j]) and torch.equal(one.W_dec, stack.W_dec[j])
+        o1, t1 = one.loss(x, update=False)
+        assert torch.allclose(out.h[j], o1.h, atol=1e-6) and torch.allclose(out.x_hat[j], o1.x_hat, atol=1e-6)
+        assert torch.allclose(terms.total[j], t1.total, atol=1e-6)
+    # member() and stack() are inverses
+    again = SAE.stack([stack.member(j) for j in range(3)])
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(again, name), getattr(stack, name))
+
+
+def test_stack_needs_one_shape_and_configs():
+    with pytest.raises(ValueError, match="one shape"):
+        SAE([cfg(), cfg(d_sae=8)])
+    with pytest.raises(ValueError, match="at least one"):
+        SAE([])
+    with pytest.raises(TypeError, match="cfgs"):
+        SAE([cfg(), cfg()]).cfg

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.sparse_coding (DIGEST §3): KKT, scikit-learn agreement, closed forms, scalings, bad input."""
+"""Tests for aen_lib.sparse_coding (book: paper facts, theory): KKT, scikit-learn agreement, closed forms, scalings, bad input."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.text: document ranges, the offline corpus and packing into windows (DIGEST §5.1)."""
+"""Tests for aen_lib.text: document ranges, the offline corpus and packing into windows (book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -141,4 +141,4 @@ def test_hub_dataset_is_passed_to_datasets(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or "ds")
     assert load_text_dataset(PILE_DEDUPLICATED, streaming=True) == "ds"
     assert calls == [((PILE_DEDUPLICATED,), {"split": "train", "streaming": True})]
-    assert PILE_DEDUPLICATED == "EleutherAI/the_pile_deduplicated"  # DIGEST §5.1
+    assert PILE_DEDUPLICATED == "EleutherAI/the_pile_deduplicated"  # book: paper facts, language-model protocols

@@ -1,4 +1,4 @@
-"""Trainer: bit-identical resume, NaN guard, bad input, checkpoints (DIGEST §2.5)."""
+"""Trainer: bit-identical resume, NaN guard, bad input, checkpoints (book: paper facts, model and loss)."""
 
 import json
 
@@ -108,9 +108,9 @@ def test_non_finite_step_is_skipped_and_counted():
     before = {k: v.clone() for k, v in sae.state_dict().items()}
     tr = Trainer(sae, src, tcfg(steps=3))
     tr.run()
-    assert tr.skipped == 1
+    assert tr.skipped.tolist() == [1]
     # the adaptive state rolled back: two applied updates only
-    assert int(sae.objective.weights.step) == 2
+    assert int(sae.architecture.step[0]) == 2
     res = Trainer(sae, src, tcfg(steps=10)).run()
     assert res.skipped_steps == 1 and res.history[-1]["skipped_steps"] == 1
     assert all(torch.isfinite(v).all() for v in sae.state_dict().values() if v.is_floating_point())
@@ -186,6 +186,13 @@ def test_failed_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch):
 def test_grad_clip_bounds_the_update():
     sae, data = make("relu_l1")
     tr = Trainer(sae, data, tcfg(grad_clip=1e-3, lr=1.0))
-    tr.train_step()  # runs; the clip keeps the gradient norm at 1e-3
-    total = torch.sqrt(sum((p.grad**2).sum() for p in sae.parameters() if p.grad is not None))
-    assert float(total) <= 1e-3 * (1 + 1e-4)
+    seen = []
+    step = tr.opt.step
+
+    def spy(*a, **k):  # the gradients Adam receives, after clipping
+        seen.append(float(torch.sqrt(sum((p.grad**2).sum() for p in sae.parameters() if p.grad is not None))))
+        return step(*a, **k)
+
+    tr.opt.step = spy
+    tr.train_step()
+    assert seen[0] == pytest.approx(1e-3, rel=1e-4)  # the raw gradient is far larger: the clip acted

@@ -161,8 +161,9 @@ class Architecture(nn.Module):
         return {}
 
     # --- SAELens export -------------------------------------------------------------------------------------
-    def saelens_fields(self, j: int) -> dict[str, Any]:
-        """Architecture-specific SAELens cfg fields of member ``j`` (e.g. ``k`` for TopK)."""
+    @classmethod
+    def saelens_fields(cls, cfg: Any) -> dict[str, Any]:
+        """Architecture-specific SAELens cfg fields of an SAE with config ``cfg`` (e.g. ``k`` for TopK)."""
         return {}
 
     def saelens_tensors(self, j: int) -> dict[str, Tensor]:

@@ -39,6 +39,7 @@ def l2_penalty(h: Tensor, l2: Tensor) -> Tensor:
 class L1Family(Architecture):
     """ReLU codes with the (adaptive) l1 and optional l2 penalty; state: ``ema [Mg, m]`` (float32) and ``step [Mg]``."""
 
+    ACTIVATION_COUNTS = (4, 5, 3)
     ema: Tensor
     step: Tensor
 
@@ -66,10 +67,6 @@ class L1Family(Architecture):
         super().validate(cfg)
         if cfg.l2 != 0 and cfg.architecture not in WITH_L2:
             fail("l2", cfg.l2, f"must be 0 for {cfg.architecture}; use elastic_net or aen for an l2 term")
-
-    @classmethod
-    def activation_counts(cls, name: str) -> tuple[float, float, float]:
-        return (4, 5, 3) if name in WITH_L2 else (3, 4, 3)  # the l2 term keeps h for its backward
 
     @classmethod
     def label(cls, cfg: Any) -> str:
@@ -112,8 +109,10 @@ class L1Family(Architecture):
                                        torch.tensor([float(b)], device=col.device)])
                     stats = ctx.reducer.sum(stats)  # global-batch sums under DDP
                     mean_abs = (stats[:-1] / stats[-1]).reshape(col.shape)
-                    self.ema.copy_(ema_step(self.ema, mean_abs, self.beta.unsqueeze(-1)))
-                    self.step += 1
+                    new = ema_step(self.ema, mean_abs, self.beta.unsqueeze(-1))
+                    # only adaptive members keep an EMA (the others' state stays at its initial value)
+                    self.ema.copy_(torch.where(self.adaptive.unsqueeze(-1), new, self.ema))
+                    self.step += self.adaptive.to(self.step.dtype)
             w = self.weights().to(col.dtype)
             l1 = self.l1 * (col * w).sum(dim=-1) / b
         else:

@@ -47,5 +47,6 @@ class TopK(Architecture):
     def activate(self, pre: Tensor, ctx: StepContext) -> Tensor:
         return topk_codes(pre, self.k, self.k_max)
 
-    def saelens_fields(self, j: int) -> dict[str, Any]:
-        return {"k": self.cfgs[j].k}
+    @classmethod
+    def saelens_fields(cls, cfg: Any) -> dict[str, Any]:
+        return {"k": cfg.k, "rescale_acts_by_decoder_norm": False}  # our decoder rows are unit-norm
