@@ -1,7 +1,8 @@
 # aen-book: build, test and reproduce the book.
-#   make book                  create .venv if needed, install, execute every chapter, build _build/html
+#   make book                  create .venv if needed, install, execute every chapter, build _build/html, print times
 #   make test                  unit tests, every chapter with params/ci (papermill), then nbval on those runs
 #   make reproduce PROFILE=paper   every params/$(PROFILE)/*.yaml through papermill into runs/$(PROFILE)/ + summary
+#   make check-book            open every page of _build/html in headless Chromium: screenshots + checks
 #   make strip                 remove outputs from chapters (render-only chapters keep theirs)
 #   make clean                 remove _build/, results/ and runs/ (keeps .venv)
 
@@ -13,10 +14,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= lm,book,test
+EXTRAS ?= lm,book,test,browser
 PROFILE ?= paper
 PYTEST_WORKERS ?= 2
-CELL_TIMEOUT ?= 900
+# Per-cell limit (seconds) of the ci-profile runs (papermill and nbval): their cells take seconds, so a stalled kernel
+# fails within minutes, with the chapter and the cell named. A kernel that dies fails at once (nbclient DeadKernelError).
+# The book's own limit (default profile, cells of a few minutes) is execute.timeout in _config.yml.
+CELL_TIMEOUT ?= 300
 STAMP := $(VENV)/.aen-book-installed
 
 CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.ipynb))
@@ -26,6 +30,10 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# OpenMP threads sleep instead of spin-waiting between parallel regions. With spinning, one busy core (another job)
+# made a 2-thread training step at chapter 1's shape tens of times slower; sleeping costs a few percent when idle
+# (numbers: README, benchmarks/bench_busy_machine.py). Kernels started by papermill and jupyter-book inherit it.
+export OMP_WAIT_POLICY ?= PASSIVE
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 PAPERMILL_BASE := $(PY) -m papermill --kernel python3 --cwd chapters --no-progress-bar --log-output
@@ -33,10 +41,10 @@ PAPERMILL := $(PAPERMILL_BASE) --execution-timeout $(CELL_TIMEOUT)
 # Paper-scale cells train whole sweeps for hours: no per-cell timeout unless asked (-1 disables it).
 REPRODUCE_CELL_TIMEOUT ?= -1
 
-.PHONY: help install book test unit-test ci-runs nbval reproduce strip check-stripped clean
+.PHONY: help install book book-times check-book test unit-test ci-runs nbval reproduce strip check-stripped clean
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# //'
+	@sed -n '2,8p' Makefile | sed 's/^# //'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +61,34 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+	@rc=0; $(VENV)/bin/jupyter-book build . --all -W -n --keep-going || rc=$$?; \
+	$(PY) -m aen_lib.notebook book-times _build || true; \
+	if [ $$rc -ne 0 ]; then echo "make book: jupyter-book failed (exit $$rc); the failing chapter and cell are named above"; exit $$rc; fi
 	@echo "Book: $(abspath _build/html/index.html)"
+
+# Per-chapter execution times of the last `make book` (from the Sphinx environment that jupyter-book leaves).
+book-times: | $(PY)
+	$(PY) -m aen_lib.notebook book-times _build
+
+# Headless Chromium (Debian's chromium + chromium-driver; installed with apt-get if missing) opens every page of
+# _build/html: full-page screenshots under _build/screenshots/, and a failure for each broken image or link, raw
+# TeX left by MathJax, a traceback or error box, a chapter page without its launch button, or a reference to a file
+# outside the repository. Needs the `browser` extra (playwright, driving the system Chromium; it downloads no browser).
+# The book loads MathJax from a CDN; offline, the check answers those requests from the npm package mathjax@3, fetched
+# once into _build/mathjax/ (npm registry), so that formulas are really typeset before they are checked.
+CHROMIUM ?= /usr/bin/chromium
+MATHJAX_DIR ?= _build/mathjax/package
+check-book: $(STAMP)
+	@test -f _build/html/index.html || { echo "no _build/html/index.html: run make book first"; exit 1; }
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium"; \
+		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo || true); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install "playwright>=1.40"
+	@test -f $(MATHJAX_DIR)/es5/tex-mml-chtml.js || { mkdir -p $(dir $(MATHJAX_DIR)) && cd $(dir $(MATHJAX_DIR)) \
+		&& npm pack mathjax@3 --silent >/dev/null && tar -xzf mathjax-3*.tgz; } \
+		|| echo "could not fetch MathJax (npm missing?): every formula will be reported as raw TeX"
+	$(PY) tools/check_book.py _build/html --screenshots _build/screenshots --chromium $(CHROMIUM) \
+		$$(test -f $(MATHJAX_DIR)/es5/tex-mml-chtml.js && echo --mathjax $(MATHJAX_DIR))
 
 unit-test: $(STAMP)
 	@rc=0; $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests || rc=$$?; \
@@ -86,18 +120,22 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory ci-runs
 	$(MAKE) --no-print-directory nbval
 
+# Each run NN_name[__variant] writes under $(RUNS_DIR)/results/<run>/. AEN_RESULTS_ROOT tells a chapter where the
+# other runs are: chapter 8 finds chapter 7's SAEs in $(RUNS_DIR)/results/07_pythia_reproduction/07_pythia_reproduction/.
+PROFILE_DIR ?= params/$(PROFILE)
+RUNS_DIR ?= runs/$(PROFILE)
 reproduce: $(STAMP)
-	@ls params/$(PROFILE)/*.yaml >/dev/null 2>&1 || { echo "no profile files params/$(PROFILE)/*.yaml"; exit 1; }
-	mkdir -p runs/$(PROFILE)
-	@failed=0; for f in params/$(PROFILE)/*.yaml; do \
+	@ls $(PROFILE_DIR)/*.yaml >/dev/null 2>&1 || { echo "no profile files $(PROFILE_DIR)/*.yaml"; exit 1; }
+	mkdir -p $(RUNS_DIR)
+	@failed=0; for f in $(PROFILE_DIR)/*.yaml; do \
 		run=$$(basename $$f .yaml); chapter=$${run%%__*}; \
 		echo "== papermill $$run ($$f)"; \
-		AEN_RESULTS_DIR=$(abspath runs/$(PROFILE)/results/)/$$run \
+		AEN_RESULTS_DIR=$(abspath $(RUNS_DIR)/results)/$$run AEN_RESULTS_ROOT=$(abspath $(RUNS_DIR)/results) \
 			$(PAPERMILL_BASE) --execution-timeout $(REPRODUCE_CELL_TIMEOUT) \
-			chapters/$$chapter.ipynb runs/$(PROFILE)/$$run.ipynb -f $$f \
+			chapters/$$chapter.ipynb $(RUNS_DIR)/$$run.ipynb -f $$f \
 			|| { echo "FAILED: $$run"; failed=1; }; \
 	done; \
-	$(PY) -m aen_lib.notebook summarize runs/$(PROFILE) || failed=1; \
+	$(PY) -m aen_lib.notebook summarize $(RUNS_DIR) || failed=1; \
 	exit $$failed
 
 strip: | $(PY)

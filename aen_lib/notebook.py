@@ -26,6 +26,7 @@ Command line (used by the Makefile)::
     python -m aen_lib.notebook strip FILE.ipynb ...          # remove outputs in place
     python -m aen_lib.notebook check-stripped FILE.ipynb ... # exit 1 if a non-render-only notebook has outputs
     python -m aen_lib.notebook summarize RUN_DIR [RESULTS_DIR] # table of papermill runs (make reproduce)
+    python -m aen_lib.notebook book-times [BUILD_DIR]        # per-chapter execution times of the last book build
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ __all__ = [
     "glue",
     "repo_root",
     "results_dir",
+    "previous_results_dir",
+    "MissingResultsError",
     "save_json",
     "load_json",
     "validate_parameters",
@@ -58,6 +61,8 @@ __all__ = [
     "strip_outputs",
     "summarize_runs",
     "format_summary",
+    "book_execution_times",
+    "format_book_times",
 ]
 
 REPO_URL = "https://github.com/aen-book/aen-book"
@@ -146,6 +151,47 @@ def results_dir(chapter: str, root: str | Path | None = None) -> Path:
     out = base / chapter
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+class MissingResultsError(FileNotFoundError):
+    """A chapter was asked to reuse an earlier chapter's results and they are not where that chapter writes them."""
+
+
+def previous_results_dir(chapter: str, *, must_contain: str | None = None, required: bool = False) -> Path | None:
+    """The results folder of an earlier ``chapter`` of the same run of the book, or ``None`` if it has none.
+
+    Candidates, in order (the first that exists, and holds ``must_contain`` when given, wins):
+
+    1. ``$AEN_RESULTS_ROOT/<chapter>/<chapter>``: ``make reproduce`` runs each profile file ``NN_name[__variant].yaml``
+       with its own ``AEN_RESULTS_DIR = <root>/<run>``, so the run named after the chapter keeps its results there;
+    2. :func:`results_dir` ``(chapter)`` as this chapter sees it: ``$AEN_RESULTS_DIR/<chapter>`` (``make test``, where
+       all chapters share one folder), else ``<repository>/results/<chapter>`` (``make book``, Jupyter, Colab).
+
+    With ``required=True`` a missing folder raises :class:`MissingResultsError` listing every place that was searched,
+    instead of returning ``None``: a chapter asked to reuse results must not silently recompute them.
+    """
+    if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
+        raise ValueError(f"chapter must look like 'NN_name' (two digits, underscore, lower-case words), got {chapter!r}")
+    candidates = []
+    if os.environ.get("AEN_RESULTS_ROOT"):
+        candidates.append(Path(os.environ["AEN_RESULTS_ROOT"]) / chapter / chapter)
+    if os.environ.get("AEN_RESULTS_DIR"):
+        candidates.append(Path(os.environ["AEN_RESULTS_DIR"]) / chapter)
+    else:
+        repo = repo_root()
+        candidates.append((repo if repo is not None else Path.cwd()) / "results" / chapter)
+    for folder in candidates:
+        if folder.is_dir() and (must_contain is None or (folder / must_contain).exists()):
+            return folder
+    if required:
+        what = f"{must_contain} under " if must_contain else ""
+        searched = "\n  ".join(str(c) for c in candidates)
+        raise MissingResultsError(
+            f"this chapter was asked to reuse the results of {chapter}, but found no {what}its results folder; "
+            f"searched:\n  {searched}\nRun {chapter} first with the same AEN_RESULTS_DIR (make reproduce runs the "
+            f"chapters in order), or ask this chapter to train its own (see its parameters)."
+        )
+    return None
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -394,6 +440,50 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# make book: per-chapter execution times
+# ----------------------------------------------------------------------------------------------------------------
+def book_execution_times(build_dir: str | Path = "_build") -> list[dict[str, Any]]:
+    """One row per executed page of the last Jupyter Book build: ``page``, ``seconds``, ``method``, ``succeeded``,
+    ``error``.
+
+    MyST-NB stores each notebook's execution result (``exec_data``) in the Sphinx environment that the build pickles
+    (``<build_dir>/.doctrees/environment.pickle``); this reads it back. Pages that were not executed are left out.
+    """
+    import pickle
+
+    build_dir = Path(build_dir)
+    pickles = sorted(build_dir.glob("**/.doctrees/environment.pickle")) or sorted(build_dir.glob("**/environment.pickle"))
+    if not pickles:
+        raise FileNotFoundError(f"no Sphinx environment.pickle under {build_dir}: build the book first (make book)")
+    with open(pickles[0], "rb") as fh:
+        env = pickle.load(fh)  # noqa: S301 - our own build output
+    rows = []
+    for page, meta in sorted(getattr(env, "nb_metadata", {}).items()):
+        data = (meta or {}).get("exec_data")
+        if not data:
+            continue
+        rows.append({"page": page, "seconds": data.get("runtime"), "method": data.get("method"),
+                     "succeeded": bool(data.get("succeeded")), "error": data.get("error")})
+    return rows
+
+
+def format_book_times(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of :func:`book_execution_times` rows with a total line."""
+    if not rows:
+        return "no executed pages recorded in the build\n"
+    width = max(len("total"), *(len(r["page"]) for r in rows))
+    lines = [f"{'page':<{width}}  {'seconds':>8}  status", f"{'-' * width}  {'-' * 8}  ------"]
+    total = 0.0
+    for r in rows:
+        secs = r["seconds"]
+        total += secs or 0.0
+        status = "ok" if r["succeeded"] else f"FAILED ({r['error']})"
+        lines.append(f"{r['page']:<{width}}  {'-' if secs is None else f'{secs:8.1f}':>8}  {status}")
+    lines.append(f"{'total':<{width}}  {total:8.1f}")
+    return "\n".join(lines) + "\n"
+
+
 def _main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aen_lib.notebook", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -404,7 +494,14 @@ def _main(argv: Iterable[str] | None = None) -> int:
     p_sum = sub.add_parser("summarize", help="tabulate papermill runs; writes summary.json and summary.md")
     p_sum.add_argument("run_dir", type=Path)
     p_sum.add_argument("results_root", type=Path, nargs="?")
+    p_times = sub.add_parser("book-times", help="per-chapter execution times of the last jupyter-book build")
+    p_times.add_argument("build_dir", type=Path, nargs="?", default=Path("_build"))
     args = parser.parse_args(list(argv) if argv is not None else None)
+
+    if args.cmd == "book-times":
+        print("Chapter execution times of this build (MyST-NB):")
+        print(format_book_times(book_execution_times(args.build_dir)), end="")
+        return 0
 
     if args.cmd == "strip":
         for path in args.paths:

@@ -12,6 +12,13 @@ Standard panels:
   of per-latent firing frequencies (dead latents counted in their own bar).
 * :func:`save_figure`: writes a figure under ``results/<chapter>/`` (see :func:`aen_lib.notebook.results_dir`).
 
+Statistics with seaborn (imported lazily too), in the same architecture colours:
+
+* :func:`architecture_palette`: the ``palette=`` argument for seaborn, one colour per architecture;
+* :func:`plot_seed_spread`: every seed as a dot and the seed mean with its ``[min, max]`` range, per architecture;
+* :func:`plot_firing_ecdf`: the cumulative distribution of per-latent firing frequencies, one curve per architecture;
+* :func:`plot_grid_heatmap`: a metric over a grid (e.g. architecture x ρ) as an annotated heatmap.
+
 Matplotlib is imported lazily inside the functions that draw, so importing ``aen_lib`` stays light.
 """
 
@@ -46,6 +53,10 @@ __all__ = [
     "plot_firing_histogram",
     "save_figure",
     "sae_pipeline_diagram",
+    "architecture_palette",
+    "plot_seed_spread",
+    "plot_firing_ecdf",
+    "plot_grid_heatmap",
 ]
 
 OKABE_ITO: dict[str, str] = {
@@ -59,13 +70,17 @@ OKABE_ITO: dict[str, str] = {
     "reddish_purple": "#CC79A7",
 }
 
-# Yellow is left out: it is hard to see on a white background.
+# Yellow is left out: it is hard to see on a white background. The Okabe-Ito palette has seven usable colours; the
+# eighth architecture, TopK with the AuxK auxiliary loss, takes olive from Paul Tol's colour-blind-safe "muted" scheme.
+TOL_OLIVE = "#999933"
+
 ARCHITECTURE_COLORS: dict[str, str] = {
     "relu_l1": OKABE_ITO["orange"],
     "elastic_net": OKABE_ITO["sky_blue"],
     "adaptive_lasso": OKABE_ITO["bluish_green"],
     "aen": OKABE_ITO["vermillion"],
     "topk": OKABE_ITO["blue"],
+    "topk_auxk": TOL_OLIVE,
     "batchtopk": OKABE_ITO["reddish_purple"],
     "jumprelu": OKABE_ITO["black"],
 }
@@ -76,6 +91,7 @@ ARCHITECTURE_LABELS: dict[str, str] = {
     "adaptive_lasso": "Adaptive lasso",
     "aen": "AEN (ours)",
     "topk": "TopK",
+    "topk_auxk": "TopK + AuxK",
     "batchtopk": "BatchTopK",
     "jumprelu": "JumpReLU",
 }
@@ -86,6 +102,7 @@ ARCHITECTURE_MARKERS: dict[str, str] = {
     "adaptive_lasso": "D",
     "aen": "*",
     "topk": "^",
+    "topk_auxk": ">",
     "batchtopk": "v",
     "jumprelu": "P",
 }
@@ -195,11 +212,21 @@ def plot_pareto_panel(
         if len(front) > 1:
             ax.plot(mx[front], my[front], color=color, lw=1.5, alpha=0.9)
     if logx:
-        ax.set_xscale("log")
+        _log_axis_plain_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or metric)
     ax.grid(True, alpha=0.3)
     return rows
+
+
+def _log_axis_plain_ticks(axis: Any) -> None:
+    """Log scale with ticks at 1, 2, 5 x 10^k written as plain numbers (2, 5, 10, 20), no crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def dead_ev_vs_l0_figure(
@@ -365,3 +392,156 @@ def sae_pipeline_diagram() -> Figure:
     ax.text(0.1, 0.25, "Grey: frozen language model. Orange: the SAE, trained to reconstruct $X_M$ with a sparse code. "
             "Fidelity: divergence between $X_F$ and $\\hat X_F$.", fontsize=8)
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics with seaborn
+# ----------------------------------------------------------------------------------------------------------------
+def architecture_palette(architectures: Iterable[str]) -> dict[str, str]:
+    """``{architecture: colour}`` for seaborn's ``palette=`` (the book-wide colours; ``ValueError`` if unknown)."""
+    return {a: architecture_color(a) for a in dict.fromkeys(architectures)}
+
+
+def _architecture_order(values: Iterable[str]) -> list[str]:
+    present = set(values)
+    return [a for a in ARCHITECTURE_COLORS if a in present]
+
+
+def plot_seed_spread(
+    ax: Axes,
+    runs: Any,
+    y: str,
+    *,
+    x: str = "architecture",
+    hue: str = "architecture",
+    ylabel: str | None = None,
+    xlabel: str | None = None,
+) -> Any:
+    """Every run as a dot (one per seed) and the mean over seeds with a ``[min, max]`` bar, in architecture colours.
+
+    ``runs`` is a DataFrame (or a list of dicts) with columns ``x``, ``hue`` (architecture names) and ``y``. With
+    ``x == hue`` there is one column per architecture; with another ``x`` (e.g. ``rho``) the architectures are dodged
+    side by side at each ``x``. Returns the DataFrame drawn.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(runs)
+    for col in {x, hue, y}:
+        if col not in df.columns:
+            raise ValueError(f"plot_seed_spread: runs lack the column {col!r}; they have {sorted(df.columns)}")
+    if df.empty:
+        raise ValueError("plot_seed_spread needs at least one run")
+    hue_order = _architecture_order(df[hue])
+    palette = architecture_palette(hue_order)
+    order = hue_order if x == hue else sorted(df[x].unique())
+    dodge = x != hue
+    sns.stripplot(data=df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, palette=palette, dodge=dodge,
+                  alpha=0.45, size=4, jitter=0.15, legend=False, ax=ax)
+    sns.pointplot(data=df, x=x, y=y, hue=hue, order=order, hue_order=hue_order, palette=palette,
+                  dodge=0.55 if dodge else False, errorbar=("pi", 100), estimator="mean", markers="D",
+                  linestyles="none", capsize=0.1, err_kws={"linewidth": 1.2}, ax=ax)
+    if x == hue:
+        ax.set_xticks(range(len(order)), [architecture_label(a) for a in order], rotation=20, ha="right")
+        leg = ax.get_legend()
+        if leg is not None:
+            leg.remove()
+    else:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, [architecture_label(lab) if lab in ARCHITECTURE_COLORS else lab for lab in labels],
+                  frameon=False, fontsize=8)
+    ax.set_ylabel(ylabel or y)
+    ax.set_xlabel(xlabel if xlabel is not None else ("" if x == hue else x))
+    ax.grid(True, axis="y", alpha=0.3)
+    return df
+
+
+def plot_firing_ecdf(
+    ax: Axes,
+    frequencies: Mapping[str, Sequence[float]],
+    *,
+    mark: Mapping[str, float] | None = None,
+) -> dict[str, int]:
+    """Cumulative share of latents against firing frequency (log x), one curve per architecture.
+
+    Latents that never fired cannot sit on a log axis: each curve starts at the share of never-firing latents (stated
+    in the legend). ``mark[architecture] = f`` draws a vertical line at one latent's frequency. Returns the number of
+    never-firing latents per architecture.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    if not frequencies:
+        raise ValueError("plot_firing_ecdf needs at least one architecture")
+    arrays = {a: np.asarray(f, dtype=float) for a, f in frequencies.items()}
+    frames, dead = [], {}
+    for arch, f in arrays.items():
+        architecture_color(arch)
+        if f.ndim != 1 or f.size == 0 or np.any((f < 0) | (f > 1)) or not np.all(np.isfinite(f)):
+            raise ValueError(f"frequencies[{arch!r}] must be a non-empty 1-D array of values in [0, 1]")
+        dead[arch] = int((f == 0).sum())
+        frames.append(pd.DataFrame({"frequency": f[f > 0], "architecture": arch}))
+    df = pd.concat(frames, ignore_index=True)
+    order = _architecture_order(arrays)
+    for arch in order:
+        f = arrays[arch]
+        pos = np.sort(f[f > 0])
+        if pos.size == 0:
+            continue
+        # ECDF over all latents (never-firing ones included), so the curve starts at their share
+        cum = (dead[arch] + np.arange(1, pos.size + 1)) / f.size
+        ax.step(pos, cum, where="post", color=architecture_color(arch), lw=1.8,
+                label=f"{architecture_label(arch)} ({dead[arch]} of {f.size} never fired)")
+    sns.rugplot(data=df, x="frequency", hue="architecture", palette=architecture_palette(order), height=0.03,
+                alpha=0.3, legend=False, ax=ax)
+    for arch, value in (mark or {}).items():
+        ax.axvline(value, color=architecture_color(arch), ls="--", lw=1.2)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("firing frequency (fraction of tokens, log scale)")
+    ax.set_ylabel("share of latents firing at most this often")
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    return dead
+
+
+def plot_grid_heatmap(
+    ax: Axes,
+    frame: Any,
+    *,
+    index: str,
+    columns: str,
+    values: str,
+    fmt: str = ".1f",
+    cmap: str = "rocket_r",
+    cbar_label: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Any:
+    """``values`` over a grid (``index`` x ``columns``) as an annotated heatmap; returns the pivoted table.
+
+    When ``index`` holds architecture names, rows follow the book's architecture order and carry their labels and
+    colours. Each (index, column) pair must appear once: aggregate seeds before calling.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(frame)
+    for col in (index, columns, values):
+        if col not in df.columns:
+            raise ValueError(f"plot_grid_heatmap: frame lacks the column {col!r}; it has {sorted(df.columns)}")
+    if df.duplicated([index, columns]).any():
+        raise ValueError(f"plot_grid_heatmap: several rows share one ({index}, {columns}) cell; aggregate them first")
+    table = df.pivot(index=index, columns=columns, values=values)
+    is_arch = all(str(a) in ARCHITECTURE_COLORS for a in table.index)
+    if is_arch:
+        table = table.loc[_architecture_order(table.index)]
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0.5, linecolor="white",
+                cbar_kws={"label": cbar_label or values}, ax=ax)
+    if is_arch:
+        ax.set_yticks(np.arange(len(table.index)) + 0.5, [architecture_label(a) for a in table.index], rotation=0)
+        for tick, arch in zip(ax.get_yticklabels(), table.index):
+            tick.set_color(architecture_color(arch))
+    ax.set_ylabel("")
+    ax.set_xlabel(columns)
+    return table

@@ -186,3 +186,56 @@ def test_glue_returns_plain_numbers_and_checks_the_name():
     assert type(nbh.glue("n_dead", torch.tensor(3))) is int
     with pytest.raises(ValueError, match="'dead pct'"):
         nbh.glue("dead pct", 1.0)
+
+
+def test_previous_results_dir_follows_each_layout(tmp_path, monkeypatch):
+    ch7 = "07_pythia_reproduction"
+    monkeypatch.delenv("AEN_RESULTS_ROOT", raising=False)
+    # make test: all chapters share AEN_RESULTS_DIR
+    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "shared"))
+    assert nbh.previous_results_dir(ch7) is None
+    (tmp_path / "shared" / ch7 / "saes").mkdir(parents=True)
+    assert nbh.previous_results_dir(ch7) == tmp_path / "shared" / ch7
+    assert nbh.previous_results_dir(ch7, must_contain="saes/manifest.json") is None
+    # make reproduce: one folder per run, AEN_RESULTS_ROOT names their parent; chapter 8 runs in its own folder
+    root = tmp_path / "runs" / "results"
+    monkeypatch.setenv("AEN_RESULTS_DIR", str(root / "08_what_features_are"))
+    monkeypatch.setenv("AEN_RESULTS_ROOT", str(root))
+    with pytest.raises(nbh.MissingResultsError) as info:
+        nbh.previous_results_dir(ch7, must_contain="saes/manifest.json", required=True)
+    msg = str(info.value)
+    assert str(root / ch7 / ch7) in msg and str(root / "08_what_features_are" / ch7) in msg and "manifest" in msg
+    (root / ch7 / ch7 / "saes").mkdir(parents=True)
+    (root / ch7 / ch7 / "saes" / "manifest.json").write_text("{}")
+    assert nbh.previous_results_dir(ch7, must_contain="saes/manifest.json", required=True) == root / ch7 / ch7
+    with pytest.raises(ValueError, match="NN_name"):
+        nbh.previous_results_dir("chapter7")
+
+
+class _FakeEnv:
+    """Stands in for the Sphinx BuildEnvironment that jupyter-book pickles (only nb_metadata is read)."""
+
+    def __init__(self, nb_metadata):
+        self.nb_metadata = nb_metadata
+
+
+def test_book_execution_times_reads_the_build_environment(tmp_path, capsys):
+    import pickle
+
+    meta = {"book/intro": {},
+            "chapters/01_a": {"exec_data": {"mtime": 0.0, "runtime": 61.5, "method": "force", "succeeded": True,
+                                            "error": None}},
+            "chapters/02_b": {"exec_data": {"mtime": 0.0, "runtime": 3.25, "method": "force", "succeeded": False,
+                                            "error": "CellExecutionError"}}}
+    (tmp_path / ".doctrees").mkdir()
+    with open(tmp_path / ".doctrees" / "environment.pickle", "wb") as fh:
+        pickle.dump(_FakeEnv(meta), fh)
+    rows = nbh.book_execution_times(tmp_path)
+    assert [(r["page"], r["seconds"], r["succeeded"]) for r in rows] == [("chapters/01_a", 61.5, True),
+                                                                         ("chapters/02_b", 3.25, False)]
+    text = nbh.format_book_times(rows)
+    assert "61.5" in text and "FAILED (CellExecutionError)" in text and "total" in text and "64.8" in text
+    assert nbh._main(["book-times", str(tmp_path)]) == 0
+    assert "chapters/01_a" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="make book"):
+        nbh.book_execution_times(tmp_path / "nothing")

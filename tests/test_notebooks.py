@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,70 @@ def test_papermill_output_passes_nbval_and_a_broken_cell_fails_it(tmp_path):
     bad = subprocess.run([*cmd, str(tmp_path / "broken.ipynb")], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 1
     assert "Cell 4" in bad.stdout and "broken cell" in bad.stdout  # the failing cell is named
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# make reproduce: chapter 8 reuses chapter 7's SAEs, or says loudly that it cannot.
+# ------------------------------------------------------------------------------------------------------------------
+CH7, CH8 = "07_pythia_reproduction", "08_what_features_are"
+
+
+@pytest.mark.slow
+def test_chapter8_asked_to_reuse_chapter7_fails_loudly_when_it_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.delenv("AEN_RESULTS_ROOT", raising=False)
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(ROOT / "chapters" / f"{CH8}.ipynb"), str(tmp_path / "08.ipynb"),
+                            parameters={"reuse_chapter7": "require"}, kernel_name="python3", progress_bar=False,
+                            cwd=str(ROOT / "chapters"))
+    err = info.value
+    assert err.ename == "MissingResultsError", (err.ename, err.evalue)
+    assert CH7 in err.evalue and str(tmp_path / "results" / CH7) in err.evalue
+
+
+@pytest.mark.slow
+def test_make_reproduce_hands_chapter7_to_chapter8(tmp_path):
+    """A two-chapter profile (the ci sizes) through `make reproduce`: chapter 8 must reuse chapter 7's SAEs."""
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    shutil.copy(ROOT / "params" / "ci" / f"{CH7}.yaml", profile / f"{CH7}.yaml")
+    ch8 = yaml.safe_load((ROOT / "params" / "ci" / f"{CH8}.yaml").read_text())
+    (profile / f"{CH8}.yaml").write_text(yaml.safe_dump({**ch8, "reuse_chapter7": "require"}))
+    venv = Path(sys.prefix)  # the environment running the tests: the Makefile's VENV
+    stamp = f"{venv}/.aen-book-installed"
+    runs = tmp_path / "runs"
+    # -o: never (re)install into the running environment, whatever the stamp's age
+    out = subprocess.run(["make", "--no-print-directory", "-o", stamp, "reproduce", f"VENV={venv}",
+                          f"PROFILE_DIR={profile}", f"RUNS_DIR={runs}"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    summary = json.loads((runs / "summary.json").read_text())
+    assert [(r["run"], r["status"]) for r in summary] == [(CH7, "ok"), (CH8, "ok")]
+    ch8_summary = json.loads((runs / "results" / CH8 / CH8 / "summary.json").read_text())
+    assert ch8_summary["reused_chapter7"] is True
+    assert ch8_summary["source"].startswith("chapter 7's SAEs")
+    assert (runs / "results" / CH7 / CH7 / "saes" / "manifest.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A stalled or dead kernel fails fast, naming the cell (the papermill options of `make test`'s ci-runs)
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("body,words", [
+    ("import time\ntime.sleep(600)  # a stalled cell", ["timed out", "time.sleep(600)"]),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)  # the kernel dies", ["Kernel died", "Dead"]),
+])
+def test_stalled_or_dead_kernel_fails_fast_and_names_the_cell(tmp_path, body, words):
+    import time
+
+    src = _mini_chapter(tmp_path / "mini.ipynb", body=body)
+    cmd = [sys.executable, "-m", "papermill", str(src), str(tmp_path / "out.ipynb"), "--kernel", "python3",
+           "--no-progress-bar", "--log-output", "--execution-timeout", "5"]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    elapsed = time.perf_counter() - t0
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert elapsed < 120, f"took {elapsed:.0f} s to fail"
+    assert any(w in text for w in words), text[-3000:]
+    last = _code_cells(_load(tmp_path / "out.ipynb"))[-1]  # the cell that stalled or killed the kernel
+    assert last.source == body and (last.metadata.papermill.get("duration") or 0) < 60, last.metadata

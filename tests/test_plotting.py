@@ -15,14 +15,22 @@ from aen_lib import plotting  # noqa: E402
 from aen_lib.architectures import ARCHITECTURES  # noqa: E402
 
 
-def test_every_architecture_has_a_distinct_okabe_ito_colour():
-    archs = set(ARCHITECTURES)
-    assert archs <= set(plotting.ARCHITECTURE_COLORS)
+def test_every_architecture_has_a_distinct_colour_blind_safe_colour():
+    # every registered architecture has its colour (an architecture added without one fails here)
+    assert set(ARCHITECTURES) <= set(plotting.ARCHITECTURE_COLORS), set(ARCHITECTURES) - set(plotting.ARCHITECTURE_COLORS)
+    assert set(plotting.ARCHITECTURE_COLORS) == set(plotting.ARCHITECTURE_LABELS) == set(plotting.ARCHITECTURE_MARKERS)
     colours = list(plotting.ARCHITECTURE_COLORS.values())
     assert len(set(colours)) == len(colours)
-    assert set(colours) <= set(plotting.OKABE_ITO.values())
+    assert set(colours) <= set(plotting.OKABE_ITO.values()) | {plotting.TOL_OLIVE}
     assert plotting.OKABE_ITO["yellow"] not in colours
     assert len(set(plotting.ARCHITECTURE_MARKERS.values())) == len(plotting.ARCHITECTURE_MARKERS)
+    assert len(set(plotting.ARCHITECTURE_LABELS.values())) == len(plotting.ARCHITECTURE_LABELS)
+
+
+def test_topk_auxk_is_told_apart_from_topk():
+    assert plotting.architecture_color("topk_auxk") != plotting.architecture_color("topk")
+    assert plotting.ARCHITECTURE_MARKERS["topk_auxk"] != plotting.ARCHITECTURE_MARKERS["topk"]
+    assert "AuxK" in plotting.architecture_label("topk_auxk")
 
 
 def test_unknown_architecture_is_named_in_the_error():
@@ -172,4 +180,86 @@ def test_sae_pipeline_diagram_names_the_figure1_stages():
     for word in ["frozen LM", "$X_M$", "sparse code", "SAE encoder", "SAE decoder", "logits $X_F$", "KL / CE",
                  "replaces"]:
         assert word in texts
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# seaborn helpers
+# ------------------------------------------------------------------------------------------------------------------
+def _rgb(c):
+    return tuple(np.round(mcolors.to_rgb(c), 3))
+
+
+def test_architecture_palette_is_the_book_palette():
+    pal = plotting.architecture_palette(["topk", "aen", "topk"])
+    assert pal == {"topk": plotting.architecture_color("topk"), "aen": plotting.architecture_color("aen")}
+    with pytest.raises(ValueError, match="'nope'"):
+        plotting.architecture_palette(["nope"])
+
+
+def test_seed_spread_draws_each_seed_and_the_min_max_of_the_mean():
+    runs = [{"architecture": a, "seed": s, "dead_pct": v}
+            for a, vals in {"aen": [1.0, 2.0, 6.0], "topk": [10.0, 12.0, 14.0]}.items() for s, v in enumerate(vals)]
+    fig, ax = plt.subplots()
+    plotting.plot_seed_spread(ax, runs, "dead_pct", ylabel="dead %")
+    # one dot per seed, in the architecture's colour
+    dots = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    ys = sorted(sorted(np.asarray(c.get_offsets())[:, 1].tolist()) for c in dots)
+    assert [1.0, 2.0, 6.0] in ys and [10.0, 12.0, 14.0] in ys
+    colours = {_rgb(c.get_facecolor()[0]) for c in dots}
+    assert _rgb(plotting.architecture_color("aen")) in colours and _rgb(plotting.architecture_color("topk")) in colours
+    # the [min, max] bar of AEN spans 1..6 around its mean 3
+    spans = [(np.nanmin(y), np.nanmax(y)) for y in (np.asarray(line.get_ydata(), float) for line in ax.lines)
+             if np.isfinite(y).sum() > 2]
+    assert (1.0, 6.0) in spans and (10.0, 14.0) in spans
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["AEN (ours)", "TopK"]
+    assert ax.get_ylabel() == "dead %"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="'ev'"):
+        plotting.plot_seed_spread(plt.subplots()[1], runs, "ev")
+
+
+def test_firing_ecdf_starts_at_the_dead_share_and_ends_at_one():
+    f = {"aen": np.array([0.0, 0.001, 0.01, 0.1]), "topk": np.array([0.0, 0.0, 0.0, 0.5])}
+    fig, ax = plt.subplots()
+    dead = plotting.plot_firing_ecdf(ax, f, mark={"aen": 0.01})
+    assert dead == {"aen": 1, "topk": 3}
+    curves = {name: line for line in ax.lines for name in ("AEN (ours)", "TopK")
+              if line.get_label().startswith(name + " (")}
+    aen_y = curves["AEN (ours)"].get_ydata()
+    assert aen_y[0] == pytest.approx(0.5) and aen_y[-1] == pytest.approx(1.0)
+    assert curves["TopK"].get_ydata()[0] == pytest.approx(1.0)
+    assert "1 of 4 never fired" in curves["AEN (ours)"].get_label()
+    assert any(list(line.get_xdata()) == [0.01, 0.01] for line in ax.lines)  # the marked latent
+    assert ax.get_xscale() == "log"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        plotting.plot_firing_ecdf(plt.subplots()[1], {"aen": [1.5]})
+
+
+def test_grid_heatmap_orders_architectures_and_annotates_values():
+    rows = [{"method": m, "rho": r, "dead": v} for (m, r), v in
+            {("topk", 0.0): 12.0, ("topk", 0.9): 40.0, ("aen", 0.0): 0.5, ("aen", 0.9): 20.0}.items()]
+    fig, ax = plt.subplots()
+    table = plotting.plot_grid_heatmap(ax, rows, index="method", columns="rho", values="dead", cbar_label="dead %")
+    assert list(table.index) == ["aen", "topk"]  # the book's order, not alphabetical by accident
+    assert table.loc["topk", 0.9] == 40.0
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["AEN (ours)", "TopK"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["0.5", "20.0", "12.0", "40.0"])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="aggregate"):
+        plotting.plot_grid_heatmap(plt.subplots()[1], rows + rows[:1], index="method", columns="rho", values="dead")
+
+
+def test_pareto_panel_log_axis_has_plain_uncrowded_ticks():
+    runs = [{"architecture": "topk", "variant": f"k{k}", "seed": 0, "l0": float(k), "dead_pct": 10.0 / k}
+            for k in (2, 8, 64)] + [{"architecture": "aen", "variant": "a", "seed": 0, "l0": 1.1, "dead_pct": 0.0}]
+    fig, ax = plt.subplots()
+    plotting.plot_pareto_panel(ax, runs, "dead_pct", maximize=False)
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    lo, hi = ax.get_xlim()
+    labels = [t.get_text() for t, pos in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= pos <= hi]
+    assert labels == ["1", "2", "5", "10", "20", "50"], labels  # 1-2-5 steps as plain numbers, no 10^k or "2.0"
+    assert not [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
     plt.close(fig)
