@@ -1,6 +1,6 @@
 # aen-book: build, test and reproduce the book.
 #   make book                  create .venv if needed, install, execute every chapter, build _build/html, print times
-#   make test                  unit tests, every chapter with params/ci (papermill), then nbval on those runs
+#   make test                  lint, unit tests, every chapter with params/ci (papermill), then nbval on those runs
 #   make reproduce PROFILE=paper   every params/$(PROFILE)/*.yaml through papermill into runs/$(PROFILE)/ + summary
 #   make check-book            open every page of _build/html in headless Chromium: screenshots + checks
 #   make strip                 remove outputs from chapters (render-only chapters keep theirs)
@@ -41,7 +41,7 @@ PAPERMILL := $(PAPERMILL_BASE) --execution-timeout $(CELL_TIMEOUT)
 # Paper-scale cells train whole sweeps for hours: no per-cell timeout unless asked (-1 disables it).
 REPRODUCE_CELL_TIMEOUT ?= -1
 
-.PHONY: help install book book-times check-book test unit-test ci-runs nbval reproduce strip check-stripped clean
+.PHONY: help install book book-times check-book test lint unit-test ci-runs nbval reproduce strip check-stripped clean
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# //'
@@ -115,7 +115,12 @@ nbval: $(STAMP)
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout $(CELL_TIMEOUT) \
 		-n $(PYTEST_WORKERS) --dist loadscope _build/ci_runs/*.ipynb
 
+# pyflakes rules (dead imports, undefined names) over the library, tests, benchmarks and tools: pyproject [tool.ruff]
+lint: $(STAMP)
+	$(VENV)/bin/ruff check aen_lib tests benchmarks tools
+
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit-test
 	$(MAKE) --no-print-directory ci-runs
 	$(MAKE) --no-print-directory nbval

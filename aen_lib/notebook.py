@@ -40,6 +40,9 @@ import re
 import sys
 import types
 import typing
+
+if typing.TYPE_CHECKING:  # only for annotations: importing torch here would slow the CLI down
+    import torch
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
