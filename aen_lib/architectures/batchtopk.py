@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import fail
-from .base import Architecture, StepContext, register_architecture
+from .base import StepContext, register_architecture
+from .topk import KSparse
 
 
 @register_architecture("batchtopk")
-class BatchTopK(Architecture):
+class BatchTopK(KSparse):
     """State: ``threshold [Mg]`` (float32) and ``threshold_initialised [Mg]``."""
 
     saelens_architecture = "jumprelu"
@@ -27,21 +27,9 @@ class BatchTopK(Architecture):
 
     def __init__(self, cfgs: list[Any], start: int, device: torch.device | None, dtype: torch.dtype) -> None:
         super().__init__(cfgs, start, device, dtype)
-        self.hyper("k", [c.k for c in cfgs], device, torch.long)
         self.hyper("beta", [c.batchtopk_threshold_beta for c in cfgs], device, torch.float64)
-        self.k_max = max(c.k for c in cfgs)
         self.register_buffer("threshold", torch.zeros(len(cfgs), device=device, dtype=torch.float32))
         self.register_buffer("threshold_initialised", torch.zeros(len(cfgs), device=device, dtype=torch.bool))
-
-    @classmethod
-    def validate(cls, cfg: Any) -> None:
-        super().validate(cfg)
-        if not 1 <= cfg.k <= cfg.d_sae:
-            fail("k", cfg.k, f"must satisfy 1 <= k <= d_sae={cfg.d_sae} for batchtopk")
-
-    @classmethod
-    def label(cls, cfg: Any) -> str:
-        return f"batchtopk k={cfg.k}"
 
     def activate(self, pre: Tensor, ctx: StepContext) -> Tensor:
         mg, b, m = pre.shape

@@ -23,11 +23,8 @@ def topk_codes(pre: Tensor, k: Tensor, k_max: int) -> Tensor:
     return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals) * keep.to(vals.dtype))
 
 
-@register_architecture("topk")
-class TopK(Architecture):
-    """Per-member ``k [Mg]``; no running state."""
-
-    saelens_architecture = "topk"
+class KSparse(Architecture):
+    """Architectures with a per-member number of active latents ``k [Mg]`` (TopK, TopK+AuxK, BatchTopK)."""
 
     def __init__(self, cfgs: list[Any], start: int, device: torch.device | None, dtype: torch.dtype) -> None:
         super().__init__(cfgs, start, device, dtype)
@@ -43,6 +40,13 @@ class TopK(Architecture):
     @classmethod
     def label(cls, cfg: Any) -> str:
         return f"{cfg.architecture} k={cfg.k}"
+
+
+@register_architecture("topk")
+class TopK(KSparse):
+    """No running state."""
+
+    saelens_architecture = "topk"
 
     def activate(self, pre: Tensor, ctx: StepContext) -> Tensor:
         return topk_codes(pre, self.k, self.k_max)
