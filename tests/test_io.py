@@ -12,7 +12,7 @@ from aen_lib.io import load_sae, save_sae
 
 @pytest.mark.parametrize(
     "arch, kw", [("aen", dict(l1=1e-3, l2=1e-4)), ("topk", dict(k=4)), ("jumprelu", dict(l0=1e-3)),
-                 ("batchtopk", dict(k=4))]
+                 ("batchtopk", dict(k=4)), ("topk_auxk", dict(k=4, options={"auxk_coef": 0.1}))]
 )
 def test_round_trip_gives_the_same_codes(tmp_path, arch, kw):
     sae = SAE(SAEConfig(d_in=6, d_sae=20, architecture=arch, seed=5, **kw))

@@ -19,12 +19,12 @@ sae_lens = pytest.importorskip("sae_lens", reason="the optional test dependency 
                                                    "(pip install 'aen-lib[test]')")
 
 D_IN, D_SAE, K = 16, 48, 4
-ARCHS = ("relu_l1", "elastic_net", "adaptive_lasso", "aen", "topk", "jumprelu", "batchtopk")
+ARCHS = ("relu_l1", "elastic_net", "adaptive_lasso", "aen", "topk", "topk_auxk", "jumprelu", "batchtopk")
 META = {"model_name": "tiny-llama", "hook_layer": 2, "context_size": 24, "dataset_path": "offline:pydoc"}
 
 
 def _our_sae(arch: str) -> SAE:
-    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K if arch in ("topk", "batchtopk") else 0,
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K if arch in ("topk", "topk_auxk", "batchtopk") else 0,
                         seed=3))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
