@@ -202,7 +202,7 @@ def test_chapter8_asked_to_reuse_chapter7_fails_loudly_when_it_is_missing(tmp_pa
     with pytest.raises(pm.PapermillExecutionError) as info:
         pm.execute_notebook(str(ROOT / "chapters" / f"{CH8}.ipynb"), str(tmp_path / "08.ipynb"),
                             parameters={"reuse_chapter7": "require"}, kernel_name="python3", progress_bar=False,
-                            cwd=str(ROOT / "chapters"))
+                            cwd=str(ROOT / "chapters"), execution_timeout=600)
     err = info.value
     assert err.ename == "MissingResultsError", (err.ename, err.evalue)
     assert CH7 in err.evalue and str(tmp_path / "results" / CH7) in err.evalue
@@ -220,8 +220,10 @@ def test_make_reproduce_hands_chapter7_to_chapter8(tmp_path):
     stamp = f"{venv}/.aen-book-installed"
     runs = tmp_path / "runs"
     # -o: never (re)install into the running environment, whatever the stamp's age
+    # a cell limit, so that a stalled chapter fails the test instead of hanging it (reproduce has none by default)
     out = subprocess.run(["make", "--no-print-directory", "-o", stamp, "reproduce", f"VENV={venv}",
-                          f"PROFILE_DIR={profile}", f"RUNS_DIR={runs}"], cwd=ROOT, capture_output=True, text=True)
+                          f"PROFILE_DIR={profile}", f"RUNS_DIR={runs}", "REPRODUCE_CELL_TIMEOUT=600"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     summary = json.loads((runs / "summary.json").read_text())
     assert [(r["run"], r["status"]) for r in summary] == [(CH7, "ok"), (CH8, "ok")]
