@@ -3,7 +3,7 @@ logit effect of a decoder direction, and a spliced evaluation of many SAEs that 
 
 These are the tools of the book's chapters on real language models (book: paper facts, language-model protocols "Interpretability probe").
 
-* **Dead and dense latents under three definitions** (survey notes (f)6): a latent is dead when it did not fire
+* **Dead and dense latents under three definitions**, those of the common SAE libraries: a latent is dead when it did not fire
   during the last *N training steps* (SAELens' window), during the last *N tokens* (10M tokens in sparsify,
   dictionary_learning and OpenAI's code), or *on a held-out evaluation set* (SAEBench's ``frac_alive``).
   :class:`FiringTracker` records, for every latent, how long ago it last fired, so one pass over a stream answers
@@ -84,9 +84,9 @@ def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] 
     """
     if not isinstance(config, CacheConfig):
         raise TypeError(f"config must be a CacheConfig, got {type(config).__name__}")
-    digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    key_hash = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.model).name or config.model).strip("_") or "model"
-    return default_cache_dir(cache_dir) / "activations" / f"{model}-L{config.layer}-{digest}"
+    return default_cache_dir(cache_dir) / "activations" / f"{model}-L{config.layer}-{key_hash}"
 
 
 class _HeadRows:
@@ -142,7 +142,7 @@ def cache_source(cache: ActivationCache | str | os.PathLike[str], batch_size: in
 
 
 class FiringTracker:
-    """For every latent, the steps and tokens since it last fired, and how often it fired (survey notes (f)6).
+    """For every latent, the steps and tokens since it last fired, and how often it fired (the three definitions above).
 
     Feed it the codes ``h [B, m]`` of consecutive training steps with :meth:`update`. Unlike
     :class:`aen_lib.metrics.DeadLatentTracker` (a fixed window that is reset, as the paper logs it, book: paper facts, language-model protocols),
@@ -284,7 +284,7 @@ def dead_dense_accounting(
     token_window: int,
     dense_thresholds: Sequence[float] = (0.01, 0.1),
 ) -> dict[str, float]:
-    """Dead and dense latents under the three definitions of the survey notes (f)6, in percent of latents.
+    """Dead and dense latents under the three definitions above (training steps, tokens, a held-out set), in percent of latents.
 
     * ``dead_steps_pct``: did not fire in the last ``step_window`` training steps of ``tracker`` (SAELens);
     * ``dead_tokens_pct``: did not fire in the last ``token_window`` tokens of ``tracker`` (10M tokens in sparsify,

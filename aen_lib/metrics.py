@@ -9,7 +9,7 @@ Two explained-variance definitions are provided on purpose, because they differ:
 * :func:`explained_variance`, the **paper's** per-batch metric (book: paper facts, synthetic protocol):
   EV = 1 − Σ_j Var_b(x_j − x̂_j) / Σ_j Var_b(x_j) with biased (1/B) variances over the batch. The residual is
   centred, so a constant bias error x̂ = x + c is not penalised (EV = 1).
-* :class:`StreamingExplainedVariance`, the globally centred cross-batch metric recommended in the survey notes:
+* :class:`StreamingExplainedVariance`, a globally centred cross-batch metric (penalises a constant offset):
   EV = 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²), accumulated over batches in float64. A constant bias error lowers it.
   ``compute(centre_residual=True)`` gives the streaming version of the paper's residual-centred formula, which on a
   single batch equals :func:`explained_variance`.
@@ -110,7 +110,7 @@ def explained_variance(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 class StreamingExplainedVariance:
-    """Cross-batch explained variance with float64 accumulators (survey notes (b), EV variant 4).
+    """Cross-batch explained variance with float64 accumulators (centred by the global mean, not per batch).
 
     ``compute()`` returns EV = 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²), expectations over all tokens seen. It penalises
     a constant bias error, unlike the paper's :func:`explained_variance`. ``compute(centre_residual=True)``

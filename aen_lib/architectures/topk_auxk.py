@@ -2,9 +2,10 @@
 
 A latent is *dead* once it has not fired for ``auxk_dead_tokens`` training tokens. Each step the ``auxk_k`` largest
 pre-activations among the dead latents (ReLU'd) reconstruct the main reconstruction's residual e = x − x̂ (a
-constant target), and the loss adds α · mean_{b,j} (e − ê)² with ê = codes_aux · W_dec — the same per-dimension mean
-as the main MSE, so α keeps Gao et al.'s ratio to it (α = 1/32). The auxiliary codes never enter x̂; they only give
-dead latents a gradient. The paper's TopK baseline has no AuxK (:mod:`.topk`); this one answers "what if it had".
+constant target), and the loss adds α · mean_{b,j} (e − ê)² with ê = codes_aux · W_dec, the same per-dimension mean
+as the main MSE; α = 1/32 by default, Gao et al.'s coefficient. (Their reference code also divides the auxiliary
+MSE by the residual's variance, and SAELens uses α = 1 without that division; this one does neither, so α is
+relative to the main loss.) The auxiliary codes never enter x̂; they only give dead latents a gradient. The paper's TopK baseline has no AuxK (:mod:`.topk`); this one answers "what if it had".
 """
 
 from __future__ import annotations
