@@ -46,7 +46,7 @@ from .model import SAE
 from .planner import sae_memory
 from .reduce import LOCAL, Reducer
 from .sources import DataSource
-from .train import TrainConfig, Trainer, final_metrics, load_checkpoint
+from .train import CHECKPOINT_VERSION, TrainConfig, Trainer, final_metrics, load_checkpoint
 
 __all__ = [
     "PAPER_SPIKED_GRID",
@@ -366,7 +366,7 @@ def train_sweep(
             res = trainer.run()
             histories, skipped = res.histories, res.skipped
             if done is not None:
-                final_state = {"version": 2, "sae_cfgs": [configs[i].to_dict() for i in idx], "sae": stack.state_dict(),
+                final_state = {"version": CHECKPOINT_VERSION, "sae_cfgs": [configs[i].to_dict() for i in idx], "sae": stack.state_dict(),
                                "histories": histories, "skipped": skipped, "seconds": res.seconds}
                 if reducer.is_main:
                     atomic_write(done, lambda p: torch.save(final_state, p))

@@ -410,7 +410,11 @@ class Trainer:
             self.histories[j].append(rec)
             if self.ckpt_dir is not None and self.reducer.is_main:
                 with (self.ckpt_dir / "metrics.jsonl").open("a") as f:
-                    f.write(json.dumps({**rec, "member": j} if self.sae.stacked else rec) + "\n")
+                    f.write(self._jsonl_line(rec, j))
+
+    def _jsonl_line(self, rec: dict[str, float], j: int) -> str:
+        """One line of metrics.jsonl; a stack's lines name their member."""
+        return json.dumps({**rec, "member": j} if self.sae.stacked else rec) + "\n"
 
     # --- the loop -----------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -426,8 +430,8 @@ class Trainer:
         if self.ckpt_dir is not None and self.reducer.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             if self.step > 0:  # on resume, keep exactly the lines up to the checkpoint's step
-                lines = [json.dumps({**h[i], "member": j} if self.sae.stacked else h[i]) + "\n"
-                         for i in range(len(self.histories[0])) for j, h in enumerate(self.histories)]
+                lines = [self._jsonl_line(h[i], j) for i in range(len(self.histories[0]))
+                         for j, h in enumerate(self.histories)]
                 atomic_write(self.ckpt_dir / "metrics.jsonl", lambda p: p.write_text("".join(lines)))
         own_bar = self.bar is None and cfg.progress and self.reducer.is_main
         bar = _progress(cfg, self.step, mm) if own_bar else self.bar
