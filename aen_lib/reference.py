@@ -1,8 +1,8 @@
 """Reference results: paper-size runs, resumable over days, stored as small JSON records with provenance.
 
 A *set* is one sweep (one grid, one data configuration, one seed) at the paper's size. Its records live in the
-repository under ``reference/<set>/``: ``provenance.json`` (the exact command, every invocation's git commit, torch
-version, device and CPU/GPU model, dates, wall time and member-steps/s) and one ``<variant>.json`` per trained SAE
+repository under ``reference/<set>/``: ``provenance.json`` (the exact command; for every invocation, killed ones included, its git commit,
+torch version, device and CPU/GPU model, dates, wall and CPU time and saved member-steps) and one ``<variant>.json`` per trained SAE
 (config, data config, final metrics, the logged history; no weights). The training state lives in a work folder
 outside the repository (default ``~/.cache/aen_lib/reference_runs/<set>``); the command can be killed at any moment
 and run again: it continues from the last checkpoint (:func:`aen_lib.sweep.train_sweep`), and the records are only
@@ -22,6 +22,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ import torch
 
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
 from .io import atomic_write
+from .runlock import RunLock
 from .results import member_record, variant_id
 from .sweep import expand_grid, train_sweep
 from .train import TrainConfig
@@ -81,6 +83,78 @@ def machine_facts(device: torch.device) -> dict[str, Any]:
     return facts
 
 
+def checkpointed_member_steps(sweep_dir: Path) -> int:
+    """Member-steps a resumable sweep folder holds: finished chunks count fully, a running chunk up to its last
+    checkpoint (work after it is lost when the process dies, and is redone)."""
+    manifest = sweep_dir / "sweep.json"
+    if not manifest.is_file():
+        return 0
+    plan = json.loads(manifest.read_text())
+    steps = int(plan["train"]["steps"])
+    held = 0
+    for c_i, idx in enumerate(plan["chunks"]):
+        folder = sweep_dir / f"chunk_{c_i:03d}"
+        if (folder / "done.pt").is_file():
+            held += len(idx) * steps
+        elif (folder / "checkpoint.pt").is_file():
+            state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+            held += len(idx) * int(state["step"])
+    return held
+
+
+class InvocationLedger:
+    """One JSON file per invocation of a set, rewritten every ``every_s`` seconds while it trains.
+
+    A set takes hours and is killed and continued many times, so each invocation must leave its record even when it
+    is killed: ``started``, ``ended`` (the last heartbeat when killed, within ``every_s``), wall ``seconds``,
+    ``cpu_seconds`` (this process's CPU time, not inflated by pauses or by a busy machine), the commit, the machine,
+    and the member-steps held when it started. :meth:`settle` turns those into each invocation's saved
+    ``member_steps`` (the progress up to the next invocation's start)."""
+
+    def __init__(self, folder: Path, *, sweep_dir: Path, device: torch.device, every_s: float = 60.0) -> None:
+        self.folder, self.sweep_dir, self.every_s = Path(folder), Path(sweep_dir), every_s
+        self.folder.mkdir(parents=True, exist_ok=True)
+        started = dt.datetime.now(dt.timezone.utc)
+        self.path = self.folder / f"{started:%Y%m%dT%H%M%S%f}.json"
+        repo = Path(__file__).resolve().parents[1]
+        self.record: dict[str, Any] = {
+            "started": started.isoformat(timespec="seconds"), "ended": None, "completed": False,
+            "commit": _git_commit(repo), **machine_facts(device), "seconds": 0.0, "cpu_seconds": 0.0,
+            "member_steps_at_start": checkpointed_member_steps(self.sweep_dir)}
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="reference-ledger", daemon=True)
+
+    def _write(self, **update: Any) -> None:
+        self.record.update(update, ended=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           seconds=round(time.perf_counter() - self._t0, 1),
+                           cpu_seconds=round(time.process_time() - self._c0, 1))
+        rec = dict(self.record)
+        atomic_write(self.path, lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._write()
+
+    def __enter__(self) -> "InvocationLedger":
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write(completed=exc_type is None, **({"error": f"{exc_type.__name__}: {exc}"} if exc_type else {}))
+
+    def settle(self, total: int) -> list[dict[str, Any]]:
+        """Every invocation of the set, in start order, with its ``member_steps`` (its saved progress)."""
+        calls = [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]  # names: start time, µs
+        for call, nxt in zip(calls, calls[1:] + [None]):
+            end = nxt["member_steps_at_start"] if nxt is not None else total
+            call["member_steps"] = end - call["member_steps_at_start"]
+        return calls
+
+
 def set_name(rho: float, seed: int) -> str:
     return f"spiked_paper_rho{rho:g}_seed{seed}"
 
@@ -102,19 +176,15 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     data_cfg = SpikedDictionaryConfig(n=256, m=1024, k=16, rho=rho, seed=seed)
     work = work_root / name
     work.mkdir(parents=True, exist_ok=True)
-    repo = Path(__file__).resolve().parents[1]
-    call = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": _git_commit(repo),
-            **machine_facts(dev)}
-    t0 = time.perf_counter()
-    result = train_sweep(configs, SpikedDictionaryData(data_cfg, device=dev), tcfg, device=dev,
-                         checkpoint_dir=work / "sweep")
-    call.update(ended=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                seconds=round(time.perf_counter() - t0, 1), member_steps=result.member_steps)
-    with (work / "calls.jsonl").open("a") as f:
-        f.write(json.dumps(call) + "\n")
-    calls = [json.loads(line) for line in (work / "calls.jsonl").read_text().splitlines() if line.strip()]
+    with RunLock(work):  # one process per set: a second one fails at once, naming the first
+        ledger = InvocationLedger(work / "invocations", sweep_dir=work / "sweep", device=dev)
+        with ledger:
+            result = train_sweep(configs, SpikedDictionaryData(data_cfg, device=dev), tcfg, device=dev,
+                                 checkpoint_dir=work / "sweep")
+        calls = ledger.settle(total=len(configs) * tcfg.steps)
     total_s = sum(c["seconds"] for c in calls)
     total_steps = sum(c["member_steps"] for c in calls)
+    cpu = [c for c in calls if c.get("cpu_seconds")]
     provenance = {
         "record_version": RECORD_VERSION,
         "set": name,
@@ -125,6 +195,9 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         "wall_seconds": round(total_s, 1),
         "member_steps": total_steps,
         "member_steps_per_s": round(total_steps / total_s, 2) if total_s > 0 else None,
+        # CPU time is not inflated by pauses or by other jobs' waiting: the fairer speed on a shared machine
+        "member_steps_per_cpu_s": (round(sum(c["member_steps"] for c in cpu) / sum(c["cpu_seconds"] for c in cpu), 2)
+                                   if cpu else None),
     }
     tmp_files = {}
     for m in result.members:
@@ -181,6 +254,9 @@ def check_set(folder: str | Path) -> dict[str, Any]:
                 raise ValueError(f"{folder}: record {r['variant']} lacks final[{key!r}]")
     if sum(c["member_steps"] for c in prov["invocations"]) != prov["member_steps"]:
         raise ValueError(f"{prov_path}: member_steps does not add up over the invocations")
+    if prov["member_steps"] != prov["members"] * steps:
+        raise ValueError(f"{prov_path}: member_steps {prov['member_steps']} is not members × steps "
+                         f"({prov['members']} × {steps})")
     return prov
 
 

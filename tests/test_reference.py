@@ -46,6 +46,8 @@ def test_a_finished_set_passes_the_check_and_is_not_overwritten(tiny_set):
     (lambda f: _edit(f, "provenance.json", lambda d: d.pop("command")), r"lacks \['command'\]"),
     (lambda f: _edit(f, next(f.glob("topk-*.json")).name, lambda d: d["history"].pop()), "does not reach step 6"),
     (lambda f: _edit(f, "provenance.json", lambda d: d.update(member_steps=1)), "does not add up"),
+    (lambda f: _edit(f, "provenance.json", lambda d: (d.update(member_steps=8), d["invocations"][0].update(member_steps=8))),
+     "is not members × steps"),
 ])
 def test_the_check_fails_on_a_broken_set(tiny_set, tmp_path, damage, match):
     broken = tmp_path / tiny_set.name
@@ -60,3 +62,47 @@ def _edit(folder, name, change):
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+
+
+def _fake_sweep(folder, step):
+    """A sweep folder as train_sweep leaves it: one chunk of 2 members, checkpointed at ``step`` of 10."""
+    import torch
+    (folder / "chunk_000").mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps({"train": {"steps": 10}, "chunks": [[0, 1]]}))
+    torch.save({"step": step}, folder / "chunk_000" / "checkpoint.pt")
+
+
+def test_a_killed_invocation_leaves_its_record_and_its_saved_progress_counts(tmp_path):
+    import time
+
+    import torch
+
+    from aen_lib.reference import InvocationLedger, checkpointed_member_steps
+
+    sweep = tmp_path / "sweep"
+    assert checkpointed_member_steps(sweep) == 0
+    first = InvocationLedger(tmp_path / "inv", sweep_dir=sweep, device=torch.device("cpu"), every_s=0.05)
+    first.__enter__()  # killed below: __exit__ never runs, only the heartbeat wrote
+    time.sleep(0.3)
+    first._stop.set()
+    first._thread.join()
+    _fake_sweep(sweep, step=4)  # what it had saved when it died
+    assert checkpointed_member_steps(sweep) == 8
+    with InvocationLedger(tmp_path / "inv", sweep_dir=sweep, device=torch.device("cpu"), every_s=0.05) as second:
+        time.sleep(0.1)
+    (sweep / "chunk_000" / "checkpoint.pt").unlink()
+    torch.save({}, sweep / "chunk_000" / "done.pt")
+    assert checkpointed_member_steps(sweep) == 20
+    calls = second.settle(total=20)
+    assert [c["completed"] for c in calls] == [False, True]
+    assert [c["member_steps"] for c in calls] == [8, 12]
+    assert calls[0]["seconds"] >= 0.2 and calls[0]["ended"] is not None and calls[0]["commit"]
+
+
+def test_a_second_process_on_the_same_set_is_refused(tmp_path):
+    from aen_lib.runlock import RunLock, RunLockedError
+
+    work = tmp_path / "work"
+    with RunLock(work / "spiked_paper_rho0_seed0_steps2"):
+        with pytest.raises(RunLockedError):
+            run_spiked(0.0, 0, out_root=tmp_path / "out", work_root=work, steps=2, progress=False)
