@@ -174,8 +174,13 @@ class SAE(nn.Module):
         bias = self._m3(self.b_enc).unsqueeze(1) - torch.bmm(b_dec - b_dec.detach(), w.detach())  # [M, 1, m]
         return torch.baddbmm(bias, xc.expand(w.shape[0], -1, -1), w)
 
+    def _split(self, t3: Tensor) -> list[Tensor]:
+        """t3 [M, ...] as one piece per run. One ``split`` instead of a slice per run: autograd then joins the pieces'
+        gradients with one ``cat``, where each slice would have zero-filled and added a gradient of the full size."""
+        return list(t3.split([r.stop - r.start for r in self.runs])) if len(self.runs) > 1 else [t3]  # type: ignore[misc]
+
     def _act3(self, pre3: Tensor, ctx: StepContext) -> Tensor:
-        hs = [r.activate(pre3[r.start : r.stop], ctx) for r in self.runs]  # type: ignore[misc]
+        hs = [r.activate(p, ctx) for r, p in zip(self.runs, self._split(pre3))]  # type: ignore[misc]
         return torch.cat(hs) if len(hs) > 1 else hs[0]
 
     def _dec3(self, h3: Tensor) -> Tensor:
@@ -229,12 +234,14 @@ class SAE(nn.Module):
             raise ValueError(f"loss expects a batch x [B, d_in]; got shape {tuple(x.shape)}")
         ctx = self._ctx(update, reducer)
         pre = self._pre3(x3)
-        h = self._act3(pre, ctx)
+        pres = self._split(pre)
+        hs = [r.activate(p, ctx) for r, p in zip(self.runs, pres)]  # type: ignore[misc]
+        h = torch.cat(hs) if len(hs) > 1 else hs[0]
         x_hat = self._dec3(h)
         mse = (x3 - x_hat).pow(2).mean(dim=(1, 2))  # [M]
-        w_dec = self._m3(self.W_dec)
-        parts = [r.penalty(h[r.start : r.stop], pre[r.start : r.stop], x3 if x3.shape[0] == 1 else x3[r.start : r.stop],
-                           x_hat[r.start : r.stop], w_dec[r.start : r.stop], ctx) for r in self.runs]  # type: ignore[misc]
+        xs = [x3] * len(self.runs) if x3.shape[0] == 1 else self._split(x3)
+        parts = [r.penalty(*args, ctx) for r, *args in zip(self.runs, hs, pres, xs, self._split(x_hat),  # type: ignore[misc]
+                                                           self._split(self._m3(self.W_dec)))]
         l1, l2, aux = (torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in ("l1", "l2", "aux"))
         terms = LossTerms(total=mse + l1 + l2 + aux, mse=mse, l1=l1, l2=l2, aux=aux)
         if not self.stacked:

@@ -380,7 +380,7 @@ class Trainer:
     def _update_dead(self, out: SAEOutput, ok: Tensor, tokens: int) -> None:
         mm, m = self.sae.n_members, self.sae.d_sae
         h = out.h.detach().reshape(mm, -1, m)
-        batch_max = torch.linalg.vector_norm(h, float("inf"), dim=1).float()  # [M, m]: max |h| over the batch
+        batch_max = h.abs().amax(dim=1).float()  # [M, m]: max |h| over the batch (several times faster than an ∞-norm)
         batch_max = torch.where(ok.reshape(-1, 1), batch_max, torch.zeros_like(batch_max))  # skipped: contributes nothing
         batch_max = self.reducer.max(batch_max).reshape(1, -1)
         self.dead.update(batch_max, tokens=tokens)
