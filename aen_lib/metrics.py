@@ -541,14 +541,16 @@ def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: Tensor, thresh: float = 1e-6) -> dict[str, float]:
+def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: Tensor, thresh: float = 1e-6,
+                     recovered_cos: float = 0.9) -> dict[str, float]:
     """Dictionary and support recovery of a trained SAE against the true dictionary (book: paper facts, synthetic protocol recovery).
 
     Learned atoms (rows of ``sae.W_dec``) are matched to the true atoms ``D_true [m, n]`` with :func:`match_atoms`;
     the codes ``sae.encode(x)`` are then scored against ``h_true`` with :func:`support_metrics` under that
     assignment. ``x [B, n]`` should be fresh samples the SAE was not trained on.
-    Returns ``dictionary_mean_cos``, ``dictionary_error``, ``support_precision``, ``support_recall``,
-    ``support_f1``, ``support_jaccard``.
+    Returns ``dictionary_mean_cos``, ``dictionary_error``, ``atoms_recovered`` (the fraction of true atoms whose
+    matched |cos| exceeds ``recovered_cos``), ``support_precision``, ``support_recall``, ``support_f1``,
+    ``support_jaccard`` and ``eval_l0`` (mean active latents per sample of ``x``, above ``thresh``).
     """
     match = match_atoms(sae.W_dec, D_true)
     h = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
@@ -556,6 +558,8 @@ def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: 
     return {
         "dictionary_mean_cos": match.mean_abs_cos,
         "dictionary_error": match.dictionary_error,
+        "atoms_recovered": float((match.cos.abs() > recovered_cos).float().mean()),
+        "eval_l0": float((h.abs() > thresh).sum(1).float().mean()),
         "support_precision": s["precision"],
         "support_recall": s["recall"],
         "support_f1": s["f1"],

@@ -31,6 +31,7 @@ import torch
 
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
 from .io import atomic_write
+from .metrics import recovery_metrics
 from .runlock import RunLock
 from .results import member_record, variant_id
 from .sweep import expand_grid, train_sweep
@@ -51,6 +52,10 @@ SPIKED_PAPER_SAE = dict(d_in=256, d_sae=1024, warmup_steps=10_000, ramp_steps=2_
 SPIKED_PAPER_TRAIN = dict(steps=50_000, batch_size=256, lr=1e-3, dead_window_steps=10_000, log_every=500)
 
 RECORD_VERSION = 1
+EVAL_SAMPLES = 8192
+"""Fresh samples for dictionary and support recovery (:func:`aen_lib.metrics.recovery_metrics`)."""
+EVAL_SEED_OFFSET = 1_000_000
+"""The recovery samples come from the set's dictionary with the sample stream reseeded to this + seed."""
 DEFAULT_WORK = Path.home() / ".cache" / "aen_lib" / "reference_runs"
 
 
@@ -199,10 +204,16 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         "member_steps_per_cpu_s": (round(sum(c["member_steps"] for c in cpu) / sum(c["cpu_seconds"] for c in cpu), 2)
                                    if cpu else None),
     }
+    # recovery on fresh samples: the same dictionary, a separate sample stream (no training batch is reused)
+    eval_data = SpikedDictionaryData(data_cfg, device=dev)
+    eval_data.generator.manual_seed(EVAL_SEED_OFFSET + seed)
+    x_eval, h_eval = eval_data.sample(EVAL_SAMPLES)
     tmp_files = {}
     for m in result.members:
+        recovery = recovery_metrics(m.sae.to(dev).eval(), eval_data.dictionary, x_eval, h_eval)
         rec = member_record(m.cfg, m.final, m.history, train_config=tcfg.replace(progress=False), data=data_cfg,
-                            extra={"set": name, "skipped_steps": m.skipped_steps})
+                            extra={"set": name, "skipped_steps": m.skipped_steps, **recovery,
+                                   "eval_samples": EVAL_SAMPLES, "eval_seed": EVAL_SEED_OFFSET + seed})
         tmp_files[f"{variant_id(m.cfg)}.json"] = rec
     out.mkdir(parents=True, exist_ok=False)
     for fname, rec in tmp_files.items():

@@ -298,3 +298,37 @@ def test_metrics_on_cuda():
     assert t.max_abs.device.type == "cuda" and t.dead_fraction().item() == pytest.approx((h.amax(0) <= 1e-12).float().mean().item())
     per_atom, _ = nearest_neighbour_coherence(h.T.contiguous().cuda())
     torch.testing.assert_close(per_atom.cpu(), nearest_neighbour_coherence(h.T.contiguous())[0], atol=1e-5, rtol=0)
+
+
+class _PermutedOracle(torch.nn.Module):
+    """An 'SAE' whose atoms are the true dictionary permuted (and one sign flipped) and whose codes are the true codes
+    in that permutation: recovery must be perfect."""
+
+    def __init__(self, D, perm, codes_of):
+        super().__init__()
+        self.W_dec = torch.nn.Parameter(D[perm].clone())
+        self.W_dec.data[0] *= -1
+        self.W_enc = torch.nn.Parameter(torch.zeros(D.shape[1], D.shape[0]))
+        self.perm, self.codes_of = perm, codes_of
+
+    def encode(self, x):
+        return self.codes_of(x)[:, self.perm]
+
+
+def test_recovery_metrics_are_perfect_for_the_true_dictionary_and_fail_for_a_random_one():
+    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.metrics import recovery_metrics
+
+    data = SpikedDictionaryData(SpikedDictionaryConfig(n=32, m=64, k=3, rho=0.0, seed=0))
+    x, h = data.sample(256)
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    lookup = {tuple(xi.tolist()): hi for xi, hi in zip(x, h)}
+    oracle = _PermutedOracle(data.dictionary, perm, lambda xs: torch.stack([lookup[tuple(r.tolist())] for r in xs]))
+    good = recovery_metrics(oracle, data.dictionary, x, h)
+    assert good["atoms_recovered"] == 1.0 and good["dictionary_mean_cos"] == pytest.approx(1.0, abs=1e-6)
+    assert good["support_f1"] == 1.0 and good["eval_l0"] == 3.0
+    rand = _PermutedOracle(torch.randn(64, 32), perm, lambda xs: torch.rand(len(xs), 64))
+    rand.W_dec.data /= rand.W_dec.data.norm(dim=1, keepdim=True)
+    bad = recovery_metrics(rand, data.dictionary, x, h)
+    assert bad["atoms_recovered"] < 0.1 and bad["dictionary_mean_cos"] < 0.6
+    assert bad["support_precision"] < 0.2 and bad["eval_l0"] > 60
