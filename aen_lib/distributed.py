@@ -200,7 +200,8 @@ class RunConfig(ConfigBase):
     data: dict = field(default_factory=dict)
     """``kind``: tensor (``path`` to a .pt [N, d]) | cache (``path`` to an activation cache) |
     lm (``model``, ``layer``, ``dataset``, ``doc_start``, ``doc_stop``, ``window``, ``lm_batch_size``, ``lm_dtype``,
-    ``drop_first``, ``truncate_lm``: free the blocks after the hook, default true) | spiked (SpikedDictionaryConfig fields)."""
+    ``drop_first``, ``truncate_lm``: free the blocks after the hook, default true; ``cache_dir``: where converted models
+    and text corpora live, default ``~/.cache/aen_lib``) | spiked (SpikedDictionaryConfig fields)."""
     device: str = "auto"
     """auto (cuda:LOCAL_RANK if available, else cpu) | cpu | cuda."""
     resume: bool = True
@@ -278,10 +279,11 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
     from .text import DocRange, iter_documents, iter_windows, load_text_dataset
 
     dtype = getattr(torch, d.get("lm_dtype", "bfloat16"))
-    model, tok = load_lm(d["model"], dtype=dtype, device=ctx.device)
+    model, tok = load_lm(d["model"], dtype=dtype, device=ctx.device, cache_dir=d.get("cache_dir"))
     if d.get("truncate_lm", True):
         drop_blocks_after(model, int(d["layer"]))
-    dataset = load_text_dataset(d.get("dataset", "offline"), streaming=d.get("dataset", "offline") != "offline")
+    dataset = load_text_dataset(d.get("dataset", "offline"), streaming=d.get("dataset", "offline") != "offline",
+                                cache_dir=d.get("cache_dir"))
     docs = DocRange(int(d.get("doc_start", 0)), d.get("doc_stop"))
     eos = document_separator_id(tok, d["model"])
     window = int(d.get("window", 128))

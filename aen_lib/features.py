@@ -79,7 +79,7 @@ def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] 
     The hex digits hash every :class:`CacheConfig` field, so two chapters asking for the same activations share one
     cache, and a change of model, layer, normalisation, text or document range gets a fresh folder; build the config
     with :meth:`CacheConfig.for_lm` and the LM's dtype and weight fingerprint are in the key too (the cache itself
-    also refuses to mix configurations, LMs of another dtype or weights, and other window sequences). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
+    also refuses to mix configurations, LMs of another dtype or weights, and other window sequences). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``cache_dir`` or
     ``~/.cache/aen_lib``), never the repository.
     """
     if not isinstance(config, CacheConfig):

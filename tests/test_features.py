@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,10 +53,11 @@ def test_activation_cache_dir_is_keyed_by_every_field(tmp_path):
         activation_cache_dir(cfg.to_dict(), tmp_path)
 
 
-def test_activation_cache_dir_honours_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("AEN_LIB_CACHE", str(tmp_path / "env"))
+def test_activation_cache_dir_root_is_an_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEN_LIB_CACHE", str(tmp_path / "env"))  # the old variable: no longer read
     cfg = CacheConfig(model="m", layer=0, d_model=4, window=8)
-    assert activation_cache_dir(cfg).parent == tmp_path / "env" / "activations"
+    assert activation_cache_dir(cfg, tmp_path / "arg").parent == tmp_path / "arg" / "activations"
+    assert activation_cache_dir(cfg).parent == Path.home() / ".cache" / "aen_lib" / "activations"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,11 +131,10 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
         lm.ensure_converted("pythia-70m-deduped", cache_dir=tmp_path)
 
 
-def test_default_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv(lm.CACHE_ENV_VAR, raising=False)
-    assert default_cache_dir().parts[-2:] == (".cache", "aen_lib")
-    monkeypatch.setenv(lm.CACHE_ENV_VAR, str(tmp_path / "env"))
-    assert default_cache_dir() == tmp_path / "env"
+def test_default_cache_dir_comes_from_the_argument_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEN_LIB_CACHE", str(tmp_path / "env"))  # the old variable: no longer read by the library
+    assert default_cache_dir() == Path.home() / ".cache" / "aen_lib"
+    assert default_cache_dir("") == Path.home() / ".cache" / "aen_lib"  # a chapter's empty cache_root
     assert default_cache_dir(tmp_path / "arg") == tmp_path / "arg"
     assert lm.converted_model_dir("smollm2-135m", tmp_path) == tmp_path / "models" / "smollm2-135m"
 
