@@ -46,7 +46,7 @@ from .errors import fail
 from .io import atomic_write, save_sae
 from .model import SAE
 from .reduce import LOCAL, ProcessGroupReducer, Reducer
-from .sources import DataSource, StridedShard, TensorStream, shard_windows
+from .sources import ActivationSource, DataSource, StridedShard, TensorStream, shard_windows
 from .train import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -268,8 +268,6 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
         from .data import SpikedDictionaryConfig, SpikedDictionaryData
 
         return StridedShard(SpikedDictionaryData(SpikedDictionaryConfig(**d)), ctx.rank, ctx.world_size)
-    from .activations import ActivationSource
-
     if kind == "cache":
         src = ActivationSource.from_cache(d["path"], per_rank_batch, loop=True, drop_last=True,
                                           shuffle_buffer=int(d.get("shuffle_buffer", 0)), seed=int(d.get("seed", 0)))
@@ -305,7 +303,7 @@ def _normalization(rc: RunConfig) -> str:
     if kind == "lm":
         return "per_token_l2"  # ActivationSource.from_model's default
     if kind == "cache":
-        from .activations import ActivationCache
+        from .activation_cache import ActivationCache
 
         return ActivationCache(rc.data["path"]).config.normalization
     return "none"

@@ -175,13 +175,10 @@ class ChapterContext:
     def previous(self, chapter: str, *, must_contain: str | None = None, required: bool = False) -> Path | None:
         """The results folder of an earlier ``chapter`` of the same run of the book, or ``None`` if it has none.
 
-        Candidates, in order (the first that exists, and holds ``must_contain`` when given, wins):
-        ``<runs_root>/<chapter>/<chapter>`` (``make reproduce`` gives each run ``<runs_root>/<run>`` as its results
-        root, so the run named after the chapter keeps its results there), then ``<results_root>/<chapter>``
-        (``make test``, ``make book``, Jupyter, Colab: all chapters share one results root).
-
-        With ``required=True`` a missing folder raises :class:`MissingResultsError` listing every place that was
-        searched, instead of returning ``None``: a chapter asked to reuse results must not silently recompute them.
+        The first existing folder (holding ``must_contain`` when given) of: ``<runs_root>/<chapter>/<chapter>``
+        (``make reproduce``: run ``<run>`` has the results root ``<runs_root>/<run>``), ``<results_root>/<chapter>``
+        (all chapters share one results root). With ``required=True`` none raises :class:`MissingResultsError`
+        listing the places searched: a chapter asked to reuse results must not silently recompute them.
         """
         if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
             raise ValueError(f"chapter must look like 'NN_name' (two digits, underscore, lower-case words), "
@@ -203,11 +200,8 @@ class ChapterContext:
 
 
 def chapter_context(chapter: str, results_root: str | Path = "", runs_root: str | Path = "") -> ChapterContext:
-    """The :class:`ChapterContext` of a chapter from its ``results_root`` / ``runs_root`` parameters.
-
-    An empty ``results_root`` means ``<repository>/results`` (``./results`` without a checkout); an empty
-    ``runs_root`` means none.
-    """
+    """The :class:`ChapterContext` of a chapter from its ``results_root`` / ``runs_root`` parameters; an empty
+    ``results_root`` means ``<repository>/results`` (``./results`` without a checkout), an empty ``runs_root`` none."""
     out = results_dir(chapter, results_root or None)
     return ChapterContext(chapter, out.parent, Path(runs_root) if runs_root else None)
 

