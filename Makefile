@@ -102,16 +102,16 @@ ci-runs: $(STAMP)
 		name=$$(basename $$nb .ipynb); \
 		test -f params/ci/$$name.yaml || { echo "missing params/ci/$$name.yaml"; exit 1; }; \
 		echo "== papermill $$name (params/ci/$$name.yaml)"; \
-		AEN_RESULTS_DIR=$(abspath _build/ci_runs/results) \
-			$(PAPERMILL) $$nb _build/ci_runs/$$name.ipynb -f params/ci/$$name.yaml \
+		$(PAPERMILL) $$nb _build/ci_runs/$$name.ipynb -f params/ci/$$name.yaml \
+			-p results_root $(abspath _build/ci_runs/results) \
 			|| { echo "FAILED: chapter $$name (papermill output: _build/ci_runs/$$name.ipynb)"; exit 1; }; \
 	done
 
 # Two kernels run at once (-n 2), so each gets one thread: two threads each would oversubscribe 2 cores.
-# nbval re-executes the papermill outputs (injected ci parameters included) and fails on any error, and on output
-# mismatches in cells tagged nbval-check-output. loadscope keeps one notebook's cells on one worker.
+# nbval re-executes the papermill outputs (injected parameters, results_root included) and fails on any error, and on
+# output mismatches in cells tagged nbval-check-output. loadscope keeps one notebook's cells on one worker.
 nbval: $(STAMP)
-	OMP_NUM_THREADS=1 AEN_RESULTS_DIR=$(abspath _build/ci_runs/results) $(PY) -m pytest -q -p no:cacheprovider \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout $(CELL_TIMEOUT) \
 		-n $(PYTEST_WORKERS) --dist loadscope _build/ci_runs/*.ipynb
 
@@ -125,8 +125,9 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory ci-runs
 	$(MAKE) --no-print-directory nbval
 
-# Each run NN_name[__variant] writes under $(RUNS_DIR)/results/<run>/. AEN_RESULTS_ROOT tells a chapter where the
-# other runs are: chapter 8 finds chapter 7's SAEs in $(RUNS_DIR)/results/07_pythia_reproduction/07_pythia_reproduction/.
+# Each run NN_name[__variant] gets results_root $(RUNS_DIR)/results/<run>/. A chapter that reuses an earlier one declares
+# the parameter runs_root and gets $(RUNS_DIR)/results: chapter 8 finds chapter 7's SAEs in
+# $(RUNS_DIR)/results/07_pythia_reproduction/07_pythia_reproduction/.
 PROFILE_DIR ?= params/$(PROFILE)
 RUNS_DIR ?= runs/$(PROFILE)
 reproduce: $(STAMP)
@@ -135,9 +136,10 @@ reproduce: $(STAMP)
 	@failed=0; for f in $(PROFILE_DIR)/*.yaml; do \
 		run=$$(basename $$f .yaml); chapter=$${run%%__*}; \
 		echo "== papermill $$run ($$f)"; \
-		AEN_RESULTS_DIR=$(abspath $(RUNS_DIR)/results)/$$run AEN_RESULTS_ROOT=$(abspath $(RUNS_DIR)/results) \
-			$(PAPERMILL_BASE) --execution-timeout $(REPRODUCE_CELL_TIMEOUT) \
+		runs_root=; grep -q '"runs_root: str' chapters/$$chapter.ipynb && runs_root="-p runs_root $(abspath $(RUNS_DIR)/results)"; \
+		$(PAPERMILL_BASE) --execution-timeout $(REPRODUCE_CELL_TIMEOUT) \
 			chapters/$$chapter.ipynb $(RUNS_DIR)/$$run.ipynb -f $$f \
+			-p results_root $(abspath $(RUNS_DIR)/results)/$$run $$runs_root \
 			|| { echo "FAILED: $$run"; failed=1; }; \
 	done; \
 	$(PY) -m aen_lib.notebook summarize $(RUNS_DIR) || failed=1; \

@@ -46,7 +46,7 @@ from .errors import fail
 from .io import atomic_write, save_sae
 from .model import SAE
 from .reduce import LOCAL, ProcessGroupReducer, Reducer
-from .sources import DataSource, StridedShard, TensorStream, shard_windows
+from .sources import ActivationSource, DataSource, StridedShard, TensorStream, shard_windows
 from .train import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,8 @@ class RunConfig(ConfigBase):
     data: dict = field(default_factory=dict)
     """``kind``: tensor (``path`` to a .pt [N, d]) | cache (``path`` to an activation cache) |
     lm (``model``, ``layer``, ``dataset``, ``doc_start``, ``doc_stop``, ``window``, ``lm_batch_size``, ``lm_dtype``,
-    ``drop_first``, ``truncate_lm``: free the blocks after the hook, default true) | spiked (SpikedDictionaryConfig fields)."""
+    ``drop_first``, ``truncate_lm``: free the blocks after the hook, default true; ``cache_dir``: where converted models
+    and text corpora live, default ``~/.cache/aen_lib``) | spiked (SpikedDictionaryConfig fields)."""
     device: str = "auto"
     """auto (cuda:LOCAL_RANK if available, else cpu) | cpu | cuda."""
     resume: bool = True
@@ -267,8 +268,6 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
         from .data import SpikedDictionaryConfig, SpikedDictionaryData
 
         return StridedShard(SpikedDictionaryData(SpikedDictionaryConfig(**d)), ctx.rank, ctx.world_size)
-    from .activations import ActivationSource
-
     if kind == "cache":
         src = ActivationSource.from_cache(d["path"], per_rank_batch, loop=True, drop_last=True,
                                           shuffle_buffer=int(d.get("shuffle_buffer", 0)), seed=int(d.get("seed", 0)))
@@ -278,10 +277,11 @@ def _build_data(rc: RunConfig, ctx: DistContext, per_rank_batch: int) -> DataSou
     from .text import DocRange, iter_documents, iter_windows, load_text_dataset
 
     dtype = getattr(torch, d.get("lm_dtype", "bfloat16"))
-    model, tok = load_lm(d["model"], dtype=dtype, device=ctx.device)
+    model, tok = load_lm(d["model"], dtype=dtype, device=ctx.device, cache_dir=d.get("cache_dir"))
     if d.get("truncate_lm", True):
         drop_blocks_after(model, int(d["layer"]))
-    dataset = load_text_dataset(d.get("dataset", "offline"), streaming=d.get("dataset", "offline") != "offline")
+    dataset = load_text_dataset(d.get("dataset", "offline"), streaming=d.get("dataset", "offline") != "offline",
+                                cache_dir=d.get("cache_dir"))
     docs = DocRange(int(d.get("doc_start", 0)), d.get("doc_stop"))
     eos = document_separator_id(tok, d["model"])
     window = int(d.get("window", 128))
@@ -303,7 +303,7 @@ def _normalization(rc: RunConfig) -> str:
     if kind == "lm":
         return "per_token_l2"  # ActivationSource.from_model's default
     if kind == "cache":
-        from .activations import ActivationCache
+        from .activation_cache import ActivationCache
 
         return ActivationCache(rc.data["path"]).config.normalization
     return "none"

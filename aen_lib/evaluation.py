@@ -29,7 +29,7 @@ the *raw* activations to the SAE instead (book: paper facts, language-model prot
 ablation; ``reproduce_reference_bug=True`` does that so both numbers can be shown side by side.
 
 **Position 0.** Training drops positions ``< skip_first`` (default 1, the attention sink; see
-:mod:`aen_lib.activations`), so the SAE never saw them. Here those positions keep their clean activation in the
+:mod:`aen_lib.harvest`), so the SAE never saw them. Here those positions keep their clean activation in the
 patched and ablated runs, are left out of the ablation mean, and their predictions are not scored: CE and KL are
 averaged over the predictions made at positions ``skip_first .. T-2`` (targets ``skip_first+1 .. T-1``). With causal
 attention a position's logits depend only on itself and earlier positions, so scoring position 0 would only add
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import iter_window_batches, denormalize_per_token, normalize_per_token
+from .harvest import block_output, denormalize_per_token, iter_window_batches, normalize_per_token
 from .lm import model_device, residual_hook_module, rewrap_block_output, unwrap_block_output
 
 
@@ -153,8 +153,6 @@ def activation_mean(model: nn.Module, windows: Tensor | Iterable[Tensor], layer:
     The baseline of mean ablation (paper Figure 1). Accumulated in float64 over every token, so it does not depend on
     ``batch_size``; compute it once on a fixed held-out set and pass it to :func:`spliced_evaluation_many`.
     """
-    from .activations import block_output
-
     total: Tensor | None = None
     n = 0
     dev = model_device(model)

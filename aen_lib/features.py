@@ -1,5 +1,5 @@
-"""What trained SAE latents do on language-model activations: firing accounting, top-activating contexts, the
-logit effect of a decoder direction, and a spliced evaluation of many SAEs that shares the clean passes.
+"""What trained SAE latents do on language-model activations: firing accounting, top-activating contexts and the
+logit effect of a decoder direction.
 
 These are the tools of the book's chapters on real language models (book: paper facts, language-model protocols "Interpretability probe").
 
@@ -10,43 +10,28 @@ These are the tools of the book's chapters on real language models (book: paper 
   every window length; :func:`dead_dense_accounting` puts the three definitions and the dense counts side by side.
 * **Top-activating contexts**: :func:`top_activations` streams codes over a set of activations and keeps the ``k``
   largest per latent; :func:`feature_contexts` turns those rows back into the text around each firing token
-  (harvested rows carry their token id, window and position, :class:`aen_lib.activations.Activations`), and
+  (harvested rows carry their token id, window and position, :class:`aen_lib.harvest.Activations`), and
   :func:`render_contexts_html` / :func:`render_contexts_text` print them with the firing token highlighted.
 * **Logit effect** (direct logit attribution of a decoder atom, book: paper facts, language-model protocols): ``W_U diag(g) d_i`` where ``W_U`` is
   the unembedding and ``g`` the final norm's gain (:func:`unembedding_directions`, :func:`logit_effect`,
   :func:`top_logit_tokens`).
-* :func:`spliced_evaluation_many`: the downstream metrics of :func:`aen_lib.evaluation.spliced_evaluation` for
-  several SAEs at once; the clean and mean-ablated passes are run once per batch instead of once per SAE.
-* :func:`cache_source`: an :class:`~aen_lib.activations.ActivationSource` over the first windows of a cache only, so a
-  run sees the same batches however many more windows an earlier run added to the cache.
-* :func:`activation_cache_dir`: where an activation cache of a given :class:`~aen_lib.activations.CacheConfig`
-  lives in the user cache, so that every chapter harvesting the same activations finds the same cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
-import json
 import math
-import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .activations import ActivationCache, Activations, ActivationSource, CacheConfig
-from .evaluation import spliced_evaluation_many
-from .lm import default_cache_dir
+from .harvest import Activations
 from .metrics import DEAD_THRESHOLD
 
 __all__ = [
-    "activation_cache_dir",
-    "cache_source",
     "FiringTracker",
     "FiringStats",
     "firing_statistics",
@@ -59,81 +44,12 @@ __all__ = [
     "unembedding_directions",
     "logit_effect",
     "top_logit_tokens",
-    "spliced_evaluation_many",
 ]
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Where a chapter's activation cache lives
-# --------------------------------------------------------------------------------------------------------------
-
-
-def activation_cache_dir(config: CacheConfig, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``<cache>/activations/<model>-L<layer>-<12 hex digits>`` for an activation cache of ``config`` (book: paper facts, language-model protocols).
-
-    The hex digits hash every :class:`CacheConfig` field, so two chapters asking for the same activations share one
-    cache, and a change of model, layer, normalisation, text or document range gets a fresh folder; build the config
-    with :meth:`CacheConfig.for_lm` and the LM's dtype and weight fingerprint are in the key too (the cache itself
-    also refuses to mix configurations, LMs of another dtype or weights, and other window sequences). ``<cache>`` is :func:`aen_lib.lm.default_cache_dir` (``$AEN_LIB_CACHE`` or
-    ``~/.cache/aen_lib``), never the repository.
-    """
-    if not isinstance(config, CacheConfig):
-        raise TypeError(f"config must be a CacheConfig, got {type(config).__name__}")
-    key_hash = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(config.model).name or config.model).strip("_") or "model"
-    return default_cache_dir(cache_dir) / "activations" / f"{model}-L{config.layer}-{key_hash}"
-
-
-class _HeadRows:
-    """Row provider (see :class:`aen_lib.activations.ActivationSource`) keeping the rows with key < ``n_rows``."""
-
-    def __init__(self, rows: Any, n_rows: int) -> None:
-        self.rows, self.n_rows = rows, n_rows
-
-    def iter_from(self, key: int) -> Iterable[tuple[Tensor, Tensor]]:
-        for x, keys in self.rows.iter_from(key):
-            keep = keys < self.n_rows
-            if keep.any():
-                yield x[keep.to(x.device)], keys[keep]
-            if not keep.all():
-                return
-
-
-def cache_source(cache: ActivationCache | str | os.PathLike[str], batch_size: int, *, max_windows: int | None = None,
-                 verify: bool = True, **kwargs: Any) -> ActivationSource:
-    """:meth:`ActivationSource.from_cache` restricted to the rows of the first ``max_windows`` windows (book: paper facts, language-model protocols).
-
-    An activation cache only grows: a later run that asks for more windows extends it. Restricting the stream to the
-    windows a run asked for makes its batches (and, with ``shuffle_buffer``, their order) independent of what else the
-    cache holds. Keyword arguments go to :class:`ActivationSource` (``loop``, ``shuffle_buffer``, ``seed``, ``device``,
-    ``dtype``...). Raises ``ValueError`` when the cache holds fewer than ``max_windows`` windows.
-    With ``max_windows`` the returned source carries ``n_rows``, the number of activation rows (tokens) it streams.
-    """
-    if not isinstance(cache, ActivationCache):
-        cache = ActivationCache(cache)
-    src = ActivationSource.from_cache(cache, batch_size, verify=verify, **kwargs)
-    if max_windows is None:
-        return src
-    _check_int("max_windows", max_windows, 1)
-    if cache.n_windows < max_windows:
-        raise ValueError(f"max_windows={max_windows} but the cache at {cache.path} holds {cache.n_windows} windows")
-    n_rows = 0
-    for i, shard in enumerate(cache.shards):
-        first, last = shard["windows"]
-        if last <= max_windows:
-            n_rows += shard["n_rows"]
-        else:
-            if first < max_windows:
-                n_rows += int((cache.load_shard(i, verify).window_index < max_windows).sum())
-            break
-    head = ActivationSource(_HeadRows(src._rows, n_rows), batch_size, **kwargs)
-    head.n_rows = n_rows
-    return head
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -408,7 +324,7 @@ def feature_contexts(
     single token ids (``.decode([id])``, or a callable ``id -> str``). Rows with ``values[i] <= 0`` are skipped.
     """
     if not isinstance(data, Activations):
-        raise TypeError(f"data must be aen_lib.activations.Activations, got {type(data).__name__}")
+        raise TypeError(f"data must be aen_lib.harvest.Activations, got {type(data).__name__}")
     _check_int("left", left, 0)
     _check_int("right", right, 0)
     encode, ref = _encode_fn(sae), _sae_param(sae)

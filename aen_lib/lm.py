@@ -37,10 +37,6 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable that overrides the default cache root ``~/.cache/aen_lib``.
-CACHE_ENV_VAR = "AEN_LIB_CACHE"
-
-
 @dataclass(frozen=True)
 class RegisteredModel:
     """A model the library knows by a short name, with the hook layer used in the paper (or our stand-in)."""
@@ -135,16 +131,12 @@ def lookup_model(name: str) -> RegisteredModel | None:
 
 
 def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Cache root for converted models, corpora and activations.
+    """Cache root for converted models, corpora and activations: ``cache_dir`` if given, else ``~/.cache/aen_lib``.
 
-    Order: the ``cache_dir`` argument, then ``$AEN_LIB_CACHE``, then ``~/.cache/aen_lib``. Never inside the repository
-    unless the caller asks for it.
+    Never inside the repository unless the caller asks for it.
     """
-    if cache_dir is not None:
+    if cache_dir is not None and str(cache_dir):
         return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
     return Path.home() / ".cache" / "aen_lib"
 
 

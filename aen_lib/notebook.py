@@ -15,9 +15,9 @@ Chapter conventions (``chapters/NN_name.ipynb``; checked by ``tests/test_noteboo
    between cells 2 and 3) with a message naming the parameter.
 4. Kernelspec ``python3``. Outputs are stripped in git (``python -m aen_lib.notebook strip chapters/*.ipynb``),
    except for render-only chapters whose metadata holds ``{"mystnb": {"execution_mode": "off"}}``.
-5. Results (JSON and figures) go under :func:`results_dir` ``(chapter)``, i.e. ``results/<chapter>/`` at the
-   repository root, or under ``$AEN_RESULTS_DIR/<chapter>/`` when that variable is set (``make test`` and
-   ``make reproduce`` set it so that their runs do not overwrite the book's results).
+5. Results (JSON and figures) go under ``chapter_context(CHAPTER, results_root).results``, i.e.
+   ``<results_root>/<chapter>/``; the parameter ``results_root`` is empty by default (the repository's ``results/``),
+   and ``make test`` and ``make reproduce`` pass another so that their runs do not overwrite the book's results.
 6. The chapter ends with an assertion cell that checks its claim numerically, then a "what we saw" paragraph
    whose numbers are printed or glued by the code above it.
 
@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import re
 import sys
 import types
@@ -54,7 +53,8 @@ __all__ = [
     "glue",
     "repo_root",
     "results_dir",
-    "previous_results_dir",
+    "ChapterContext",
+    "chapter_context",
     "MissingResultsError",
     "save_json",
     "load_json",
@@ -137,21 +137,17 @@ def repo_root(start: str | Path | None = None) -> Path | None:
 
 
 def results_dir(chapter: str, root: str | Path | None = None) -> Path:
-    """Create and return the folder where ``chapter`` writes its JSON results and figures.
+    """Create and return ``<root>/<chapter>``, the folder where ``chapter`` writes its JSON results and figures.
 
-    The base is, in order: ``root``; the environment variable ``AEN_RESULTS_DIR``; ``<repository>/results``;
-    ``./results`` when no checkout is found (Colab). The chapter name must look like ``NN_name``.
+    ``root`` defaults to ``<repository>/results``, or ``./results`` when no checkout is found (Colab). The chapter
+    name must look like ``NN_name``.
     """
     if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
         raise ValueError(f"chapter must look like 'NN_name' (two digits, underscore, lower-case words), got {chapter!r}")
-    if root is not None:
-        base = Path(root)
-    elif os.environ.get("AEN_RESULTS_DIR"):
-        base = Path(os.environ["AEN_RESULTS_DIR"])
-    else:
+    if root is None:
         repo = repo_root()
-        base = (repo if repo is not None else Path.cwd()) / "results"
-    out = base / chapter
+        root = (repo if repo is not None else Path.cwd()) / "results"
+    out = Path(root) / chapter
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -160,41 +156,54 @@ class MissingResultsError(FileNotFoundError):
     """A chapter was asked to reuse an earlier chapter's results and they are not where that chapter writes them."""
 
 
-def previous_results_dir(chapter: str, *, must_contain: str | None = None, required: bool = False) -> Path | None:
-    """The results folder of an earlier ``chapter`` of the same run of the book, or ``None`` if it has none.
+@dataclasses.dataclass(frozen=True)
+class ChapterContext:
+    """Where a chapter writes its results and finds those of earlier chapters; build it with :func:`chapter_context`."""
 
-    Candidates, in order (the first that exists, and holds ``must_contain`` when given, wins):
+    chapter: str
+    """This chapter, ``NN_name``."""
+    results_root: Path
+    """Folder with one results folder per chapter (the repository's ``results/`` for ``make book``)."""
+    runs_root: Path | None = None
+    """``make reproduce``: folder with one results root per run ``NN_name[__variant]``; None elsewhere."""
 
-    1. ``$AEN_RESULTS_ROOT/<chapter>/<chapter>``: ``make reproduce`` runs each profile file ``NN_name[__variant].yaml``
-       with its own ``AEN_RESULTS_DIR = <root>/<run>``, so the run named after the chapter keeps its results there;
-    2. :func:`results_dir` ``(chapter)`` as this chapter sees it: ``$AEN_RESULTS_DIR/<chapter>`` (``make test``, where
-       all chapters share one folder), else ``<repository>/results/<chapter>`` (``make book``, Jupyter, Colab).
+    @property
+    def results(self) -> Path:
+        """This chapter's results folder ``<results_root>/<chapter>`` (created)."""
+        return results_dir(self.chapter, self.results_root)
 
-    With ``required=True`` a missing folder raises :class:`MissingResultsError` listing every place that was searched,
-    instead of returning ``None``: a chapter asked to reuse results must not silently recompute them.
-    """
-    if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
-        raise ValueError(f"chapter must look like 'NN_name' (two digits, underscore, lower-case words), got {chapter!r}")
-    candidates = []
-    if os.environ.get("AEN_RESULTS_ROOT"):
-        candidates.append(Path(os.environ["AEN_RESULTS_ROOT"]) / chapter / chapter)
-    if os.environ.get("AEN_RESULTS_DIR"):
-        candidates.append(Path(os.environ["AEN_RESULTS_DIR"]) / chapter)
-    else:
-        repo = repo_root()
-        candidates.append((repo if repo is not None else Path.cwd()) / "results" / chapter)
-    for folder in candidates:
-        if folder.is_dir() and (must_contain is None or (folder / must_contain).exists()):
-            return folder
-    if required:
-        what = f"{must_contain} under " if must_contain else ""
-        searched = "\n  ".join(str(c) for c in candidates)
-        raise MissingResultsError(
-            f"this chapter was asked to reuse the results of {chapter}, but found no {what}its results folder; "
-            f"searched:\n  {searched}\nRun {chapter} first with the same AEN_RESULTS_DIR (make reproduce runs the "
-            f"chapters in order), or ask this chapter to train its own (see its parameters)."
-        )
-    return None
+    def previous(self, chapter: str, *, must_contain: str | None = None, required: bool = False) -> Path | None:
+        """The results folder of an earlier ``chapter`` of the same run of the book, or ``None`` if it has none.
+
+        The first existing folder (holding ``must_contain`` when given) of: ``<runs_root>/<chapter>/<chapter>``
+        (``make reproduce``: run ``<run>`` has the results root ``<runs_root>/<run>``), ``<results_root>/<chapter>``
+        (all chapters share one results root). With ``required=True`` none raises :class:`MissingResultsError`
+        listing the places searched: a chapter asked to reuse results must not silently recompute them.
+        """
+        if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
+            raise ValueError(f"chapter must look like 'NN_name' (two digits, underscore, lower-case words), "
+                             f"got {chapter!r}")
+        candidates = [self.runs_root / chapter / chapter] if self.runs_root is not None else []
+        candidates.append(self.results_root / chapter)
+        for folder in candidates:
+            if folder.is_dir() and (must_contain is None or (folder / must_contain).exists()):
+                return folder
+        if required:
+            what = f"{must_contain} under " if must_contain else ""
+            searched = "\n  ".join(str(c) for c in candidates)
+            raise MissingResultsError(
+                f"this chapter was asked to reuse the results of {chapter}, but found no {what}its results folder; "
+                f"searched:\n  {searched}\nRun {chapter} first with the same results_root (make reproduce runs the "
+                f"chapters in order), or ask this chapter to train its own (see its parameters)."
+            )
+        return None
+
+
+def chapter_context(chapter: str, results_root: str | Path = "", runs_root: str | Path = "") -> ChapterContext:
+    """The :class:`ChapterContext` of a chapter from its ``results_root`` / ``runs_root`` parameters; an empty
+    ``results_root`` means ``<repository>/results`` (``./results`` without a checkout), an empty ``runs_root`` none."""
+    out = results_dir(chapter, results_root or None)
+    return ChapterContext(chapter, out.parent, Path(runs_root) if runs_root else None)
 
 
 def _to_jsonable(obj: Any) -> Any:

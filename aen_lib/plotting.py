@@ -10,7 +10,7 @@ Standard panels:
 * :func:`dead_ev_vs_l0_figure`: the two panels side by side.
 * :func:`plot_training_curves` and :func:`plot_firing_histogram`: a metric over training steps and the distribution
   of per-latent firing frequencies (dead latents counted in their own bar).
-* :func:`save_figure`: writes a figure under ``results/<chapter>/`` (see :func:`aen_lib.notebook.results_dir`).
+* :func:`save_figure`: writes a figure into a chapter's results folder (``ChapterContext.results``).
 
 Statistics with seaborn (imported lazily too), in the same architecture colours:
 
@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from aen_lib.notebook import results_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -323,13 +321,16 @@ def plot_firing_histogram(
 
 
 def save_figure(
-    fig: Figure, chapter: str, name: str, *, formats: Sequence[str] = ("png",), root: str | Path | None = None,
-    dpi: int = 150,
+    fig: Figure, folder: str | Path, name: str, *, formats: Sequence[str] = ("png",), dpi: int = 150
 ) -> list[Path]:
-    """Save ``fig`` as ``results/<chapter>/<name>.<fmt>`` for each format and return the paths."""
+    """Save ``fig`` as ``<folder>/<name>.<fmt>`` for each format and return the paths.
+
+    ``folder`` is the chapter's results folder (:attr:`aen_lib.notebook.ChapterContext.results`); it is created.
+    """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
-    out = results_dir(chapter, root=root)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         if fmt not in ("png", "pdf", "svg"):

@@ -1,7 +1,7 @@
 """Results store: one JSON record per trained SAE, a DataFrame view, matched-L0 selection and Pareto frontiers.
 
-A *record* is a plain dict, written as one JSON file under ``results/<chapter>/...`` (see
-:func:`aen_lib.notebook.results_dir`)::
+A *record* is a plain dict, written as one JSON file under a chapter's results folder
+(:attr:`aen_lib.notebook.ChapterContext.results`)::
 
     {"schema": 1, "method": "aen", "label": "aen λ1=0.005 ...", "variant": "aen-3f9c0e1a2b", "seed": 0,
      "sae_config": {...SAEConfig...}, "train_config": {...TrainConfig...}, "data": {"rho": 0.3, ...},

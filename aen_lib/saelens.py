@@ -5,7 +5,7 @@ An SAE folder in the SAELens layout is ``cfg.json`` + ``sae_weights.safetensors`
 :mod:`aen_lib.io` writes the tensors; this module writes and reads the configuration around them.
 
 **Normalisation.** The book's SAEs are trained on tokens rescaled to norm √d (``x·√d/‖x‖``, mode ``per_token_l2`` of
-:func:`aen_lib.activations.normalize_per_token`), and the spliced evaluation multiplies each token's norm back. That
+:func:`aen_lib.harvest.normalize_per_token`), and the spliced evaluation multiplies each token's norm back. That
 map and its inverse are exactly SAELens's ``normalize_activations="constant_norm_rescale"``, so writing it in
 ``cfg.json`` lets a SAELens user feed *raw* residual-stream activations and get our spliced reconstruction. Writing
 ``"none"`` instead would silently reproduce the raw-splice bug of the reference code (see :mod:`aen_lib.evaluation`).
@@ -40,7 +40,7 @@ WEIGHTS_NAME = "sae_weights.safetensors"
 #: (any version >= 6.0 makes SAELens read the metadata instead of treating the file as a pre-6.0 config).
 SAELENS_FORMAT_VERSION = "6.54.12"
 
-#: aen_lib normalisation (:data:`aen_lib.activations.NORMALIZATIONS`) -> SAELens ``normalize_activations``.
+#: aen_lib normalisation (:data:`aen_lib.harvest.NORMALIZATIONS`) -> SAELens ``normalize_activations``.
 NORMALIZATION_TO_SAELENS: Mapping[str, str] = {"per_token_l2": "constant_norm_rescale", "none": "none"}
 _SAELENS_TO_NORMALIZATION = {v: k for k, v in NORMALIZATION_TO_SAELENS.items()}
 
@@ -264,7 +264,7 @@ def build_sae(tensors: Mapping[str, torch.Tensor], sae_config: Mapping[str, Any]
 def load_saelens_sae(folder: str | Path, *, device: torch.device | str | None = None,
                      dtype: torch.dtype | None = None):
     """``(sae, metadata)`` from any folder :func:`read_saelens_folder` accepts. Feed the SAE inputs normalised as
-    ``metadata["normalization"]`` says (``per_token_l2``: :func:`aen_lib.activations.normalize_per_token`)."""
+    ``metadata["normalization"]`` says (``per_token_l2``: :func:`aen_lib.harvest.normalize_per_token`)."""
     tensors, sae_config, meta = read_saelens_folder(folder)
     return build_sae(tensors, sae_config, device=device, dtype=dtype), meta
 

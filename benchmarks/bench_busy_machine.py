@@ -117,9 +117,9 @@ def chapter_seconds(profile: str, threads: int | None, policy: str | None) -> fl
     name = "01_feature_starvation"
     with tempfile.TemporaryDirectory() as tmp:
         env = _env(threads, policy)
-        env["AEN_RESULTS_DIR"] = str(Path(tmp) / "results")
         cmd = [sys.executable, "-m", "papermill", str(ROOT / "chapters" / f"{name}.ipynb"), str(Path(tmp) / "out.ipynb"),
-               "--kernel", "python3", "--cwd", str(ROOT / "chapters"), "--no-progress-bar"]
+               "--kernel", "python3", "--cwd", str(ROOT / "chapters"), "--no-progress-bar",
+               "-p", "results_root", str(Path(tmp) / "results")]
         if profile != "default":
             cmd += ["-f", str(ROOT / "params" / profile / f"{name}.yaml")]
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import time
 import torch
 from torch import nn
 
-from aen_lib.activations import harvest_activations
+from aen_lib.harvest import harvest_activations
 from aen_lib.evaluation import spliced_evaluation
 from aen_lib.lm import d_model, load_lm, lookup_model, num_layers
 

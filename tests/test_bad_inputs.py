@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from aen_lib import cli
-from aen_lib.activations import ActivationCache, ActivationSource, CacheConfig, CorruptCacheError, write_activation_cache
+from aen_lib.activation_cache import ActivationCache, CacheConfig, CorruptCacheError, write_activation_cache
 from aen_lib.config import SAEConfig
 from aen_lib.distributed import RunConfig
 from aen_lib.io import load_sae, save_sae
@@ -29,6 +29,7 @@ from aen_lib.lm import hub_offline, load_lm, resolve_model
 from aen_lib.model import SAE
 from aen_lib.notebook import validate_parameters
 from aen_lib.saelens import read_saelens_folder, saelens_cfg
+from aen_lib.sources import ActivationSource
 from aen_lib.text import DocRange, load_text_dataset
 from aen_lib.train import TrainConfig, train
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
@@ -502,7 +503,7 @@ def test_cache_with_a_missing_shard(cache):
 
 
 def test_cache_source_asks_for_more_windows_than_cached(cache):
-    from aen_lib.features import cache_source
+    from aen_lib.sources import cache_source
 
     path, _ = cache
     with pytest.raises(ValueError, match=r"max_windows=99 but the cache at .* holds 6 windows"):

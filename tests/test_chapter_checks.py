@@ -54,11 +54,11 @@ def _run_chapter(chapter: str, out_dir: Path, **overrides) -> Path:
     from a capturing pytest process). Raises :class:`ChapterFailed` with the failing cell's error if a cell fails.
     """
     params = yaml.safe_load((ROOT / "params" / "ci" / f"{chapter}.yaml").read_text()) or {}
-    params.update(overrides)
-    (out_dir / "params.yaml").write_text(yaml.safe_dump(params))
     results = out_dir / "results"
+    params.update(overrides, results_root=str(results))
+    (out_dir / "params.yaml").write_text(yaml.safe_dump(params))
     out_nb = out_dir / f"{chapter}.ipynb"
-    env = dict(os.environ, AEN_RESULTS_DIR=str(results), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=os.pathsep.join(
                    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     proc = subprocess.run(

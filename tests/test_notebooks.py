@@ -126,8 +126,8 @@ def test_chapter_is_in_the_toc(chapter):
 def test_chapter_saves_results_and_checks_its_claim(chapter):
     cells = _code_cells(_load(chapter))
     code = "\n".join(c.source for c in cells)
-    assert f'"{chapter.stem}"' in code and ("results_dir(" in code or "save_figure(" in code), \
-        "the chapter must write its results under results_dir(<chapter>)"
+    assert f'"{chapter.stem}"' in code and "chapter_context(CHAPTER, results_root" in code, \
+        "the chapter must write its results under chapter_context(CHAPTER, results_root).results"
     asserts = [n for c in cells[3:] for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Assert)]
     assert asserts, "the chapter needs an assertion cell that checks its claim numerically"
 
@@ -196,12 +196,11 @@ CH7, CH8 = "07_pythia_reproduction", "08_what_features_are"
 
 
 @pytest.mark.slow
-def test_chapter8_asked_to_reuse_chapter7_fails_loudly_when_it_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setenv("AEN_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.delenv("AEN_RESULTS_ROOT", raising=False)
+def test_chapter8_asked_to_reuse_chapter7_fails_loudly_when_it_is_missing(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as info:
         pm.execute_notebook(str(ROOT / "chapters" / f"{CH8}.ipynb"), str(tmp_path / "08.ipynb"),
-                            parameters={"reuse_chapter7": "require"}, kernel_name="python3", progress_bar=False,
+                            parameters={"reuse_chapter7": "require", "results_root": str(tmp_path / "results")},
+                            kernel_name="python3", progress_bar=False,
                             cwd=str(ROOT / "chapters"), execution_timeout=600)
     err = info.value
     assert err.ename == "MissingResultsError", (err.ename, err.evalue)

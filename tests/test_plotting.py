@@ -147,18 +147,17 @@ def test_training_curves_reject_length_mismatch():
     plt.close(fig)
 
 
-def test_save_figure_writes_under_results_chapter(tmp_path):
+def test_save_figure_writes_into_the_chapter_results_folder(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    paths = plotting.save_figure(fig, "01_feature_starvation", "dead_over_training", formats=("png", "svg"),
-                                 root=tmp_path)
-    assert paths == [tmp_path / "01_feature_starvation" / "dead_over_training.png",
-                     tmp_path / "01_feature_starvation" / "dead_over_training.svg"]
+    out = tmp_path / "01_feature_starvation"
+    paths = plotting.save_figure(fig, out, "dead_over_training", formats=("png", "svg"))
+    assert paths == [out / "dead_over_training.png", out / "dead_over_training.svg"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="'jpg'"):
-        plotting.save_figure(fig, "01_feature_starvation", "x", formats=("jpg",), root=tmp_path)
-    with pytest.raises(ValueError, match="chapter"):
-        plotting.save_figure(fig, "chapter one", "x", root=tmp_path)
+        plotting.save_figure(fig, out, "x", formats=("jpg",))
+    with pytest.raises(ValueError, match="plain file stem"):
+        plotting.save_figure(fig, out, "../x")
     plt.close(fig)
 
 
