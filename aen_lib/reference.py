@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
 import torch
 
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
@@ -275,6 +276,37 @@ def committed_sets(root: str | Path) -> list[Path]:
     """The set folders under ``root`` (each holds a provenance.json)."""
     root = Path(root)
     return sorted(p.parent for p in root.glob("*/provenance.json")) if root.is_dir() else []
+
+
+REPOSITORY_SETS = Path(__file__).resolve().parents[1] / "reference"
+"""Where the repository keeps its committed sets (a clone's ``reference/`` folder)."""
+
+
+def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The committed sets as two tables: every trained SAE (:func:`aen_lib.results.records_frame` with ``rho``,
+    one row per record, its set's name in ``set``) and every set's provenance (one row per set: ρ, seed, SAEs,
+    device, CPU/GPU model, invocations, commits, first start and last end, wall and CPU hours, member-steps/s).
+    Each set is checked first (:func:`check_set`)."""
+    from .results import load_records, records_frame
+
+    runs, provs = [], []
+    for folder in folders:
+        prov = check_set(folder)
+        frame = records_frame(load_records(folder, pattern="*-*.json")).rename(columns={"data_rho": "rho"})
+        runs.append(frame.assign(set=prov["set"]))
+        calls = prov["invocations"]
+        cpu_s = [c["cpu_seconds"] for c in calls if c.get("cpu_seconds")]
+        provs.append({
+            "set": prov["set"], "rho": prov["protocol"]["data"]["rho"], "seed": prov["protocol"]["data"]["seed"],
+            "SAEs": prov["members"], "device": calls[-1]["device"], "hardware": calls[-1].get("gpu") or calls[-1]["cpu"],
+            "invocations": len(calls), "commits": ", ".join(dict.fromkeys(c["commit"][:7] for c in calls)),
+            "started": calls[0]["started"][:16], "ended": calls[-1]["ended"][:16],
+            "wall hours": prov["wall_seconds"] / 3600, "CPU hours (logged)": sum(cpu_s) / 3600 if cpu_s else None,
+            "member-steps/s": prov["member_steps_per_s"], "member-steps per CPU s": prov.get("member_steps_per_cpu_s"),
+        })
+    if not runs:
+        raise ValueError("set_frames got no set folders; see committed_sets")
+    return pd.concat(runs, ignore_index=True), pd.DataFrame(provs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,3 +108,14 @@ def test_a_second_process_on_the_same_set_is_refused(tmp_path):
     with RunLock(work / "spiked_paper_rho0_seed0_steps2"):
         with pytest.raises(RunLockedError):
             run_spiked(0.0, 0, out_root=tmp_path / "out", work_root=work, steps=2, progress=False)
+
+
+def test_set_frames_reads_a_set_into_runs_and_provenance(tiny_set):
+    from aen_lib.reference import set_frames
+
+    runs, prov = set_frames([tiny_set])
+    assert len(runs) == 16 and set(runs["method"]) == set(SPIKED_PAPER_GRID) and (runs["rho"] == 0.0).all()
+    assert {"l0", "dead_pct", "ev", "support_f1", "dictionary_mean_cos"} <= set(runs.columns)
+    assert prov.loc[0, "SAEs"] == 16 and prov.loc[0, "invocations"] == 1 and prov.loc[0, "wall hours"] > 0
+    with pytest.raises(ValueError, match="no set folders"):
+        set_frames([])

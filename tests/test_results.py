@@ -118,3 +118,63 @@ def test_pareto_frontier_by_hand():
     assert pareto_frontier(pts.assign(score=pts["ev"]), "score", y_direction="max")["l0"].tolist() == [5, 8, 12, 20]
     with pytest.raises(ValueError, match="y_direction"):
         pareto_frontier(pts.assign(score=1.0), "score")
+
+
+# ---------------------------------------------------------------- the paper's Figure-2 statements on a frame
+def _fig2_frame(dead0, dead9=None, ev0=None, ada_l0=(15.0, 17.0), k=16):
+    """One seed, one variant per method at L0 ≈ k (adaptive lasso: two variants), ρ = 0 and optionally 0.9."""
+    rows = []
+    for rho, dead in ((0.0, dead0), (0.9, dead9)):
+        if dead is None:
+            continue
+        for method, d in dead.items():
+            ev = (ev0 or {}).get(method, 0.9) if rho == 0.0 else 0.7
+            rows.append(dict(rho=rho, method=method, variant=f"{method}-a", seed=0, l0=float(k), dead_pct=d, ev=ev, k=k))
+        for i, l0 in enumerate(ada_l0):
+            rows.append(dict(rho=rho, method="adaptive_lasso", variant=f"ada-{i}", seed=0, l0=l0, dead_pct=0.0, ev=0.9,
+                             k=k))
+    return pd.DataFrame(rows)
+
+
+GOOD0 = {"relu_l1": 2.0, "elastic_net": 2.0, "topk": 10.0, "aen": 0.0}
+GOOD9 = {"relu_l1": 30.0, "elastic_net": 30.0, "topk": 40.0, "aen": 5.0}
+
+
+def test_figure2_findings_all_consistent_on_a_frame_that_shows_the_paper():
+    from aen_lib.results import figure2_findings
+    f = figure2_findings(_fig2_frame(GOOD0, GOOD9), k=16, target_l0=16)
+    assert len(f) == 5 and f["consistent"].all(), f
+
+
+@pytest.mark.parametrize("frame, claim", [
+    (_fig2_frame({**GOOD0, "aen": 10.0}, {**GOOD9, "aen": 15.0}), "TopK has dead latents, AEN has none"),
+    (_fig2_frame({**GOOD0, "topk": 0.0}, GOOD9), "TopK has dead latents, AEN has none"),
+    (_fig2_frame(GOOD0, GOOD9, ev0={"topk": 0.6}), "reconstruct about equally well"),
+    (_fig2_frame(GOOD0, GOOD9, ada_l0=(4.0, 17.0)), "adaptive lasso concentrates"),
+    (_fig2_frame({**GOOD0, "aen": 0.5}, {**GOOD9, "relu_l1": 2.0, "aen": 0.0}), "grows with ρ for every method"),
+    (_fig2_frame(GOOD0, {**GOOD9, "aen": 50.0}), "slowest for AEN"),
+])
+def test_figure2_findings_each_statement_fails_when_the_numbers_contradict_it(frame, claim):
+    from aen_lib.results import figure2_findings
+    f = figure2_findings(frame, k=16, target_l0=16).set_index("claim (paper)")["consistent"]
+    failed = [c for c, ok in f.items() if not ok]
+    assert len(failed) == 1 and claim in failed[0], f
+
+
+def test_figure2_findings_picks_the_variant_closest_to_the_target_and_skips_what_is_missing():
+    from aen_lib.results import figure2_findings
+    df = _fig2_frame(GOOD0)
+    far = dict(rho=0.0, method="aen", variant="aen-far", seed=0, l0=60.0, dead_pct=50.0, ev=0.95, k=16)
+    f = figure2_findings(pd.concat([df, pd.DataFrame([far])]), k=16, target_l0=16)
+    assert len(f) == 3 and f["consistent"].all()  # the far AEN variant is not the matched one; no ρ > 0 rows
+    assert "AEN 0.0" in f.iloc[0]["measured here"]
+
+
+def test_auxk_comparison_pairs_topk_and_auxk_at_the_same_k():
+    from aen_lib.results import auxk_comparison
+    df = pd.DataFrame([dict(rho=0.0, method=m, k=kk, seed=s, dead_pct=d + s, ev=0.8)
+                       for m, base in (("topk", 10.0), ("topk_auxk", 2.0)) for kk in (8, 16) for s in (0, 1)
+                       for d in [base * kk / 8]] + [dict(rho=0.0, method="topk", k=32, seed=0, dead_pct=1.0, ev=0.9)])
+    t = auxk_comparison(df)
+    assert t["k"].tolist() == [8, 16]  # k = 32 has no AuxK partner
+    assert t["dead_pct_topk"].tolist() == [10.5, 20.5] and t["dead_pct_change"].tolist() == [-8.0, -16.0]
