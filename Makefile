@@ -3,6 +3,7 @@
 #   make test                  lint, unit tests, every chapter with params/ci (papermill), then nbval on those runs
 #   make reproduce PROFILE=paper   every params/$(PROFILE)/*.yaml through papermill into runs/$(PROFILE)/ + summary
 #   make check-book            open every page of _build/html in headless Chromium: screenshots + checks
+#   make reference RHO=0.9     train (or continue) the paper-size reference set at one ρ; records go to reference/
 #   make strip                 remove outputs from chapters (render-only chapters keep theirs)
 #   make clean                 remove _build/, results/ and runs/ (keeps .venv)
 
@@ -41,10 +42,10 @@ PAPERMILL := $(PAPERMILL_BASE) --execution-timeout $(CELL_TIMEOUT)
 # Paper-scale cells train whole sweeps for hours: no per-cell timeout unless asked (-1 disables it).
 REPRODUCE_CELL_TIMEOUT ?= -1
 
-.PHONY: help install book book-times check-book test lint unit-test ci-runs nbval reproduce strip check-stripped clean
+.PHONY: help install book book-times check-book test lint unit-test ci-runs nbval reproduce reference strip check-stripped clean
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# //'
+	@sed -n '2,9p' Makefile | sed 's/^# //'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -144,6 +145,17 @@ reproduce: $(STAMP)
 	done; \
 	$(PY) -m aen_lib.notebook summarize $(RUNS_DIR) || failed=1; \
 	exit $$failed
+
+# The paper-size synthetic protocol at one ρ (aen_lib/reference.py): hours on one CPU core, so one thread by default
+# (the machine stays usable); stop it at any time and run the same command again to continue from its checkpoint.
+RHO ?= 0.0
+SEED ?= 0
+DEVICE ?= cpu
+REFERENCE_THREADS ?= 1
+reference: $(STAMP)
+	OMP_NUM_THREADS=$(REFERENCE_THREADS) MKL_NUM_THREADS=$(REFERENCE_THREADS) \
+		$(PY) -m aen_lib.reference spiked --rho $(RHO) --seed $(SEED) --device $(DEVICE)
+	$(PY) -m aen_lib.reference check
 
 strip: | $(PY)
 	$(PY) -m aen_lib.notebook strip $(CHAPTERS)
