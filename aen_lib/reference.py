@@ -6,7 +6,8 @@ torch version, device and CPU/GPU model, dates, wall and CPU time and saved memb
 (config, data config, final metrics, the logged history; no weights). The training state lives in a work folder
 outside the repository (default ``~/.cache/aen_lib/reference_runs/<set>``); the command can be killed at any moment
 and run again: it continues from the last checkpoint (:func:`aen_lib.sweep.train_sweep`), and the records are only
-written once every member has finished.
+written once every member has finished. A ``notes.md`` in the work folder (anything a person noted about the run)
+is copied next to the records.
 
     python -m aen_lib.reference spiked --rho 0.0            # the paper's synthetic protocol at ρ = 0 (issue grid)
     python -m aen_lib.reference spiked --rho 0.9 --device cuda
@@ -219,6 +220,9 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     out.mkdir(parents=True, exist_ok=False)
     for fname, rec in tmp_files.items():
         atomic_write(out / fname, lambda p, r=rec: p.write_text(json.dumps(r, indent=1, allow_nan=True) + "\n"))
+    notes = work / "notes.md"  # what a person noted about the run (e.g. an invocation reconstructed by hand)
+    if notes.is_file():
+        atomic_write(out / "notes.md", lambda p: p.write_text(notes.read_text()))
     atomic_write(out / "provenance.json", lambda p: p.write_text(json.dumps(provenance, indent=1) + "\n"))
     return out
 
