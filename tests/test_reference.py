@@ -119,3 +119,12 @@ def test_set_frames_reads_a_set_into_runs_and_provenance(tiny_set):
     assert prov.loc[0, "SAEs"] == 16 and prov.loc[0, "invocations"] == 1 and prov.loc[0, "wall hours"] > 0
     with pytest.raises(ValueError, match="no set folders"):
         set_frames([])
+
+
+def test_notes_in_the_work_folder_go_next_to_the_records(tmp_path):
+    work = tmp_path / "work" / "spiked_paper_rho0_seed0_steps2"
+    work.mkdir(parents=True)
+    (work / "notes.md").write_text("invocation 1 was reconstructed\n")
+    out = run_spiked(0.0, 0, out_root=tmp_path / "out", work_root=tmp_path / "work", steps=2, progress=False)
+    assert (out / "notes.md").read_text() == "invocation 1 was reconstructed\n"
+    check_set(out)
