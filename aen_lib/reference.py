@@ -162,8 +162,11 @@ class InvocationLedger:
         return calls
 
 
-def set_name(rho: float, seed: int) -> str:
-    return f"spiked_paper_rho{rho:g}_seed{seed}"
+def set_name(rho: float, seed: int, device: str = "cpu") -> str:
+    """``spiked_paper_rho<ρ>_seed<s>``, with ``_<device type>`` for sets trained off the CPU (their numbers differ in
+    the last bits, so a CPU set and a GPU set of the same ρ are kept apart)."""
+    kind = torch.device(device).type
+    return f"spiked_paper_rho{rho:g}_seed{seed}" + ("" if kind == "cpu" else f"_{kind}")
 
 
 def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device: str = "cpu", steps: int | None = None,
@@ -172,7 +175,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
 
     Returns the set folder when the records were written, None when the set is already there (nothing is
     overwritten: delete the folder to regenerate it)."""
-    name = set_name(rho, seed) + (f"_steps{steps}" if steps else "")
+    name = set_name(rho, seed, device) + (f"_steps{steps}" if steps else "")
     out = out_root / name
     if (out / "provenance.json").exists():
         return None
@@ -276,10 +279,16 @@ def check_set(folder: str | Path) -> dict[str, Any]:
     return prov
 
 
-def committed_sets(root: str | Path) -> list[Path]:
-    """The set folders under ``root`` (each holds a provenance.json)."""
+def committed_sets(root: str | Path, device: str | None = None) -> list[Path]:
+    """The set folders under ``root`` (each holds a provenance.json); with ``device`` ("cpu", "cuda"), only the sets
+    whose last invocation trained on that device type."""
     root = Path(root)
-    return sorted(p.parent for p in root.glob("*/provenance.json")) if root.is_dir() else []
+    sets = sorted(p.parent for p in root.glob("*/provenance.json")) if root.is_dir() else []
+    if device is None:
+        return sets
+    want = torch.device(device).type
+    return [f for f in sets
+            if torch.device(json.loads((f / "provenance.json").read_text())["invocations"][-1]["device"]).type == want]
 
 
 REPOSITORY_SETS = Path(__file__).resolve().parents[1] / "reference"
@@ -310,6 +319,11 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
         })
     if not runs:
         raise ValueError("set_frames got no set folders; see committed_sets")
+    twice = pd.DataFrame(provs).groupby(["rho", "seed"])["set"].agg(list)
+    twice = twice[twice.map(len) > 1]
+    if len(twice):
+        raise ValueError(f"several sets share a (ρ, seed): {twice.to_dict()}; pass one of each (e.g. only the CPU sets) "
+                         "so that their SAEs are not averaged as if they were seeds")
     return pd.concat(runs, ignore_index=True), pd.DataFrame(provs)
 
 

@@ -128,3 +128,16 @@ def test_notes_in_the_work_folder_go_next_to_the_records(tmp_path):
     out = run_spiked(0.0, 0, out_root=tmp_path / "out", work_root=tmp_path / "work", steps=2, progress=False)
     assert (out / "notes.md").read_text() == "invocation 1 was reconstructed\n"
     check_set(out)
+
+
+def test_set_names_keep_devices_apart_and_frames_refuse_two_sets_of_one_rho(tiny_set, tmp_path):
+    from aen_lib.reference import set_frames, set_name
+
+    assert set_name(0.9, 1) == "spiked_paper_rho0.9_seed1"
+    assert set_name(0.0, 0, "cuda:0") == "spiked_paper_rho0_seed0_cuda"
+    copy = tmp_path / (tiny_set.name + "_cuda")
+    shutil.copytree(tiny_set, copy)
+    with pytest.raises(ValueError, match="share a"):
+        set_frames([tiny_set, copy])
+    assert committed_sets(tmp_path) == [copy] and committed_sets(tmp_path, device="cpu") == [copy]
+    assert committed_sets(tmp_path, device="cuda") == []
