@@ -291,6 +291,40 @@ def committed_sets(root: str | Path, device: str | None = None) -> list[Path]:
             if torch.device(json.loads((f / "provenance.json").read_text())["invocations"][-1]["device"]).type == want]
 
 
+def set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: float = 60.0) -> dict[str, Any]:
+    """Where a set in its work folder stands: member-steps saved of the total, invocations, whether one is running
+    (its heartbeat is younger than two beats), its saved member-steps per wall second, and the hours left at that
+    speed (None when no invocation has saved progress yet)."""
+    work = Path(work)
+    manifest = work / "sweep" / "sweep.json"
+    if not manifest.is_file():
+        raise ValueError(f"{work} holds no started set (no sweep/sweep.json); start one with "
+                         "python -m aen_lib.reference spiked --rho R")
+    plan = json.loads(manifest.read_text())
+    total = sum(len(c) for c in plan["chunks"]) * int(plan["train"]["steps"])
+    held = checkpointed_member_steps(work / "sweep")
+    calls = [json.loads(p.read_text()) for p in sorted((work / "invocations").glob("*.json"))]
+    now = now or dt.datetime.now(dt.timezone.utc)
+    last = calls[-1] if calls else None
+    running = bool(last and not last.get("completed") and last.get("ended")
+                   and (now - dt.datetime.fromisoformat(last["ended"])).total_seconds() < 2 * every_s)
+    # saved member-steps per wall second of the latest invocation that saved any (the running one, else the last
+    # one before it; an invocation's saved progress runs to the next one's start)
+    starts = [c["member_steps_at_start"] for c in calls] + [held]
+    rate = None
+    for i in reversed(range(len(calls))):
+        gained, seconds = starts[i + 1] - starts[i], calls[i].get("seconds")
+        if gained > 0 and seconds:
+            rate = gained / seconds
+            break
+    return {"set": work.name, "member_steps": held, "total": total, "members": total // int(plan["train"]["steps"]),
+            "steps": held // max(1, total // int(plan["train"]["steps"])), "of_steps": int(plan["train"]["steps"]),
+            "invocations": len(calls), "running": running,
+            "threads": last.get("torch_threads") if last else None,
+            "wall_hours": sum(c.get("seconds") or 0 for c in calls) / 3600,
+            "member_steps_per_s": rate, "hours_left": (total - held) / rate / 3600 if rate else None}
+
+
 REPOSITORY_SETS = Path(__file__).resolve().parents[1] / "reference"
 """Where the repository keeps its committed sets (a clone's ``reference/`` folder)."""
 
@@ -341,7 +375,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp.add_argument("--no-progress", action="store_true")
     cp = sub.add_parser("check", help="check that every committed set under a folder is complete and well-formed")
     cp.add_argument("root", nargs="?", default="reference")
+    st = sub.add_parser("status", help="how far each set in the work folder has come, and the time left")
+    st.add_argument("--work", default=str(DEFAULT_WORK))
     args = ap.parse_args(argv)
+    if args.kind == "status":
+        folders = sorted(p.parent.parent for p in Path(args.work).glob("*/sweep/sweep.json"))
+        for folder in folders:
+            s = set_status(folder)
+            speed = (f"{s['member_steps_per_s']:.1f} member-steps/s, about {s['hours_left']:.1f} h left at that speed"
+                     if s["member_steps_per_s"] else "no speed yet")
+            state = f"running ({s['threads']} threads)" if s["running"] else "not running"
+            print(f"{s['set']}: step {s['steps']:,} of {s['of_steps']:,} ({100 * s['member_steps'] / s['total']:.0f}%), "
+                  f"{s['members']} SAEs; {state}; {speed}; {s['invocations']} invocations, {s['wall_hours']:.1f} h so far")
+        print(f"{len(folders)} set(s) under {args.work}")
+        return 0
     if args.kind == "check":
         sets = committed_sets(args.root)
         for folder in sets:

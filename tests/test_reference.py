@@ -141,3 +141,26 @@ def test_set_names_keep_devices_apart_and_frames_refuse_two_sets_of_one_rho(tiny
         set_frames([tiny_set, copy])
     assert committed_sets(tmp_path) == [copy] and committed_sets(tmp_path, device="cpu") == [copy]
     assert committed_sets(tmp_path, device="cuda") == []
+
+
+def test_status_reports_progress_speed_and_time_left(tmp_path):
+    import datetime as dt
+
+    from aen_lib.reference import set_status
+
+    work = tmp_path / "spiked_paper_rho0_seed0"
+    with pytest.raises(ValueError, match="no started set"):
+        set_status(work)
+    _fake_sweep(work / "sweep", step=4)  # 2 members, 10 steps: 8 of 20 member-steps saved
+    inv = work / "invocations"
+    inv.mkdir()
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    for name, start, secs, ended in (("a", 0, 100.0, t0), ("b", 6, 20.0, t0 + dt.timedelta(seconds=30))):
+        (inv / f"{name}.json").write_text(json.dumps({"started": t0.isoformat(), "ended": ended.isoformat(),
+                                                      "completed": False, "seconds": secs, "torch_threads": 2,
+                                                      "member_steps_at_start": start}))
+    s = set_status(work, now=t0 + dt.timedelta(seconds=60))
+    assert (s["member_steps"], s["total"], s["steps"], s["invocations"]) == (8, 20, 4, 2)
+    assert s["running"] and s["member_steps_per_s"] == pytest.approx(2 / 20)  # the running one saved 2 in 20 s
+    assert s["hours_left"] == pytest.approx(12 / 0.1 / 3600)
+    assert not set_status(work, now=t0 + dt.timedelta(seconds=600))["running"]
