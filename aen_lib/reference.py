@@ -11,6 +11,8 @@ is copied next to the records.
 
     python -m aen_lib.reference spiked --rho 0.0            # the paper's synthetic protocol at ρ = 0 (issue grid)
     python -m aen_lib.reference spiked --rho 0.9 --device cuda
+    python -m aen_lib.reference status                      # progress and hours left of every set in the work folder
+    python -m aen_lib.reference check                       # every committed set complete and well-formed
 """
 
 from __future__ import annotations
