@@ -136,3 +136,10 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def tiny_cache_config(layer: int = 1, **kw):
+    """The activation-cache config of the tiny test LMs at ``layer`` (fields in ``kw`` override)."""
+    from aen_lib.activation_cache import CacheConfig
+
+    return CacheConfig(**{**dict(model="tiny", layer=layer, d_model=D_MODEL, window=24, dataset="pydoc"), **kw})

@@ -19,6 +19,7 @@ from aen_lib.activation_cache import (
 from aen_lib.harvest import harvest_activations
 from aen_lib.sources import ActivationSource
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
+    tiny_cache_config,
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
 )
 
@@ -53,9 +54,7 @@ def test_activation_cache_dir_root_is_an_argument(tmp_path, monkeypatch):
 
 
 def _config(_model, **kw):
-    base = dict(model="tiny", layer=LAYER, d_model=D_MODEL, window=24, dataset="pydoc")
-    base.update(kw)
-    return CacheConfig(**base)
+    return tiny_cache_config(**{"layer": LAYER, **kw})
 
 
 def test_cache_round_trip_and_refuses_other_config(tiny_lm, tiny_windows, tmp_path):

@@ -11,6 +11,7 @@ import torch
 from aen_lib.activation_cache import CacheConfig, write_activation_cache
 from aen_lib.sources import ActivationSource, cache_source
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
+    tiny_cache_config,
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
 )
 
@@ -20,9 +21,7 @@ LAYER = 1
 
 
 def _config(_model, **kw):
-    base = dict(model="tiny", layer=LAYER, d_model=D_MODEL, window=24, dataset="pydoc")
-    base.update(kw)
-    return CacheConfig(**base)
+    return tiny_cache_config(**{"layer": LAYER, **kw})
 
 
 
