@@ -1,4 +1,4 @@
-"""The headline checks of chapters 1 and 4 can fail: they fail on broken input and pass on the chapter's own results.
+"""The headline checks of chapters 1 and 4 can fail: they fail on broken input and pass on the chapter's own results;
 
 Each chapter defines its claim as a function in a code cell (chapter 1: TopK starves more than ReLU + l1 at matched
 L0; chapter 4: the adaptive elastic net recovers the support where the lasso fails). These tests run the chapter
@@ -9,6 +9,9 @@ with its `ci` profile through papermill, then
 * run the chapter once more with a deliberately broken parameter (chapter 1: no lambda_1 search, so the l1 SAE is not
   sparsity-matched; chapter 4: w_max = 1, i.e. adaptive weights switched off) and show that papermill stops the
   chapter at the assertion that names the claim (AssertionError in the failing cell's output).
+
+Chapter 6's paper-size section is run on two smoke reference sets (it must read them and draw its figures) and on a
+copy with one TopK record broken (its hard-sparsity check must stop it).
 """
 
 from __future__ import annotations
@@ -164,3 +167,45 @@ def test_chapter4_fails_with_the_adaptive_weights_switched_off(tmp_path):
         _run_chapter(CH4, tmp_path, w_max=1.0)
     assert info.value.ename == "AssertionError"
     assert "adaptive elastic net recovers S in only" in info.value.evalue
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chapter 6, "At the paper's size": the section reads committed reference sets, and its checks fail on a broken one
+# ------------------------------------------------------------------------------------------------------------------
+CH6 = "06_spiked_dictionary"
+
+
+@pytest.fixture(scope="module")
+def smoke_sets(tmp_path_factory):
+    """Two reference sets (ρ 0 and 0.9) of the paper-size grid trained for 2 steps: the section's code paths with
+    records present, seconds instead of hours."""
+    from aen_lib.reference import run_spiked
+
+    root = tmp_path_factory.mktemp("reference")
+    for rho in (0.0, 0.9):
+        run_spiked(rho, 0, out_root=root / "sets", work_root=root / "work", steps=2, command="test", progress=False)
+    return root / "sets"
+
+
+def test_chapter6_paper_size_section_reads_sets_and_its_checks_fail_on_a_broken_one(smoke_sets, tmp_path):
+    import shutil
+
+    for sub in ("good", "bad"):
+        (tmp_path / sub).mkdir()
+    out = _run_chapter(CH6, tmp_path / "good", reference_dir=str(smoke_sets))
+    findings = json.loads((out / "paper_size_findings.json").read_text())
+    assert len(findings["sets"]) == 2 and {s["rho"] for s in findings["sets"]} == {0.0, 0.9}
+    assert len(findings["findings"]) == 5 and len(findings["auxk"]) == 6  # two ρ × k 8, 16, 32
+    for name in ("paper_size_figure2_rho0.png", "paper_size_figure2_rho0.9.png", "paper_size_training_curves.png"):
+        assert (out / name).is_file(), name
+    # a set whose TopK k = 16 SAE does not have L0 = 16: the chapter's hard-sparsity check must stop it
+    broken = tmp_path / "broken_sets"
+    shutil.copytree(smoke_sets, broken)
+    rec_path = next(p for p in (broken / "spiked_paper_rho0_seed0_steps2").glob("topk-*.json")
+                    if json.loads(p.read_text())["sae_config"]["k"] == 16)
+    rec = json.loads(rec_path.read_text())
+    rec["final"]["l0"] = 9.0
+    rec_path.write_text(json.dumps(rec))
+    with pytest.raises(ChapterFailed) as err:
+        _run_chapter(CH6, tmp_path / "bad", reference_dir=str(broken))
+    assert err.value.ename == "AssertionError" and "l0" in err.value.evalue
