@@ -1,4 +1,4 @@
-"""The headline checks of chapters 1 and 4 can fail: they fail on broken input and pass on the chapter's own results;
+"""The headline checks of chapters 1 and 4 can fail: they fail on broken input and pass on the chapter's own results.
 
 Each chapter defines its claim as a function in a code cell (chapter 1: TopK starves more than ReLU + l1 at matched
 L0; chapter 4: the adaptive elastic net recovers the support where the lasso fails). These tests run the chapter
