@@ -324,7 +324,21 @@ def set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: flo
             "invocations": len(calls), "running": running,
             "threads": last.get("torch_threads") if last else None,
             "wall_hours": sum(c.get("seconds") or 0 for c in calls) / 3600,
-            "member_steps_per_s": rate, "hours_left": (total - held) / rate / 3600 if rate else None}
+            "member_steps_per_s": rate, "hours_left": (total - held) / rate / 3600 if rate else None,
+            "continue": continue_command(work, plan)}
+
+
+def continue_command(work: Path, plan: dict[str, Any]) -> str:
+    """The command that continues the set in ``work`` (from its manifest: ρ, seed, device, a smoke run's steps)."""
+    data = plan["data"] if isinstance(plan.get("data"), dict) else {}
+    words = ["python -m aen_lib.reference spiked", f"--rho {data.get('rho', '?')}", f"--seed {data.get('seed', '?')}"]
+    if not work.name.startswith(set_name(float(data.get("rho", 0.0)), int(data.get("seed", 0)))):
+        words.append("--device cuda")  # off-CPU sets carry the device in their name
+    if "_steps" in work.name:
+        words.append(f"--steps {plan['train']['steps']}")
+    if work.parent != DEFAULT_WORK:
+        words.append(f"--work {work.parent}")
+    return " ".join(words)
 
 
 REPOSITORY_SETS = Path(__file__).resolve().parents[1] / "reference"
@@ -389,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             state = f"running ({s['threads']} threads)" if s["running"] else "not running"
             print(f"{s['set']}: step {s['steps']:,} of {s['of_steps']:,} ({100 * s['member_steps'] / s['total']:.0f}%), "
                   f"{s['members']} SAEs; {state}; {speed}; {s['invocations']} invocations, {s['wall_hours']:.1f} h so far")
+            if not s["running"] and s["member_steps"] < s["total"]:
+                print(f"  continue it with: {s['continue']}")
         print(f"{len(folders)} set(s) under {args.work}")
         return 0
     if args.kind == "check":

@@ -70,7 +70,8 @@ def _fake_sweep(folder, step):
     """A sweep folder as train_sweep leaves it: one chunk of 2 members, checkpointed at ``step`` of 10."""
     import torch
     (folder / "chunk_000").mkdir(parents=True, exist_ok=True)
-    (folder / "sweep.json").write_text(json.dumps({"train": {"steps": 10}, "chunks": [[0, 1]]}))
+    (folder / "sweep.json").write_text(json.dumps({"train": {"steps": 10}, "chunks": [[0, 1]],
+                                                    "data": {"rho": 0.9, "seed": 1}}))
     torch.save({"step": step}, folder / "chunk_000" / "checkpoint.pt")
 
 
@@ -148,7 +149,7 @@ def test_status_reports_progress_speed_and_time_left(tmp_path):
 
     from aen_lib.reference import set_status
 
-    work = tmp_path / "spiked_paper_rho0_seed0"
+    work = tmp_path / "spiked_paper_rho0.9_seed1"
     with pytest.raises(ValueError, match="no started set"):
         set_status(work)
     _fake_sweep(work / "sweep", step=4)  # 2 members, 10 steps: 8 of 20 member-steps saved
@@ -164,3 +165,7 @@ def test_status_reports_progress_speed_and_time_left(tmp_path):
     assert s["running"] and s["member_steps_per_s"] == pytest.approx(2 / 20)  # the running one saved 2 in 20 s
     assert s["hours_left"] == pytest.approx(12 / 0.1 / 3600)
     assert not set_status(work, now=t0 + dt.timedelta(seconds=600))["running"]
+    assert s["continue"] == f"python -m aen_lib.reference spiked --rho 0.9 --seed 1 --work {tmp_path}"
+    cuda = tmp_path / "spiked_paper_rho0.9_seed1_cuda"
+    work.rename(cuda)
+    assert "--device cuda" in set_status(cuda, now=t0)["continue"]
