@@ -332,8 +332,10 @@ def continue_command(work: Path, plan: dict[str, Any]) -> str:
     """The command that continues the set in ``work`` (from its manifest: ρ, seed, device, a smoke run's steps)."""
     data = plan["data"] if isinstance(plan.get("data"), dict) else {}
     words = ["python -m aen_lib.reference spiked", f"--rho {data.get('rho', '?')}", f"--seed {data.get('seed', '?')}"]
-    if not work.name.startswith(set_name(float(data.get("rho", 0.0)), int(data.get("seed", 0)))):
-        words.append("--device cuda")  # off-CPU sets carry the device in their name
+    rest = work.name.removeprefix(set_name(float(data.get("rho", 0.0)), int(data.get("seed", 0))))
+    device = rest.split("_")[1] if rest.startswith("_") and not rest.startswith("_steps") else ""
+    if device:
+        words.append(f"--device {device}")  # off-CPU sets carry the device type in their name
     if "_steps" in work.name:
         words.append(f"--steps {plan['train']['steps']}")
     if work.parent != DEFAULT_WORK:
