@@ -158,10 +158,15 @@ class InvocationLedger:
     def settle(self, total: int) -> list[dict[str, Any]]:
         """Every invocation of the set, in start order, with its ``member_steps`` (its saved progress)."""
         calls = [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]  # names: start time, µs
-        for call, nxt in zip(calls, calls[1:] + [None]):
-            end = nxt["member_steps_at_start"] if nxt is not None else total
-            call["member_steps"] = end - call["member_steps_at_start"]
+        for call, saved in zip(calls, saved_member_steps(calls, total)):
+            call["member_steps"] = saved
         return calls
+
+
+def saved_member_steps(calls: Sequence[dict[str, Any]], held: int) -> list[int]:
+    """Each invocation's saved progress: from its start to the next one's start (the last one: to ``held``)."""
+    starts = [c["member_steps_at_start"] for c in calls] + [held]
+    return [b - a for a, b in zip(starts, starts[1:])]
 
 
 def set_name(rho: float, seed: int, device: str = "cpu") -> str:
@@ -312,10 +317,9 @@ def set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: flo
                    and (now - dt.datetime.fromisoformat(last["ended"])).total_seconds() < 2 * every_s)
     # saved member-steps per wall second of the latest invocation that saved any (the running one, else the last
     # one before it; an invocation's saved progress runs to the next one's start)
-    starts = [c["member_steps_at_start"] for c in calls] + [held]
     rate = None
-    for i in reversed(range(len(calls))):
-        gained, seconds = starts[i + 1] - starts[i], calls[i].get("seconds")
+    for call, gained in reversed(list(zip(calls, saved_member_steps(calls, held)))):
+        seconds = call.get("seconds")
         if gained > 0 and seconds:
             rate = gained / seconds
             break
