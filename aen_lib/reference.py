@@ -12,7 +12,9 @@ is copied next to the records.
     python -m aen_lib.reference spiked --rho 0.0            # the paper's synthetic protocol at ρ = 0 (issue grid)
     python -m aen_lib.reference spiked --rho 0.9 --device cuda
     python -m aen_lib.reference status                      # progress and hours left of every set in the work folder
+    python -m aen_lib.reference status --members            # ... and the last logged metrics of every SAE
     python -m aen_lib.reference check                       # every committed set complete and well-formed
+    python -m aen_lib.reference table                       # the committed sets' provenance (the README's table)
 """
 
 from __future__ import annotations
@@ -332,6 +334,51 @@ def set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: flo
             "continue": continue_command(work, plan)}
 
 
+def latest_metrics(work: str | Path) -> pd.DataFrame:
+    """The last logged metrics of every SAE of a set in its work folder, finished or not: one row per SAE with its
+    label, the step of its last log line, L0, EV, dead % and how full the current dead window was (the dead % of a
+    window that is not full covers fewer steps than the paper's 10,000). Interim numbers, to watch a long run; the
+    records written at the end are what the book reads."""
+    from .config import SAEConfig
+
+    work = Path(work)
+    manifest = work / "sweep" / "sweep.json"
+    if not manifest.is_file():
+        raise ValueError(f"{work} holds no started set (no sweep/sweep.json)")
+    plan = json.loads(manifest.read_text())
+    if not isinstance(plan.get("configs"), list):
+        raise ValueError(f"{manifest} lists no configs; it was written by an older version (see the set's notes.md)")
+    rows = []
+    for c_i, idx in enumerate(plan["chunks"]):
+        last: dict[int, dict[str, Any]] = {}
+        log = work / "sweep" / f"chunk_{c_i:03d}" / "metrics.jsonl"
+        for line in log.read_text().splitlines() if log.is_file() else []:
+            if line.strip():
+                rec = json.loads(line)
+                last[int(rec.get("member", 0))] = rec
+        for j, i in enumerate(idx):
+            rec = last.get(j, {})
+            rows.append({"SAE": SAEConfig.from_dict(plan["configs"][i]).label, "step": rec.get("step"),
+                         "L0": rec.get("l0"), "EV": rec.get("ev"), "dead %": rec.get("dead_pct"),
+                         "dead window full": rec.get("dead_window_fill")})
+    return pd.DataFrame(rows)
+
+
+def provenance_table(folders: Sequence[str | Path]) -> str:
+    """A Markdown table of the committed sets' provenance (set, ρ, hardware, invocations, dates, wall and CPU hours,
+    member-steps/s), as the README shows it: the README's numbers about the reference runs are this function's."""
+    _, prov = set_frames(folders)
+    lines = ["| set | ρ | seed | SAEs | hardware | invocations | started (UTC) | ended (UTC) | wall h | CPU h (logged) "
+             "| member-steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in prov.to_dict("records"):
+        cpu_h = r["CPU hours (logged)"]
+        lines.append(f"| `{r['set']}` | {r['rho']:g} | {r['seed']} | {r['SAEs']} | {r['hardware']} ({r['device']}) "
+                     f"| {r['invocations']} | {r['started'].replace('T', ' ')} | {r['ended'].replace('T', ' ')} "
+                     f"| {r['wall hours']:.1f} | {'-' if cpu_h is None or cpu_h != cpu_h else f'{cpu_h:.1f}'} "
+                     f"| {r['member-steps/s']:.1f} |")
+    return "\n".join(lines)
+
+
 def continue_command(work: Path, plan: dict[str, Any]) -> str:
     """The command that continues the set in ``work`` (from its manifest: ρ, seed, device, a smoke run's steps)."""
     data = plan["data"] if isinstance(plan.get("data"), dict) else {}
@@ -399,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cp.add_argument("root", nargs="?", default="reference")
     st = sub.add_parser("status", help="how far each set in the work folder has come, and the time left")
     st.add_argument("--work", default=str(DEFAULT_WORK))
+    st.add_argument("--members", action="store_true", help="also the last logged L0, EV and dead %% of every SAE")
+    tp = sub.add_parser("table", help="the committed sets' provenance as the Markdown table the README shows")
+    tp.add_argument("root", nargs="?", default="reference")
     args = ap.parse_args(argv)
     if args.kind == "status":
         folders = sorted(p.parent.parent for p in Path(args.work).glob("*/sweep/sweep.json"))
@@ -406,12 +456,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = set_status(folder)
             speed = (f"{s['member_steps_per_s']:.1f} member-steps/s, about {s['hours_left']:.1f} h left at that speed"
                      if s["member_steps_per_s"] else "no speed yet")
-            state = f"running ({s['threads']} threads)" if s["running"] else "not running"
+            threads = s["threads"]
+            state = f"running ({threads} thread{'' if threads == 1 else 's'})" if s["running"] else "not running"
             print(f"{s['set']}: step {s['steps']:,} of {s['of_steps']:,} ({100 * s['member_steps'] / s['total']:.0f}%), "
                   f"{s['members']} SAEs; {state}; {speed}; {s['invocations']} invocations, {s['wall_hours']:.1f} h so far")
             if not s["running"] and s["member_steps"] < s["total"]:
                 print(f"  continue it with: {s['continue']}")
+            if args.members:
+                print(latest_metrics(folder).to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
         print(f"{len(folders)} set(s) under {args.work}")
+        return 0
+    if args.kind == "table":
+        sets = committed_sets(args.root)
+        if not sets:
+            print(f"no committed set under {args.root}")
+            return 1
+        print(provenance_table(sets))
         return 0
     if args.kind == "check":
         sets = committed_sets(args.root)

@@ -169,3 +169,38 @@ def test_status_reports_progress_speed_and_time_left(tmp_path):
     cuda = tmp_path / "spiked_paper_rho0.9_seed1_cuda"
     work.rename(cuda)
     assert "--device cuda" in set_status(cuda, now=t0)["continue"]
+
+
+def test_latest_metrics_shows_every_sae_of_a_set_in_its_work_folder(tiny_set):
+    from aen_lib.reference import latest_metrics
+
+    work = tiny_set.parent.parent / "work" / tiny_set.name
+    table = latest_metrics(work)
+    assert len(table) == 16 and table["SAE"].is_unique and "aen λ1=0.01 λ2=0.001 γ=0.5 β=0.9999 p=0.05" in set(table["SAE"])
+    assert (table["step"] == 6).all() and table["EV"].notna().all()
+    topk = table[table["SAE"].str.startswith("topk k=")]
+    assert sorted(topk["L0"]) == [8, 16, 32, 64, 128]  # TopK's L0 is its k (ReLU may drop a few; not at step 6)
+    with pytest.raises(ValueError, match="no started set"):
+        latest_metrics(work.parent / "nothing")
+
+
+def test_the_provenance_table_has_one_row_per_set(tiny_set, capsys):
+    from aen_lib.reference import provenance_table, set_frames
+
+    table = provenance_table([tiny_set]).splitlines()
+    _, prov = set_frames([tiny_set])
+    assert len(table) == 3 and table[2].startswith(f"| `{tiny_set.name}` | 0 | 0 | 16 |")
+    assert f"| {prov.loc[0, 'member-steps/s']:.1f} |" in table[2]
+    assert main(["table", str(tiny_set.parent)]) == 0 and capsys.readouterr().out.strip() == "\n".join(table)
+    assert main(["table", str(tiny_set.parent / "none")]) == 1
+
+
+def test_the_readme_shows_every_committed_set_as_the_code_tabulates_it():
+    """The README's numbers about the reference runs (hardware, hours, speed) are provenance_table's, not typed."""
+    from aen_lib.reference import provenance_table
+
+    if not SETS:
+        pytest.skip("no reference set is committed yet")
+    readme = (REPO / "README.md").read_text()
+    for row in provenance_table(SETS).splitlines()[2:]:
+        assert row in readme, f"README.md lacks the row {row!r}; paste python -m aen_lib.reference table"
