@@ -198,13 +198,13 @@ def test_chapter6_paper_size_section_reads_sets_and_its_checks_fail_on_a_broken_
     assert len(findings["findings"]) == 5 and len(findings["auxk"]) == 6  # two ρ × k 8, 16, 32
     for name in ("paper_size_figure2_rho0.png", "paper_size_figure2_rho0.9.png", "paper_size_training_curves.png"):
         assert (out / name).is_file(), name
-    # a set whose TopK k = 16 SAE does not have L0 = 16: the chapter's hard-sparsity check must stop it
+    # a set whose TopK k = 16 SAE has more than 16 active latents: the chapter's hard-sparsity check must stop it
     broken = tmp_path / "broken_sets"
     shutil.copytree(smoke_sets, broken)
     rec_path = next(p for p in (broken / "spiked_paper_rho0_seed0_steps2").glob("topk-*.json")
                     if json.loads(p.read_text())["sae_config"]["k"] == 16)
     rec = json.loads(rec_path.read_text())
-    rec["final"]["l0"] = 9.0
+    rec["final"]["l0"] = 17.0
     rec_path.write_text(json.dumps(rec))
     with pytest.raises(ChapterFailed) as err:
         _run_chapter(CH6, tmp_path / "bad", reference_dir=str(broken))
