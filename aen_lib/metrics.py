@@ -541,6 +541,31 @@ def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def latent_reach(sae: "torch.nn.Module", x: Tensor, thresh: float = 1e-6, batch_size: int = 2048) -> dict[str, float]:
+    """Which latents the data can reach, on samples ``x [B, n]`` (fresh ones, not training batches).
+
+    Returns ``eval_dead_pct``, the % of latents never active (|h| > ``thresh``) on any row of ``x``, and
+    ``eval_negative_pct``, the % whose pre-activation ``(x - b_dec) W_enc + b_enc`` is ≤ 0 on every row: no sample
+    lies in the latent's positive half-space. For a ReLU SAE the two coincide. For TopK the difference is the latents
+    that are positive somewhere but never among the k largest (outcompeted, not out of reach). A negative latent gets no
+    gradient through any loss that goes through the ReLU, the AuxK loss included (it back-propagates through the
+    ReLU of the dead latents' pre-activations), so only a change of the other weights can bring data to it.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must be [B, n] samples, got shape {tuple(x.shape)}")
+    dev, dtype = sae.W_enc.device, sae.W_enc.dtype
+    active = positive = None
+    for chunk in x.split(batch_size):
+        chunk = chunk.to(dev, dtype)
+        a = (sae.encode(chunk).abs() > thresh).any(dim=-2)
+        p = (sae.pre_activation(chunk) > 0).any(dim=-2)
+        active = a if active is None else active | a
+        positive = p if positive is None else positive | p
+    return {"eval_dead_pct": 100.0 * float((~active).float().mean()),
+            "eval_negative_pct": 100.0 * float((~positive).float().mean())}
+
+
 def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: Tensor, thresh: float = 1e-6,
                      recovered_cos: float = 0.9) -> dict[str, float]:
     """Dictionary and support recovery of a trained SAE against the true dictionary (book: paper facts, synthetic protocol recovery).

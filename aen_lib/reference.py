@@ -37,7 +37,7 @@ import torch
 
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
 from .io import atomic_write
-from .metrics import recovery_metrics
+from .metrics import latent_reach, recovery_metrics
 from .runlock import RunLock
 from .results import member_record, variant_id
 from .sweep import expand_grid, train_sweep
@@ -225,6 +225,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     tmp_files = {}
     for m in result.members:
         recovery = recovery_metrics(m.sae.to(dev).eval(), eval_data.dictionary, x_eval, h_eval)
+        recovery.update(latent_reach(m.sae, x_eval))  # dead on fresh samples, and out of every sample's reach
         rec = member_record(m.cfg, m.final, m.history, train_config=tcfg.replace(progress=False), data=data_cfg,
                             extra={"set": name, "skipped_steps": m.skipped_steps, **recovery,
                                    "eval_samples": EVAL_SAMPLES, "eval_seed": EVAL_SEED_OFFSET + seed})

@@ -334,3 +334,27 @@ def test_recovery_metrics_are_perfect_for_the_true_dictionary_and_fail_for_a_ran
     bad = recovery_metrics(rand, data.dictionary, x, h)
     assert bad["atoms_recovered"] < 0.1 and bad["dictionary_mean_cos"] < 0.6
     assert bad["support_precision"] < 0.2 and bad["eval_l0"] > 60
+
+
+def test_latent_reach_tells_latents_out_of_reach_from_outcompeted_ones():
+    from aen_lib.config import SAEConfig
+    from aen_lib.metrics import latent_reach
+    from aen_lib.model import SAE
+
+    x = torch.rand(500, 4, generator=torch.Generator().manual_seed(0)) + 0.1  # every coordinate positive
+    sae = SAE(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=1))
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.b_enc.zero_()
+        sae.W_enc[0, 0] = 10.0   # latent 0: large on every sample, always the top-1
+        sae.W_enc[1, 1] = 1.0    # latent 1: positive everywhere, never the largest: outcompeted
+        sae.W_enc[2, 2] = -1.0   # latent 2: negative everywhere: out of reach
+        sae.b_enc[3:] = -1.0     # latents 3-7: pre-activation -1 everywhere: out of reach
+    r = latent_reach(sae, x)
+    assert r["eval_dead_pct"] == pytest.approx(100 * 7 / 8) and r["eval_negative_pct"] == pytest.approx(100 * 6 / 8)
+    relu = SAE(SAEConfig(d_in=4, d_sae=8, architecture="relu_l1", l1=0.01))
+    relu.load_state_dict(sae.state_dict(), strict=False)
+    r = latent_reach(relu, x, batch_size=7)  # several chunks; ReLU: dead on x <=> negative on x
+    assert r["eval_dead_pct"] == r["eval_negative_pct"] == pytest.approx(100 * 6 / 8)
+    with pytest.raises(ValueError, match=r"\[B, n\]"):
+        latent_reach(sae, x[0])

@@ -36,6 +36,7 @@ def test_a_finished_set_passes_the_check_and_is_not_overwritten(tiny_set):
     assert prov["members"] == 16 and prov["member_steps"] == 16 * 6
     rec = json.loads(next(tiny_set.glob("aen-*.json")).read_text())
     assert 0 < rec["extra"]["dictionary_mean_cos"] <= 1 and 0 <= rec["extra"]["support_f1"] <= 1
+    assert 0 <= rec["extra"]["eval_negative_pct"] <= rec["extra"]["eval_dead_pct"] <= 100  # out of reach ⊆ dead
     assert prov["invocations"][0]["torch"] and prov["invocations"][0]["cpu"]
     before = {p.name: p.read_bytes() for p in tiny_set.iterdir()}
     assert run_spiked(0.0, 0, out_root=tiny_set.parent, work_root=tiny_set.parent / "w2", steps=6) is None
