@@ -276,6 +276,6 @@ def test_contexts_from_a_real_harvest(tiny_lm, tiny_windows, single_thread):
         w, p = int(acts.window_index[row]), int(acts.position[row])
         lo, hi = max(1, p - 4), min(tiny_windows.shape[1] - 1, p + 2)
         assert c.tokens == [tok.decode([int(t)]) for t in tiny_windows[w, lo:hi + 1]]
-        assert c.activation == pytest.approx(float(sae.encode(acts.acts[row:row + 1])[0, 5]), rel=1e-5)
+        assert c.activation == pytest.approx(float(sae.encode(acts.acts[row:row + 1]).detach()[0, 5]), rel=1e-5)
         assert c.token_acts[c.highlight] == pytest.approx(c.activation)
     assert math.isfinite(ctxs[0].activation)
