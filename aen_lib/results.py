@@ -309,12 +309,13 @@ def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: f
     closest to ``target_l0`` (:func:`closest_to_target`). Statements that need a method or a ρ the frame lacks are
     left out. Returns ``claim (paper)``, ``measured here`` and ``consistent`` (bool), one row per statement:
 
-    1. at ρ = 0 TopK has dead latents and AEN none: TopK's dead % exceeds AEN's by more than ``dead_margin`` points
-       and AEN's is below ``dead_margin``;
-    2. at ρ = 0 all methods reconstruct about equally well: their EVs span at most ``ev_spread``;
-    3. adaptive lasso concentrates near the true sparsity: every variant's seed-mean L0 lies in [k/2, 2k];
-    4. (largest ρ > 0) starvation grows with ρ for every method of :data:`FIGURE2_CORE` present;
-    5. (same) it grows least for AEN.
+    1. at ρ = 0 TopK starves more than AEN: TopK's dead % exceeds AEN's by more than ``dead_margin`` points;
+    2. at ρ = 0 AEN has no dead latents: its dead % is below ``dead_margin`` (the paper says both at once; apart,
+       a frame can bear out the comparison and not the absence);
+    3. at ρ = 0 all methods reconstruct about equally well: their EVs span at most ``ev_spread``;
+    4. adaptive lasso concentrates near the true sparsity: every variant's seed-mean L0 lies in [k/2, 2k];
+    5. (largest ρ > 0) starvation grows with ρ for every method of :data:`FIGURE2_CORE` present;
+    6. (same) it grows least for AEN.
     """
     _require(df, ["rho", "method", "variant", "seed", "l0", "dead_pct", "ev"])
     matched = closest_to_target(df, target_l0, metrics=["dead_pct", "ev"], by=["rho", "method"]).set_index(
@@ -327,9 +328,11 @@ def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: f
     core = [a for a in FIGURE2_CORE if (0.0, a) in matched.index]
     if {"topk", "aen"} <= set(core):
         topk, aen = at(0.0, "topk"), at(0.0, "aen")
-        rows.append({"claim (paper)": "ρ = 0: TopK has dead latents, AEN has none",
-                     "measured here": f"dead % at L0 ≈ {target_l0:g}: TopK {topk:.1f}, AEN {aen:.1f}",
-                     "consistent": bool(topk > aen + dead_margin and aen < dead_margin)})
+        measured = f"dead % at L0 ≈ {target_l0:g}: TopK {topk:.1f}, AEN {aen:.1f}"
+        rows.append({"claim (paper)": "ρ = 0: TopK has more dead latents than AEN", "measured here": measured,
+                     "consistent": bool(topk > aen + dead_margin)})
+        rows.append({"claim (paper)": "ρ = 0: AEN has no dead latents", "measured here": measured,
+                     "consistent": bool(aen < dead_margin)})
     if len(core) >= 2:
         ev0 = {a: at(0.0, a, "ev") for a in core}
         rows.append({"claim (paper)": "ρ = 0: all methods reconstruct about equally well",
