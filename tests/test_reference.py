@@ -205,3 +205,49 @@ def test_the_readme_shows_every_committed_set_as_the_code_tabulates_it():
     readme = (REPO / "README.md").read_text()
     for row in provenance_table(SETS).splitlines()[2:]:
         assert row in readme, f"README.md lacks the row {row!r}; paste python -m aen_lib.reference table"
+
+
+# ------------------------------------------------------------------ what the committed numbers say about the paper
+# The paper's Figure-2 statements as the committed CPU sets measure them (figure2_findings at L0 ≈ k = 16), keyed by
+# the ρ values committed. Chapter 6's section "At the paper's size" prints the same verdicts from the same records.
+# A regression in the store fails here, and so does a new set that changes a verdict: then re-read chapter 6's
+# summary and record the new verdicts here.
+FIGURE2_VERDICTS: dict[tuple[float, ...], dict[str, bool]] = {
+    # spiked_paper_rho0_seed0: TopK 6.6% dead against AEN 1.4% at L0 ≈ 16, EVs 0.66-0.71, adaptive lasso at L0 20.4
+    (0.0,): {
+        "ρ = 0: TopK has more dead latents than AEN": True,
+        "ρ = 0: AEN has no dead latents": False,  # not reproduced: AEN keeps 1.4% (more than the 1-point margin)
+        "ρ = 0: all methods reconstruct about equally well": True,
+        "adaptive lasso concentrates near the true sparsity (no Pareto curve)": True,
+    },
+}
+
+
+def _cpu_runs():
+    from aen_lib.reference import set_frames
+
+    cpu = committed_sets(REPO / "reference", device="cpu")
+    if not cpu:
+        pytest.skip("no CPU reference set is committed yet")
+    return set_frames(cpu)[0]
+
+
+def test_the_committed_sets_bear_out_the_paper_statements_they_are_said_to():
+    from aen_lib.results import figure2_findings
+
+    runs = _cpu_runs()
+    rhos = tuple(sorted(float(r) for r in runs["rho"].unique()))
+    found = figure2_findings(runs, k=16, target_l0=16).set_index("claim (paper)")["consistent"].to_dict()
+    assert rhos in FIGURE2_VERDICTS, f"no verdicts recorded for ρ {rhos}; measured: {found}"
+    assert found == FIGURE2_VERDICTS[rhos], found
+
+
+def test_at_rho_0_auxk_removes_most_dead_topk_latents_and_reconstructs_better():
+    """What the paper leaves out, at its size: with the AuxK loss, TopK has fewer dead latents and a higher EV at every
+    k of the grid (k 8, 16, 32) at ρ = 0."""
+    from aen_lib.results import auxk_comparison
+
+    pairs = auxk_comparison(_cpu_runs())
+    zero = pairs[pairs["rho"] == 0.0]
+    assert zero["k"].tolist() == [8, 16, 32]
+    assert (zero["dead_pct_change"] < 0).all() and (zero["ev_change"] > 0).all(), zero
