@@ -541,7 +541,6 @@ def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def latent_reach(sae: "torch.nn.Module", x: Tensor, thresh: float = 1e-6, batch_size: int = 2048) -> dict[str, float]:
     """Which latents the data can reach, on samples ``x [B, n]`` (fresh ones, not training batches).
 
@@ -566,6 +565,7 @@ def latent_reach(sae: "torch.nn.Module", x: Tensor, thresh: float = 1e-6, batch_
             "eval_negative_pct": 100.0 * float((~positive).float().mean())}
 
 
+@torch.no_grad()
 def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: Tensor, thresh: float = 1e-6,
                      recovered_cos: float = 0.9) -> dict[str, float]:
     """Dictionary and support recovery of a trained SAE against the true dictionary (book: paper facts, synthetic protocol recovery).

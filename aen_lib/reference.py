@@ -375,7 +375,7 @@ def provenance_table(folders: Sequence[str | Path]) -> str:
         cpu_h = r["CPU hours (logged)"]
         lines.append(f"| `{r['set']}` | {r['rho']:g} | {r['seed']} | {r['SAEs']} | {r['hardware']} ({r['device']}) "
                      f"| {r['invocations']} | {r['started'].replace('T', ' ')} | {r['ended'].replace('T', ' ')} "
-                     f"| {r['wall hours']:.1f} | {'-' if cpu_h is None or cpu_h != cpu_h else f'{cpu_h:.1f}'} "
+                     f"| {r['wall hours']:.1f} | {'-' if pd.isna(cpu_h) else f'{cpu_h:.1f}'} "
                      f"| {r['member-steps/s']:.1f} |")
     return "\n".join(lines)
 
