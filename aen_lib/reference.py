@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,14 +66,24 @@ EVAL_SEED_OFFSET = 1_000_000
 DEFAULT_WORK = Path.home() / ".cache" / "aen_lib" / "reference_runs"
 
 
-def _git_commit(repo: Path) -> str:
+def _git_state(repo: Path) -> tuple[str, list[str]]:
+    """The commit checked out in ``repo`` (``+uncommitted`` appended when tracked files differ from it) and the
+    paths of those files, so a record says whether the library itself or only, say, the README was edited."""
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+uncommitted" if dirty else "") if out.returncode == 0 else "unknown"
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", []
+    if out.returncode != 0:
+        return "unknown", []
+    dirty = sorted(line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip())
+    return out.stdout.strip() + ("+uncommitted" if dirty else ""), dirty
+
+
+def _short_commit(commit: str) -> str:
+    """``abc1234`` for a clean commit, ``abc1234+`` when the tree had uncommitted changes."""
+    return commit[:7] + ("+" if commit.endswith("+uncommitted") else "")
 
 
 def _cpu_model() -> str:
@@ -128,10 +139,16 @@ class InvocationLedger:
         started = dt.datetime.now(dt.timezone.utc)
         self.path = self.folder / f"{started:%Y%m%dT%H%M%S%f}.json"
         repo = Path(__file__).resolve().parents[1]
+        commit, dirty = _git_state(repo)
         self.record: dict[str, Any] = {
             "started": started.isoformat(timespec="seconds"), "ended": None, "completed": False,
-            "commit": _git_commit(repo), **machine_facts(device), "seconds": 0.0, "cpu_seconds": 0.0,
-            "member_steps_at_start": checkpointed_member_steps(self.sweep_dir)}
+            "commit": commit, **({"uncommitted_files": dirty} if dirty else {}), **machine_facts(device),
+            "seconds": 0.0, "cpu_seconds": 0.0, "member_steps_at_start": checkpointed_member_steps(self.sweep_dir)}
+        library = [f for f in dirty if f.startswith("aen_lib/")]
+        if library:
+            warnings.warn(f"training a reference set with uncommitted changes to {', '.join(library)}: the records "
+                          "will name a commit that does not hold the code that produced them; commit first, or note "
+                          "the change in the set's notes.md", stacklevel=2)
         self._t0, self._c0 = time.perf_counter(), time.process_time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="reference-ledger", daemon=True)
@@ -416,7 +433,7 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
         provs.append({
             "set": prov["set"], "rho": prov["protocol"]["data"]["rho"], "seed": prov["protocol"]["data"]["seed"],
             "SAEs": prov["members"], "device": calls[-1]["device"], "hardware": calls[-1].get("gpu") or calls[-1]["cpu"],
-            "invocations": len(calls), "commits": ", ".join(dict.fromkeys(c["commit"][:7] for c in calls)),
+            "invocations": len(calls), "commits": ", ".join(dict.fromkeys(_short_commit(c["commit"]) for c in calls)),
             "started": calls[0]["started"][:16], "ended": calls[-1]["ended"][:16],
             "wall hours": prov["wall_seconds"] / 3600, "CPU hours (logged)": sum(cpu_s) / 3600 if cpu_s else None,
             "member-steps/s": prov["member_steps_per_s"], "member-steps per CPU s": prov.get("member_steps_per_cpu_s"),

@@ -103,6 +103,46 @@ def test_a_killed_invocation_leaves_its_record_and_its_saved_progress_counts(tmp
     assert calls[0]["seconds"] >= 0.2 and calls[0]["ended"] is not None and calls[0]["commit"]
 
 
+def test_git_state_names_the_uncommitted_files(tmp_path):
+    import subprocess
+
+    from aen_lib.reference import _git_state
+
+    assert _git_state(tmp_path) == ("unknown", [])  # not a repository
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "aen_lib").mkdir()
+    for name in ("aen_lib/train.py", "README.md"):
+        (tmp_path / name).write_text("v1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit, dirty = _git_state(tmp_path)
+    assert len(commit) == 40 and dirty == []
+    (tmp_path / "README.md").write_text("v2\n")
+    (tmp_path / "aen_lib" / "train.py").write_text("v2\n")
+    (tmp_path / "untracked.txt").write_text("ignored\n")
+    commit2, dirty = _git_state(tmp_path)
+    assert commit2 == commit + "+uncommitted" and dirty == ["README.md", "aen_lib/train.py"]
+
+
+def test_an_invocation_with_uncommitted_library_code_warns_and_records_the_files(tmp_path, monkeypatch):
+    import torch
+
+    import aen_lib.reference as reference
+
+    monkeypatch.setattr(reference, "_git_state", lambda repo: ("abc+uncommitted", ["README.md", "aen_lib/sae.py"]))
+    with pytest.warns(UserWarning, match="uncommitted changes to aen_lib/sae.py"):
+        ledger = reference.InvocationLedger(tmp_path / "inv", sweep_dir=tmp_path / "sweep", device=torch.device("cpu"))
+    assert ledger.record["uncommitted_files"] == ["README.md", "aen_lib/sae.py"]
+    monkeypatch.setattr(reference, "_git_state", lambda repo: ("abc+uncommitted", ["README.md"]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an edited README alone is no reason to warn
+        ledger = reference.InvocationLedger(tmp_path / "inv2", sweep_dir=tmp_path / "sweep", device=torch.device("cpu"))
+    assert ledger.record["commit"] == "abc+uncommitted"
+
+
 def test_a_second_process_on_the_same_set_is_refused(tmp_path):
     from aen_lib.runlock import RunLock, RunLockedError
 
