@@ -314,8 +314,11 @@ def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: f
        a frame can bear out the comparison and not the absence);
     3. at ρ = 0 all methods reconstruct about equally well: their EVs span at most ``ev_spread``;
     4. adaptive lasso concentrates near the true sparsity: every variant's seed-mean L0 lies in [k/2, 2k];
-    5. (largest ρ > 0) starvation grows with ρ for every method of :data:`FIGURE2_CORE` present;
-    6. (same) it grows least for AEN.
+    5. (largest ρ > 0) starvation grows with ρ for every method of :data:`FIGURE2_CORE` present: each one's dead %
+       rises by more than ``dead_margin`` points;
+    6. (same) it grows least for AEN: AEN's rise is smaller than every other method's by more than ``dead_margin``
+       points, the margin of statement 1 (the paper's own AEN dead % on Pythia-70M spans 0.7–2.1 over three seeds,
+       so a smaller gap between single runs is no evidence).
     """
     _require(df, ["rho", "method", "variant", "seed", "l0", "dead_pct", "ev"])
     matched = closest_to_target(df, target_l0, metrics=["dead_pct", "ev"], by=["rho", "method"]).set_index(
@@ -349,14 +352,15 @@ def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: f
     if rho_hi > 0 and grown:
         rise = {a: at(rho_hi, a) - at(0.0, a) for a in grown}
         rows.append({"claim (paper)": "starvation grows with ρ for every method",
-                     "measured here": f"dead % at ρ = 0 → {rho_hi:g}: " + ", ".join(
-                         f"{architecture_label(a)} {at(0.0, a):.1f} → {at(rho_hi, a):.1f}" for a in grown),
-                     "consistent": bool(all(v > 0 for v in rise.values()))})
+                     "measured here": f"dead % at ρ = 0 → {rho_hi:g} (matched L0 at {rho_hi:g}): " + ", ".join(
+                         f"{architecture_label(a)} {at(0.0, a):.1f} → {at(rho_hi, a):.1f} ({at(rho_hi, a, 'l0'):.1f})"
+                         for a in grown),
+                     "consistent": bool(all(v > dead_margin for v in rise.values()))})
         if "aen" in rise and len(rise) >= 2:
             rows.append({"claim (paper)": "it grows fastest for TopK and vanilla/EN, slowest for AEN",
                          "measured here": "rise in dead % points: " + ", ".join(
                              f"{architecture_label(a)} {v:+.1f}" for a, v in rise.items()),
-                         "consistent": bool(min(rise, key=rise.get) == "aen")})
+                         "consistent": bool(all(rise["aen"] < v - dead_margin for a, v in rise.items() if a != "aen"))})
     return pd.DataFrame(rows, columns=["claim (paper)", "measured here", "consistent"])
 
 

@@ -196,6 +196,12 @@ def test_chapter6_paper_size_section_reads_sets_and_its_checks_fail_on_a_broken_
     findings = json.loads((out / "paper_size_findings.json").read_text())
     assert len(findings["sets"]) == 2 and {s["rho"] for s in findings["sets"]} == {0.0, 0.9}
     assert len(findings["findings"]) == 6 and len(findings["auxk"]) == 6  # two ρ × k 8, 16, 32
+    # every matched pair whose L0 lies outside [k/2, 2k] is named as loosely matched, and no other
+    import pandas as pd
+
+    matched = pd.read_csv(out / "paper_size_matched_l0.csv")
+    far = {(r.rho, r.method) for r in matched.itertuples() if not 8 <= r.l0 <= 32}
+    assert {(r["rho"], r["method"]) for r in findings["loosely_matched"]} == far
     reach = json.loads((out / "paper_size_reach.json").read_text())  # dead / out of reach of the 16 k-sparse SAEs
     assert len(reach) == 16 and all(0 <= r["eval_negative_pct"] <= r["eval_dead_pct"] for r in reach)
     for name in ("paper_size_figure2_rho0.png", "paper_size_figure2_rho0.9.png", "paper_size_training_curves.png"):
