@@ -175,7 +175,10 @@ def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for rec in records:
         rec = _check_record(dict(rec), "records_frame")
         row: dict[str, Any] = {k: rec[k] for k in ("method", "label", "variant", "seed")}
-        row.update({k: v for k, v in rec["sae_config"].items() if k not in ("architecture", "seed")})
+        # a config field that a final metric also names (l0: JumpReLU's λ0 against the measured L0; l1, l2: the
+        # penalties against their loss terms) is kept as config_<name>, and the metric keeps the plain name
+        row.update({(f"config_{k}" if k in rec["final"] else k): v for k, v in rec["sae_config"].items()
+                    if k not in ("architecture", "seed")})
         for k, v in (rec.get("data") or {}).items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[f"data_{k}"] = v
@@ -362,6 +365,32 @@ def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: f
                              f"{architecture_label(a)} {v:+.1f}" for a, v in rise.items()),
                          "consistent": bool(all(rise["aen"] < v - dead_margin for a, v in rise.items() if a != "aen"))})
     return pd.DataFrame(rows, columns=["claim (paper)", "measured here", "consistent"])
+
+
+def nearest_in_l0(df: pd.DataFrame, method: str, other: str, *, by: Sequence[str] = ("rho",),
+                  max_ratio: float = 1.5) -> pd.DataFrame:
+    """Every SAE of ``method`` paired with the SAE of ``other`` whose L0 is nearest, within each ``by`` group (e.g. one
+    ρ), kept when the two L0 are within a factor ``max_ratio`` of each other. Matching at one target L0 picks one
+    variant per method; this finds the other places where a grid has the two methods at comparable sparsity.
+
+    Returns one row per pair: the ``by`` columns, then every other column of each side with the suffix ``_<method>``
+    or ``_<other>`` (e.g. ``l0_aen``, ``dead_pct_topk``)."""
+    by = list(by)
+    _require(df, [*by, "method", "l0"])
+    if not max_ratio >= 1:
+        raise ValueError(f"max_ratio={max_ratio!r} must be at least 1 (a factor between the two L0)")
+    rows = []
+    for key, g in df.groupby(by, sort=True):
+        a_rows, b_rows = g[g["method"] == method], g[g["method"] == other]
+        if b_rows.empty:
+            continue
+        for _, a in a_rows.iterrows():
+            b = b_rows.loc[(b_rows["l0"] - a["l0"]).abs().idxmin()]
+            if a["l0"] > 0 and 1 / max_ratio <= b["l0"] / a["l0"] <= max_ratio:
+                rest = [c for c in g.columns if c not in by]
+                rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                             **a[rest].add_suffix(f"_{method}").to_dict(), **b[rest].add_suffix(f"_{other}").to_dict()})
+    return pd.DataFrame(rows)
 
 
 def auxk_comparison(df: pd.DataFrame, metrics: Sequence[str] = ("dead_pct", "ev")) -> pd.DataFrame:

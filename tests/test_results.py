@@ -182,3 +182,25 @@ def test_auxk_comparison_pairs_topk_and_auxk_at_the_same_k():
     t = auxk_comparison(df)
     assert t["k"].tolist() == [8, 16]  # k = 32 has no AuxK partner
     assert t["dead_pct_topk"].tolist() == [10.5, 20.5] and t["dead_pct_change"].tolist() == [-8.0, -16.0]
+
+
+def test_nearest_in_l0_pairs_each_sae_with_the_other_method_nearest_in_l0_within_the_ratio():
+    from aen_lib.results import nearest_in_l0
+    df = pd.DataFrame([dict(rho=r, method=m, l0=l0, dead_pct=d) for r, m, l0, d in [
+        (0.9, "aen", 4.0, 87.0), (0.9, "aen", 34.0, 44.0), (0.9, "topk", 16.0, 98.0), (0.9, "topk", 30.0, 96.0),
+        (0.0, "aen", 24.0, 1.0), (0.0, "topk", 64.0, 10.0)]])
+    pairs = nearest_in_l0(df, "aen", "topk", max_ratio=1.5)
+    # L0 4 is nearest TopK 16 but 4× apart; ρ 0's 24 against 64 is too far as well
+    assert pairs[["rho", "l0_aen", "l0_topk", "dead_pct_topk"]].values.tolist() == [[0.9, 34.0, 30.0, 96.0]]
+    with pytest.raises(ValueError, match="max_ratio"):
+        nearest_in_l0(df, "aen", "topk", max_ratio=0.5)
+
+
+def test_records_frame_keeps_a_config_field_that_a_metric_also_names_under_config():
+    from aen_lib.results import records_frame
+    from aen_lib.results import SCHEMA
+    rec = dict(schema=SCHEMA, method="aen", label="aen λ1=0.005", variant="aen-1", seed=0,
+               sae_config=dict(l1=0.005, l2=0.001, k=0),
+               final=dict(l1=0.0037, l0=4.1), history=[])
+    row = records_frame([rec]).iloc[0]
+    assert row["config_l1"] == 0.005 and row["l1"] == 0.0037 and row["l2"] == 0.001 and row["l0"] == 4.1
