@@ -199,6 +199,13 @@ class SpikedDictionaryData:
         self.samples_drawn += B
         return x, h
 
+    def population_mean(self) -> Tensor:
+        """The exact mean E[x] [n] of the samples: each atom is active with probability k/m, with mean magnitude
+        (low + high)/2 (0 when ``signed``), so E[x] = (k/m)·E|h|·Σ_i d_i (plus no noise term: it has mean 0)."""
+        c = self.config
+        mag = 0.0 if c.signed else (c.magnitude_low + c.magnitude_high) / 2
+        return (c.k / c.m) * mag * self.dictionary.sum(0)
+
     def state_dict(self) -> dict:
         """Generator state plus the config and the number of samples drawn (for bit-identical resumption)."""
         return {

@@ -248,6 +248,17 @@ class SAE(nn.Module):
             terms = LossTerms(*(t.squeeze(0) for t in (terms.total, terms.mse, terms.l1, terms.l2, terms.aux)))
         return SAEOutput(x_hat=self._out(x_hat, lead), h=self._out(h, lead), pre=self._out(pre, lead)), terms
 
+    @torch.no_grad()
+    def set_b_dec_(self, value: Tensor) -> None:
+        """Start the pre-encoder (and decoder) bias at ``value [d_in]`` for every member, e.g. the data mean, as
+        SAELens and others initialise it from a data statistic (the paper and this library start it at 0)."""
+        if not isinstance(value, Tensor) or value.shape != (self.d_in,):
+            raise ValueError(f"b_dec value must be a tensor of shape ({self.d_in},), got "
+                             f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError("b_dec value has non-finite entries")
+        self.b_dec.copy_(value.to(self.b_dec.device, self.b_dec.dtype).expand_as(self.b_dec))
+
     # --- constraint ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def project_decoder_(self, members: Tensor | None = None) -> None:

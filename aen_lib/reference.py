@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,7 +40,9 @@ import torch
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
 from .io import atomic_write
 from .metrics import latent_reach, recovery_metrics
+from .model import SAE
 from .runlock import RunLock
+from .sources import CentredSource
 from .results import member_record, variant_id
 from .sweep import expand_grid, train_sweep
 from .train import TrainConfig
@@ -54,6 +57,48 @@ SPIKED_PAPER_GRID: dict[str, dict[str, list[Any]]] = {
 }
 """The minimum grid of the paper-size synthetic reference sets (16 SAEs per ρ; the authors' full v1 grid is
 :data:`aen_lib.sweep.PAPER_SPIKED_GRID`)."""
+
+SEEDS_GRID: dict[str, dict[str, list[Any]]] = {
+    "relu_l1": {"l1": [0.005]},
+    "elastic_net": {"l1": [0.005], "l2": [0.001]},
+    "aen": {"l1": [0.005, 0.001], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "topk": {"k": [8, 16, 32]},
+    "topk_auxk": {"k": [32]},
+}
+"""The subset of :data:`SPIKED_PAPER_GRID` trained again at further seeds (7 SAEs), so that every verdict on the
+paper's statements can give a seed range."""
+
+OUTLIER_GRID: dict[str, dict[str, list[Any]]] = {
+    "relu_l1": {"l1": [0.005, 0.001]},
+    "aen": {"l1": [0.005, 0.001], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "topk": {"k": [16, 32]},
+}
+"""The SAEs trained again with the input mean taken out of the picture (6 SAEs; Simon, Adams & Zou 2026 tie feature
+death to the activation mean): once with the pre-encoder bias started at the data mean, once on mean-centred inputs.
+Their configs are those of the same SAEs in :data:`SPIKED_PAPER_GRID`, so each pairs with its plain twin."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """What one kind of reference set trains: a grid, and how the inputs meet the SAE.
+
+    ``b_dec_init``: ``"zero"`` (the paper and the authors' code) or ``"mean"`` (the pre-encoder bias starts at the
+    exact population mean of the inputs, as SAELens and others start it at a data statistic). ``inputs``: ``"raw"``
+    or ``"centred"`` (the exact population mean subtracted from every sample, training and evaluation alike)."""
+
+    grid: dict[str, dict[str, list[Any]]]
+    b_dec_init: str = "zero"
+    inputs: str = "raw"
+    doc: str = ""
+
+
+STUDIES: dict[str, Study] = {
+    "paper": Study(SPIKED_PAPER_GRID, doc="the paper's statements: the 16-SAE grid"),
+    "seeds": Study(SEEDS_GRID, doc="seed ranges: 7 SAEs of the paper grid at another seed"),
+    "biasmean": Study(OUTLIER_GRID, b_dec_init="mean", doc="the outlier explanation: pre-encoder bias at the data mean"),
+    "centred": Study(OUTLIER_GRID, inputs="centred", doc="the outlier explanation: mean-centred inputs"),
+}
+"""Every kind of spiked reference set, by the name that starts its folder (``spiked_<study>_rho<ρ>_seed<s>``)."""
 
 SPIKED_PAPER_SAE = dict(d_in=256, d_sae=1024, warmup_steps=10_000, ramp_steps=2_000)
 SPIKED_PAPER_TRAIN = dict(steps=50_000, batch_size=256, lr=1e-3, dead_window_steps=10_000, log_every=500)
@@ -188,35 +233,55 @@ def saved_member_steps(calls: Sequence[dict[str, Any]], held: int) -> list[int]:
     return [b - a for a, b in zip(starts, starts[1:])]
 
 
-def set_name(rho: float, seed: int, device: str = "cpu") -> str:
-    """``spiked_paper_rho<ρ>_seed<s>``, with ``_<device type>`` for sets trained off the CPU (their numbers differ in
+def set_name(rho: float, seed: int, device: str = "cpu", study: str = "paper") -> str:
+    """``spiked_<study>_rho<ρ>_seed<s>``, with ``_<device type>`` for sets trained off the CPU (their numbers differ in
     the last bits, so a CPU set and a GPU set of the same ρ are kept apart)."""
+    _study(study)
     kind = torch.device(device).type
-    return f"spiked_paper_rho{rho:g}_seed{seed}" + ("" if kind == "cpu" else f"_{kind}")
+    return f"spiked_{study}_rho{rho:g}_seed{seed}" + ("" if kind == "cpu" else f"_{kind}")
+
+
+def _study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"study={name!r} is not a reference study; choose one of {sorted(STUDIES)}")
+    return STUDIES[name]
+
+
+def outlier_severity(x: torch.Tensor) -> float:
+    """||mean|| / ||std|| of samples ``x [B, n]`` (per-coordinate mean and standard deviation; Simon, Adams & Zou 2026):
+    how far the data's centre lies from the origin relative to its spread. 0 for centred data."""
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be [B, n] samples with B >= 2, got shape {tuple(x.shape)}")
+    x = x.double()
+    return float(x.mean(0).norm() / x.std(0).norm())
 
 
 def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device: str = "cpu", steps: int | None = None,
-               command: str = "", progress: bool = True) -> Path | None:
+               command: str = "", progress: bool = True, study: str = "paper") -> Path | None:
     """Train (or continue) the set and, once complete, write its records under ``out_root/<set>/``.
 
     Returns the set folder when the records were written, None when the set is already there (nothing is
     overwritten: delete the folder to regenerate it)."""
-    name = set_name(rho, seed, device) + (f"_steps{steps}" if steps else "")
+    spec = _study(study)
+    name = set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else "")
     out = out_root / name
     if (out / "provenance.json").exists():
         return None
     dev = torch.device(device)
     sae_base = dict(SPIKED_PAPER_SAE)
-    configs = expand_grid(sae_base, SPIKED_PAPER_GRID, seeds=[seed])
+    configs = expand_grid(sae_base, spec.grid, seeds=[seed])
     tcfg = TrainConfig(**{**SPIKED_PAPER_TRAIN, **({"steps": steps} if steps else {})}, progress=progress, seed=seed)
     data_cfg = SpikedDictionaryConfig(n=256, m=1024, k=16, rho=rho, seed=seed)
+    train_data = SpikedDictionaryData(data_cfg, device=dev)
+    mean = train_data.population_mean()  # exact E[x] of this dictionary (no sampling noise)
+    source = CentredSource(train_data, mean) if spec.inputs == "centred" else train_data
     work = work_root / name
     work.mkdir(parents=True, exist_ok=True)
     with RunLock(work):  # one process per set: a second one fails at once, naming the first
         ledger = InvocationLedger(work / "invocations", sweep_dir=work / "sweep", device=dev)
         with ledger:
-            result = train_sweep(configs, SpikedDictionaryData(data_cfg, device=dev), tcfg, device=dev,
-                                 checkpoint_dir=work / "sweep")
+            result = train_sweep(configs, source, tcfg, device=dev, checkpoint_dir=work / "sweep",
+                                 b_dec_init=mean if spec.b_dec_init == "mean" else None)
         calls = ledger.settle(total=len(configs) * tcfg.steps)
     total_s = sum(c["seconds"] for c in calls)
     total_steps = sum(c["member_steps"] for c in calls)
@@ -225,7 +290,9 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         "record_version": RECORD_VERSION,
         "set": name,
         "command": command,
-        "protocol": {"sae": sae_base, "grid": SPIKED_PAPER_GRID, "train": tcfg.to_dict(), "data": data_cfg.to_dict()},
+        "study": study,
+        "protocol": {"sae": sae_base, "grid": spec.grid, "train": tcfg.to_dict(), "data": data_cfg.to_dict(),
+                     "b_dec_init": spec.b_dec_init, "inputs": spec.inputs},
         "members": len(configs),
         "invocations": calls,
         "wall_seconds": round(total_s, 1),
@@ -239,10 +306,20 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     eval_data = SpikedDictionaryData(data_cfg, device=dev)
     eval_data.generator.manual_seed(EVAL_SEED_OFFSET + seed)
     x_eval, h_eval = eval_data.sample(EVAL_SAMPLES)
+    # the outlier measures (Simon, Adams & Zou 2026) of the inputs as the SAEs saw them
+    inputs = {"outlier_severity_raw": outlier_severity(x_eval), "input_mean_norm": float(mean.norm())}
+    if spec.inputs == "centred":
+        x_eval = x_eval - mean
+    inputs["outlier_severity"] = outlier_severity(x_eval)
+    provenance["inputs"] = inputs
     tmp_files = {}
     for m in result.members:
         recovery = recovery_metrics(m.sae.to(dev).eval(), eval_data.dictionary, x_eval, h_eval)
         recovery.update(latent_reach(m.sae, x_eval))  # dead on fresh samples, and out of every sample's reach
+        init = SAE(m.cfg, device=dev)  # the same SAE at step 0: which latents the data could reach at the start
+        if spec.b_dec_init == "mean":
+            init.set_b_dec_(mean)
+        recovery.update({f"init_{k.removeprefix('eval_')}": v for k, v in latent_reach(init, x_eval).items()})
         rec = member_record(m.cfg, m.final, m.history, train_config=tcfg.replace(progress=False), data=data_cfg,
                             extra={"set": name, "skipped_steps": m.skipped_steps, **recovery,
                                    "eval_samples": EVAL_SAMPLES, "eval_seed": EVAL_SEED_OFFSET + seed})
@@ -306,11 +383,21 @@ def check_set(folder: str | Path) -> dict[str, Any]:
     return prov
 
 
-def committed_sets(root: str | Path, device: str | None = None) -> list[Path]:
-    """The set folders under ``root`` (each holds a provenance.json); with ``device`` ("cpu", "cuda"), only the sets
-    whose last invocation trained on that device type."""
+def set_study(folder: str | Path) -> str:
+    """The study of a committed set (sets written before studies existed are the paper's)."""
+    return json.loads((Path(folder) / "provenance.json").read_text()).get("study", "paper")
+
+
+def committed_sets(root: str | Path, device: str | None = None, study: str | None = "paper") -> list[Path]:
+    """The set folders under ``root`` (each holds a provenance.json) of one study (default: the paper's grid;
+    ``None``: every study); with ``device`` ("cpu", "cuda"), only the sets whose last invocation trained on that
+    device type."""
     root = Path(root)
+    if study is not None:
+        _study(study)
     sets = sorted(p.parent for p in root.glob("*/provenance.json")) if root.is_dir() else []
+    if study is not None:
+        sets = [f for f in sets if set_study(f) == study]
     if device is None:
         return sets
     want = torch.device(device).type
@@ -400,8 +487,14 @@ def provenance_table(folders: Sequence[str | Path]) -> str:
 def continue_command(work: Path, plan: dict[str, Any]) -> str:
     """The command that continues the set in ``work`` (from its manifest: ρ, seed, device, a smoke run's steps)."""
     data = plan["data"] if isinstance(plan.get("data"), dict) else {}
+    if isinstance(data.get("source"), dict):  # a wrapped source (e.g. centred inputs) names the spiked config inside
+        data = data["source"]
+    study = work.name.removeprefix("spiked_").split("_rho")[0]
+    study = study if study in STUDIES else "paper"
     words = ["python -m aen_lib.reference spiked", f"--rho {data.get('rho', '?')}", f"--seed {data.get('seed', '?')}"]
-    rest = work.name.removeprefix(set_name(float(data.get("rho", 0.0)), int(data.get("seed", 0))))
+    if study != "paper":
+        words.append(f"--study {study}")
+    rest = work.name.removeprefix(set_name(float(data.get("rho", 0.0)), int(data.get("seed", 0)), study=study))
     device = rest.split("_")[1] if rest.startswith("_") and not rest.startswith("_steps") else ""
     if device:
         words.append(f"--device {device}")  # off-CPU sets carry the device type in their name
@@ -431,7 +524,7 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
         calls = prov["invocations"]
         cpu_s = [c["cpu_seconds"] for c in calls if c.get("cpu_seconds")]
         provs.append({
-            "set": prov["set"], "rho": prov["protocol"]["data"]["rho"], "seed": prov["protocol"]["data"]["seed"],
+            "set": prov["set"], "study": prov.get("study", "paper"), "rho": prov["protocol"]["data"]["rho"], "seed": prov["protocol"]["data"]["seed"],
             "SAEs": prov["members"], "device": calls[-1]["device"], "hardware": calls[-1].get("gpu") or calls[-1]["cpu"],
             "invocations": len(calls), "commits": ", ".join(dict.fromkeys(_short_commit(c["commit"]) for c in calls)),
             "started": calls[0]["started"][:16], "ended": calls[-1]["ended"][:16],
@@ -440,10 +533,10 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
         })
     if not runs:
         raise ValueError("set_frames got no set folders; see committed_sets")
-    twice = pd.DataFrame(provs).groupby(["rho", "seed"])["set"].agg(list)
+    twice = pd.DataFrame(provs).groupby(["study", "rho", "seed"])["set"].agg(list)
     twice = twice[twice.map(len) > 1]
     if len(twice):
-        raise ValueError(f"several sets share a (ρ, seed): {twice.to_dict()}; pass one of each (e.g. only the CPU sets) "
+        raise ValueError(f"several sets share a (study, ρ, seed): {twice.to_dict()}; pass one of each (e.g. only the CPU sets) "
                          "so that their SAEs are not averaged as if they were seeds")
     return pd.concat(runs, ignore_index=True), pd.DataFrame(provs)
 
@@ -455,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp = sub.add_parser("spiked", help="the paper's synthetic protocol at its size (n 256, m 1024, k 16, 50k steps)")
     sp.add_argument("--rho", type=float, required=True)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--study", default="paper", choices=sorted(STUDIES),
+                    help="which grid and input treatment: " + "; ".join(f"{k}: {v.doc}" for k, v in STUDIES.items()))
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--steps", type=int, default=None, help="override the 50,000 steps (a smoke run; named apart)")
     sp.add_argument("--out", default="reference", help="where the records go (default: reference/)")
@@ -485,14 +580,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(folders)} set(s) under {args.work}")
         return 0
     if args.kind == "table":
-        sets = committed_sets(args.root)
+        sets = committed_sets(args.root, study=None)
         if not sets:
             print(f"no committed set under {args.root}")
             return 1
         print(provenance_table(sets))
         return 0
     if args.kind == "check":
-        sets = committed_sets(args.root)
+        sets = committed_sets(args.root, study=None)
         for folder in sets:
             prov = check_set(folder)
             print(f"{folder.name}: {prov['members']} SAEs, {prov['wall_seconds'] / 3600:.1f} h, "
@@ -506,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m aen_lib.reference " + " ".join(shlex.quote(a) for a in words if a and a != "--work"
                                                         and not a.startswith("--work="))
     out = run_spiked(args.rho, args.seed, out_root=Path(args.out), work_root=Path(args.work), device=args.device,
-                     steps=args.steps, command=command, progress=not args.no_progress)
+                     steps=args.steps, command=command, progress=not args.no_progress, study=args.study)
     print(f"records written to {out}" if out else "the set already exists; delete its folder to regenerate it")
     return 0
 

@@ -27,6 +27,48 @@ class DataSource(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class CentredSource:
+    """A source whose samples have a fixed vector subtracted: ``x - mean`` (targets, if any, unchanged).
+
+    Mean-centring the inputs is the remedy for feature death that Simon, Adams & Zou (2026) propose; the reference
+    studies train on it with the exact population mean of the synthetic data. Its state is the inner source's."""
+
+    def __init__(self, source: DataSource, mean: Tensor) -> None:
+        if not isinstance(mean, Tensor) or mean.dim() != 1:
+            raise ValueError(f"mean must be a 1-d tensor [d_in], got {type(mean).__name__} "
+                             f"{tuple(mean.shape) if isinstance(mean, Tensor) else ''}")
+        self.source, self.mean = source, mean
+
+    @property
+    def config(self) -> "_Described":
+        """What a sweep manifest records: the inner source's config and the mean's norm."""
+        inner = getattr(self.source, "config", None)
+        return _Described({"centred": True, "mean_norm": round(float(self.mean.norm()), 6),
+                           "source": inner.to_dict() if hasattr(inner, "to_dict") else type(self.source).__name__})
+
+    def sample(self, batch_size: int) -> Tensor | tuple[Tensor, Tensor]:
+        batch = self.source.sample(batch_size)
+        if isinstance(batch, tuple):
+            x, *rest = batch
+            if x.shape[-1] != self.mean.shape[0]:
+                raise ValueError(f"samples have width {x.shape[-1]} but the mean has {self.mean.shape[0]}")
+            return (x - self.mean.to(x.device, x.dtype), *rest)  # type: ignore[return-value]
+        if batch.shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"samples have width {batch.shape[-1]} but the mean has {self.mean.shape[0]}")
+        return batch - self.mean.to(batch.device, batch.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)
+
+
+class _Described(dict):
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+
 class StridedShard:
     """Rank ``rank`` of ``world_size`` takes every ``world_size``-th batch of a stream source, starting at its rank.
 

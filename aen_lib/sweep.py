@@ -269,10 +269,10 @@ def _check_manifest(folder: Path, want: dict[str, Any]) -> None:
         have = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is corrupt ({e}); delete the folder to start the sweep again") from e
-    for key in want:
-        if have.get(key) != want[key]:
+    for key in dict.fromkeys([*want, *have]):  # a key on one side only is a difference too (e.g. b_dec_init)
+        if have.get(key) != want.get(key):
             diff = key
-            if key == "train":
+            if key == "train" and key in have and key in want:
                 diff = f"train.{next(k for k in want[key] if have[key].get(k) != want[key][k])}"
             raise ValueError(f"checkpoint_dir {folder} holds a different sweep ({diff} differs); resume with the same "
                              "configs, TrainConfig, data and dtype, or choose another checkpoint_dir")
@@ -291,6 +291,7 @@ def train_sweep(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     reducer: Reducer = LOCAL,
+    b_dec_init: torch.Tensor | None = None,
 ) -> SweepResult:
     """Train every config on the same data stream and return histories, finals and SAEs (see the module docstring).
 
@@ -300,7 +301,9 @@ def train_sweep(
     CPU no stacked tensor may reach 32 MiB either (:data:`CPU_MAX_TENSOR_BYTES`). ``cfg.progress`` shows one tqdm
     bar counting member-steps. With ``checkpoint_dir`` the sweep resumes (module docstring), writing a checkpoint every
     ``checkpoint_every`` steps. Trained SAEs are moved to ``export_device`` (``None``: keep them
-    on ``device``). ``reducer`` trains every chunk under DDP (:mod:`aen_lib.reduce`).
+    on ``device``). ``reducer`` trains every chunk under DDP (:mod:`aen_lib.reduce`). ``b_dec_init [d_in]`` starts
+    every member's pre-encoder bias there instead of at 0 (:meth:`aen_lib.model.SAE.set_b_dec_`; recorded in the
+    manifest, so a resume with another start is refused).
     """
     cfg = cfg or TrainConfig()
     if not isinstance(cfg, TrainConfig):
@@ -326,7 +329,10 @@ def train_sweep(
     root = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if root is not None:
         if reducer.is_main:
-            _check_manifest(root, _manifest(configs, cfg, chunks, dtype, data))
+            want = _manifest(configs, cfg, chunks, dtype, data)
+            if b_dec_init is not None:  # only then: the manifests of sweeps started at 0 stay as they were
+                want["b_dec_init"] = [round(float(v), 7) for v in b_dec_init.flatten()]
+            _check_manifest(root, want)
         reducer.barrier()
     start_state = copy.deepcopy(data.state_dict())
     bar = None
@@ -344,6 +350,8 @@ def train_sweep(
         if bar is not None:
             bar.set_description(f"sweep chunk {c_i + 1}/{len(chunks)} ({len(idx)} members)")
         stack = SAE([configs[i] for i in idx], device=dev, dtype=dtype)
+        if b_dec_init is not None:
+            stack.set_b_dec_(b_dec_init)  # a checkpoint or finished chunk loaded below overrides it
         done = folder / "done.pt" if folder is not None else None
         if done is not None and done.exists():
             state = load_checkpoint(done, map_location=dev)

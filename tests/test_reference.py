@@ -7,20 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.reference import SPIKED_PAPER_GRID, check_set, committed_sets, main, run_spiked
+from aen_lib.reference import SPIKED_PAPER_GRID, STUDIES, check_set, committed_sets, main, run_spiked, set_study
 from aen_lib.sweep import expand_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = committed_sets(REPO / "reference")
+ALL_SETS = committed_sets(REPO / "reference", study=None)
 
 
-@pytest.mark.parametrize("folder", SETS or [None], ids=[p.name for p in SETS] or ["none-committed"])
+@pytest.mark.parametrize("folder", ALL_SETS or [None], ids=[p.name for p in ALL_SETS] or ["none-committed"])
 def test_every_committed_set_is_complete(folder):
     if folder is None:
         pytest.skip("no reference set is committed yet (paper-size runs are in progress)")
     prov = check_set(folder)
-    assert prov["members"] == len(expand_grid(dict(d_in=256, d_sae=1024), SPIKED_PAPER_GRID))
+    study = STUDIES[set_study(folder)]
+    assert prov["members"] == len(expand_grid(dict(d_in=256, d_sae=1024), study.grid))
     assert prov["protocol"]["train"]["steps"] == 50_000
+    assert prov["protocol"].get("b_dec_init", "zero") == study.b_dec_init
+    assert prov["protocol"].get("inputs", "raw") == study.inputs
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +335,101 @@ def test_at_rho_0_9_aen_starves_far_less_than_topk_at_nearby_l0():
     near, topk = pair.iloc[0]["l0_aen"], pair.iloc[0]["l0_topk"]
     assert 2 / 3 <= near / topk <= 1.5, (near, topk)
     assert pair.iloc[0]["dead_pct_aen"] < pair.iloc[0]["dead_pct_topk"] - 30, pair.iloc[0]
+
+
+# --- studies: further seeds, and the input mean taken away (bias at the mean, or centred inputs) ---------------------
+
+def test_a_study_set_records_its_treatment_and_the_outlier_measures(tmp_path):
+    out = run_spiked(0.9, 0, out_root=tmp_path / "out", work_root=tmp_path / "work", steps=4, command="test",
+                     progress=False, study="centred")
+    assert out.name == "spiked_centred_rho0.9_seed0_steps4"
+    prov = check_set(out)
+    assert prov["study"] == "centred" and prov["protocol"]["inputs"] == "centred"
+    assert prov["members"] == len(expand_grid(dict(d_in=256, d_sae=1024), STUDIES["centred"].grid))
+    # ρ = 0.9 inputs sit far from the origin; centred ones do not
+    assert prov["inputs"]["outlier_severity_raw"] > 5 and prov["inputs"]["outlier_severity"] < 0.05
+    rec = json.loads(next(out.glob("topk-*.json")).read_text())
+    assert 0 <= rec["extra"]["init_negative_pct"] <= rec["extra"]["init_dead_pct"] <= 100
+    # the studies stay apart from the paper's sets: committed_sets filters by study
+    assert committed_sets(tmp_path / "out") == [] and committed_sets(tmp_path / "out", study="centred") == [out]
+    assert committed_sets(tmp_path / "out", study=None) == [out]
+    with pytest.raises(ValueError, match="not a reference study"):
+        committed_sets(tmp_path / "out", study="nope")
+
+
+def test_at_rho_09_a_third_of_latents_start_out_of_reach_unless_the_mean_is_taken_away():
+    """The outlier mechanism at initialisation (Simon, Adams & Zou 2026), measured on this data: at ρ = 0.9 many
+    latents have a negative pre-activation on every sample before any training; with b_dec at the mean, none do."""
+    from aen_lib.config import SAEConfig
+    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.metrics import latent_reach
+    from aen_lib.model import SAE
+
+    data = SpikedDictionaryData(SpikedDictionaryConfig(rho=0.9))
+    x, _ = data.sample(4096)
+    sae = SAE(SAEConfig(256, 1024, architecture="topk", k=32))
+    raw = latent_reach(sae, x)["eval_negative_pct"]
+    sae.set_b_dec_(data.population_mean())
+    assert raw > 20 and latent_reach(sae, x)["eval_negative_pct"] == 0.0
+
+
+def test_the_population_mean_is_the_sample_mean_and_severity_measures_it():
+    import torch
+    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.reference import outlier_severity
+
+    data = SpikedDictionaryData(SpikedDictionaryConfig(n=32, m=64, k=4, rho=0.5))
+    x, _ = data.sample(50_000)
+    mu = data.population_mean()
+    assert torch.allclose(x.mean(0), mu, atol=0.02 * float(mu.norm()))
+    assert outlier_severity(x - mu) < 0.05 < outlier_severity(x)
+    assert outlier_severity(x + 10) > outlier_severity(x)
+    signed = SpikedDictionaryData(SpikedDictionaryConfig(n=32, m=64, k=4, rho=0.5, signed=True))
+    assert float(signed.population_mean().abs().max()) == 0.0
+    with pytest.raises(ValueError, match="B >= 2"):
+        outlier_severity(x[:1])
+
+
+def test_bias_at_the_mean_trains_exactly_as_centred_inputs():
+    """With the pre-encoder bias tied to the decoder bias, an SAE whose b_dec starts at μ on x follows the same path as
+    one whose b_dec starts at 0 on x − μ (b_dec differs by μ throughout; codes, losses and L0 agree): the two remedies
+    are one. The record fields that do not depend on the translation agree to float tolerance."""
+    import torch
+    from aen_lib.config import SAEConfig
+    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.sources import CentredSource
+    from aen_lib.sweep import train_sweep
+    from aen_lib.train import TrainConfig
+
+    cfgs = [SAEConfig(32, 64, architecture="topk", k=4), SAEConfig(32, 64, architecture="aen", l1=0.005, l2=0.001,
+                                                                    warmup_steps=10, ramp_steps=5)]
+    tcfg = TrainConfig(steps=60, batch_size=64, log_every=20, dead_window_steps=20, progress=False)
+    dcfg = SpikedDictionaryConfig(n=32, m=64, k=4, rho=0.9)
+    mean = SpikedDictionaryData(dcfg).population_mean()
+    shifted = train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg, b_dec_init=mean)
+    centred = train_sweep(cfgs, CentredSource(SpikedDictionaryData(dcfg), mean), tcfg)
+    plain = train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg)
+    for a, b, c in zip(shifted.members, centred.members, plain.members):
+        for ra, rb in zip(a.history, b.history):
+            for key in ("mse", "l0", "ev", "dead_pct"):
+                assert ra[key] == pytest.approx(rb[key], rel=1e-3, abs=1e-4), (a.cfg.label, ra["step"], key)
+        assert torch.allclose(a.sae.b_dec - mean, b.sae.b_dec, atol=1e-3)
+        assert torch.allclose(a.sae.W_enc, b.sae.W_enc, atol=1e-3)
+        assert a.history[-1]["mse"] != pytest.approx(c.history[-1]["mse"], rel=1e-3)  # and it is not a no-op
+
+
+def test_a_sweep_started_at_another_bias_is_not_resumed(tmp_path):
+    import torch
+    from aen_lib.config import SAEConfig
+    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.sweep import train_sweep
+    from aen_lib.train import TrainConfig
+
+    cfgs = [SAEConfig(8, 16, architecture="topk", k=2)]
+    tcfg = TrainConfig(steps=4, batch_size=8, log_every=2, dead_window_steps=2, progress=False)
+    dcfg = SpikedDictionaryConfig(n=8, m=16, k=2)
+    train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg, checkpoint_dir=tmp_path / "s", b_dec_init=torch.ones(8))
+    with pytest.raises(ValueError, match="b_dec_init differs"):
+        train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg, checkpoint_dir=tmp_path / "s")
+    with pytest.raises(ValueError, match="b_dec value must be a tensor of shape"):
+        train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg, b_dec_init=torch.ones(3))
