@@ -520,7 +520,7 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
     for folder in folders:
         prov = check_set(folder)
         frame = records_frame(load_records(folder, pattern="*-*.json")).rename(columns={"data_rho": "rho"})
-        runs.append(frame.assign(set=prov["set"]))
+        runs.append(frame.assign(set=prov["set"], study=prov.get("study", "paper")))
         calls = prov["invocations"]
         cpu_s = [c["cpu_seconds"] for c in calls if c.get("cpu_seconds")]
         provs.append({
@@ -539,6 +539,59 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
         raise ValueError(f"several sets share a (study, ρ, seed): {twice.to_dict()}; pass one of each (e.g. only the CPU sets) "
                          "so that their SAEs are not averaged as if they were seeds")
     return pd.concat(runs, ignore_index=True), pd.DataFrame(provs)
+
+
+def initial_reach(folder: str | Path) -> pd.DataFrame:
+    """For every SAE of a committed set, which latents the data could reach at step 0: the SAE rebuilt from its
+    config (its seed fixes the initialisation), b_dec set as the study sets it, on the set's
+    :data:`EVAL_SAMPLES` fresh evaluation samples (centred for a centred study). One row per variant with
+    ``init_dead_pct`` and ``init_negative_pct`` (:func:`aen_lib.metrics.latent_reach`). Sets written before the
+    records carried these fields get them here; for later sets the two agree with the records."""
+    from .config import SAEConfig
+    from .results import load_records
+
+    prov = check_set(folder)
+    spec = _study(prov.get("study", "paper"))
+    data_cfg = SpikedDictionaryConfig.from_dict(prov["protocol"]["data"])
+    data = SpikedDictionaryData(data_cfg)
+    mean = data.population_mean()
+    data.generator.manual_seed(EVAL_SEED_OFFSET + data_cfg.seed)
+    x_eval, _ = data.sample(EVAL_SAMPLES)
+    if spec.inputs == "centred":
+        x_eval = x_eval - mean
+    rows = []
+    for rec in load_records(folder, pattern="*-*.json"):
+        sae = SAE(SAEConfig.from_dict(rec["sae_config"]))
+        if spec.b_dec_init == "mean":
+            sae.set_b_dec_(mean)
+        reach = latent_reach(sae, x_eval)
+        rows.append({"variant": rec["variant"], "init_dead_pct": reach["eval_dead_pct"],
+                     "init_negative_pct": reach["eval_negative_pct"]})
+    return pd.DataFrame(rows)
+
+
+def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cpu",
+                  steps: int | None = None) -> pd.DataFrame:
+    """The SAEs of the outlier study at one (ρ, seed): the paper set's SAEs (b_dec at 0) and the ``biasmean`` set's
+    (b_dec at the mean) side by side, one row per SAE (:func:`set_frames` columns, ``study``, and
+    :func:`initial_reach`'s ``init_dead_pct`` / ``init_negative_pct``). Only the paper set's SAEs whose config the
+    biasmean set also trained are kept, so that every row has its twin. Raises ``ValueError`` naming the set that is
+    not committed. ``steps`` reads smoke sets (``..._steps<N>``)."""
+    root = Path(root)
+    folders = []
+    for study in ("paper", "biasmean"):
+        folder = root / (set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else ""))
+        if not (folder / "provenance.json").is_file():
+            raise ValueError(f"the outlier study at ρ = {rho:g}, seed {seed} needs the set {folder.name} under {root}; "
+                             f"train it with python -m aen_lib.reference spiked --study {study} --rho {rho:g} "
+                             f"--seed {seed}")
+        folders.append(folder)
+    runs, _ = set_frames(folders)
+    reach = pd.concat([initial_reach(f).assign(set=f.name) for f in folders], ignore_index=True)
+    runs = runs.drop(columns=[c for c in ("init_dead_pct", "init_negative_pct") if c in runs.columns])
+    runs = runs.merge(reach, on=["set", "variant"], how="left")
+    twins = set(runs.loc[runs["study"] == "biasmean", "variant"])
+    return runs[runs["variant"].isin(twins)].reset_index(drop=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -433,3 +433,23 @@ def test_a_sweep_started_at_another_bias_is_not_resumed(tmp_path):
         train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg, checkpoint_dir=tmp_path / "s")
     with pytest.raises(ValueError, match="b_dec value must be a tensor of shape"):
         train_sweep(cfgs, SpikedDictionaryData(dcfg), tcfg, b_dec_init=torch.ones(3))
+
+
+def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_path):
+    from aen_lib.claims import CLAIMS
+    from aen_lib.reference import outlier_frame
+
+    with pytest.raises(ValueError, match="--study paper --rho 0.9 --seed 0"):
+        outlier_frame(tmp_path, 0.9, steps=3)
+    for study in ("paper", "biasmean"):
+        run_spiked(0.9, 0, out_root=tmp_path, work_root=tmp_path / "work", steps=3, progress=False, study=study)
+    df = outlier_frame(tmp_path, 0.9, steps=3)
+    assert len(df) == 12 and (df.groupby("variant")["study"].nunique() == 2).all()
+    mean = df[df["study"] == "biasmean"].set_index("variant")
+    # initial_reach rebuilds step 0 from the configs: for the biasmean set it agrees with what the records hold
+    rec = {json.loads(p.read_text())["variant"]: json.loads(p.read_text())["extra"]["init_negative_pct"]
+           for p in (tmp_path / "spiked_biasmean_rho0.9_seed0_steps3").glob("*-*.json")}
+    assert mean["init_negative_pct"].to_dict() == pytest.approx(rec)
+    zero = df[df["study"] == "paper"]
+    assert (zero["init_negative_pct"] > 20).all() and (mean["init_negative_pct"] == 0).all()
+    assert CLAIMS["init_out_of_reach"](df).holds is True

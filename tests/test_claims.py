@@ -1,0 +1,43 @@
+"""aen_lib.claims: every registered claim can fail (its counter-example flips it), and the claims read the right
+numbers on hand-made frames."""
+
+import pandas as pd
+import pytest
+
+from aen_lib.claims import CLAIMS, DEAD_COLUMN
+
+
+@pytest.mark.parametrize("name", sorted(CLAIMS))
+def test_every_claim_flips_on_its_counterexample(name):
+    claim = CLAIMS[name]
+    example = claim.example()
+    verdict = claim(example)
+    assert verdict.holds is not None, f"{name}: its example is not testable ({verdict.sentence})"
+    broken = claim(claim.counterexample(example))
+    assert broken.holds is not None and broken.holds != verdict.holds, (
+        f"{name} gave {verdict.holds} on its example and {broken.holds} on its counter-example: it cannot fail")
+    assert verdict.sentence and verdict.claim == name
+
+
+def test_a_claim_names_missing_columns():
+    with pytest.raises(ValueError, match="needs the columns"):
+        CLAIMS["mean_removal_cuts_death"](pd.DataFrame({"study": ["paper"]}))
+
+
+def test_mean_removal_reads_each_twin_pair():
+    df = CLAIMS["mean_removal_cuts_death"].example()
+    v = CLAIMS["mean_removal_cuts_death"](df)
+    assert v.holds and v.numbers["drop_min"] == pytest.approx(15.0) and v.numbers["drop_max"] == pytest.approx(76.0)
+    # one pair whose drop is within the margin is enough to fail it
+    df.loc[(df["study"] == "biasmean") & (df["method"] == "relu_l1"), DEAD_COLUMN] = 44.5
+    assert CLAIMS["mean_removal_cuts_death"](df).holds is False
+
+
+def test_aen_against_its_neighbours_in_l0():
+    claim = CLAIMS["aen_starves_less_at_matched_l0"]
+    df = claim.example()
+    v = claim(df)
+    assert v.holds and len(v.numbers["pairs"]) == 2 and v.numbers["gap_min"] == pytest.approx(15.0)
+    far = df.assign(l0=df["l0"].where(df["method"] != "aen", 500.0))  # no neighbour within a factor 1.5
+    assert claim(far).holds is None
+    assert claim(df, others=("topk",)).numbers["gap_min"] == pytest.approx(15.0)
