@@ -19,6 +19,11 @@ Statistics with seaborn (imported lazily too), in the same architecture colours:
 * :func:`plot_firing_ecdf`: the cumulative distribution of per-latent firing frequencies, one curve per architecture;
 * :func:`plot_grid_heatmap`: a metric over a grid (e.g. architecture x ρ) as an annotated heatmap.
 
+The outlier study (the input mean and dead latents):
+
+* :func:`outlier_at_init_figure`: latents out of reach and TopK latents dead at step 0 per ρ, b_dec at 0 or at the mean;
+* :func:`twin_dead_figure`: every SAE's dead % with b_dec at 0 joined to its twin's with b_dec at the mean.
+
 Matplotlib is imported lazily inside the functions that draw, so importing ``aen_lib`` stays light.
 """
 
@@ -55,6 +60,8 @@ __all__ = [
     "plot_seed_spread",
     "plot_firing_ecdf",
     "plot_grid_heatmap",
+    "outlier_at_init_figure",
+    "twin_dead_figure",
 ]
 
 OKABE_ITO: dict[str, str] = {
@@ -546,3 +553,73 @@ def plot_grid_heatmap(
     ax.set_ylabel("")
     ax.set_xlabel(columns)
     return table
+
+
+def outlier_at_init_figure(table: Any, *, k: int = 32) -> Figure:
+    """Two panels over ρ from :func:`aen_lib.reference.outlier_at_init`: the % of latents out of reach at step 0 and
+    the % of TopK-``k`` latents never among the k largest at step 0, each with b_dec at 0 (filled) and at the data
+    mean (hatched); the outlier severity is written above each ρ."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.DataFrame(table)
+    need = ["rho", "outlier_severity", "out_of_reach_pct", "topk_dead_pct", "out_of_reach_pct_at_mean",
+            "topk_dead_pct_at_mean"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"outlier_at_init_figure: the table lacks {missing} (pass aen_lib.reference.outlier_at_init)")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    xs = np.arange(len(df))
+    for ax, col, title in ((axes[0], "out_of_reach_pct", "out of reach (pre-activation ≤ 0 on every sample)"),
+                           (axes[1], "topk_dead_pct", f"TopK k={k}: never among the k largest")):
+        ax.bar(xs - 0.2, df[col], 0.4, color=OKABE_ITO["vermillion"], label="b_dec = 0 (paper)")
+        ax.bar(xs + 0.2, df[f"{col}_at_mean"], 0.4, color="white", edgecolor=OKABE_ITO["blue"], hatch="//",
+               label="b_dec = data mean")
+        for x, (v, sev) in enumerate(zip(df[col], df["outlier_severity"])):
+            ax.annotate(f"severity {sev:.1f}", (x, max(v, 0) + 2), ha="center", fontsize=8)
+        ax.set_xticks(xs, [f"ρ = {r:g}" for r in df["rho"]])
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 105)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("latents at step 0 (%)")
+    axes[1].legend(frameon=False, fontsize=8, loc="upper left")
+    fig.suptitle("Before any training, the input mean already silences latents; starting b_dec at the mean does not",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: str = "dead latents (%)") -> Figure:
+    """Every SAE of :func:`aen_lib.reference.outlier_frame` as a line from its dead % with b_dec at 0 (circle) to
+    its twin's with b_dec at the mean (diamond), at its L0, in its architecture's colour; L0 on a log axis."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.DataFrame(frame)
+    need = ["study", "variant", "method", "l0", dead]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"twin_dead_figure: the frame lacks {missing} (pass aen_lib.reference.outlier_frame)")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    zero = df[df["study"] == "paper"].set_index("variant")
+    mean = df[df["study"] == "biasmean"].set_index("variant")
+    seen: set[str] = set()
+    for v in zero.index.intersection(mean.index):
+        a, b = zero.loc[v], mean.loc[v]
+        arch = str(a["method"])
+        color = architecture_color(arch)
+        ax.plot([a["l0"], b["l0"]], [a[dead], b[dead]], color=color, alpha=0.6, lw=1.2)
+        ax.scatter([a["l0"]], [a[dead]], color=color, marker="o", s=30,
+                   label=architecture_label(arch) if arch not in seen else None)
+        ax.scatter([b["l0"]], [b[dead]], color=color, marker="D", s=30, edgecolor="black", linewidths=0.5)
+        seen.add(arch)
+    ax.set_xscale("log")
+    _log_axis_plain_ticks(ax.xaxis)
+    ax.set_xlabel("L0 (active latents per sample)")
+    ax.set_ylabel(dead_label)
+    ax.set_ylim(-3, 103)
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
+    ax.set_title("Starting b_dec at the data mean, each SAE against itself", fontsize=10)
+    fig.tight_layout()
+    return fig

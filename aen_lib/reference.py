@@ -594,6 +594,53 @@ def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cp
     return runs[runs["variant"].isin(twins)].reset_index(drop=True)
 
 
+def outlier_at_init(rhos: Sequence[float], *, seed: int = 0, k: int = 32, samples: int = EVAL_SAMPLES,
+                    n: int = 256, m: int = 1024, data_k: int = 16) -> pd.DataFrame:
+    """The outlier measures at step 0, before any training, for each ρ of the spiked-dictionary protocol (paper size
+    by default): the outlier severity ||mean|| / ||std|| of the inputs, and for one SAE initialised as every SAE of
+    seed ``seed`` is (uniform encoder, b_dec 0) the % of latents out of reach (pre-activation ≤ 0 on every one of
+    ``samples`` fresh samples) and, for TopK with ``k``, the % never among the k largest (dead at step 0); then the same
+    with b_dec started at the data mean. One row per ρ."""
+    from .config import SAEConfig
+
+    rows = []
+    for rho in rhos:
+        data = SpikedDictionaryData(SpikedDictionaryConfig(n=n, m=m, k=data_k, rho=float(rho), seed=seed))
+        mean = data.population_mean()
+        data.generator.manual_seed(EVAL_SEED_OFFSET + seed)
+        x, _ = data.sample(samples)
+        sae = SAE(SAEConfig(n, m, architecture="topk", k=k, seed=seed))
+        zero = latent_reach(sae, x)
+        sae.set_b_dec_(mean)
+        at_mean = latent_reach(sae, x)
+        rows.append({"rho": float(rho), "outlier_severity": outlier_severity(x), "mean_norm": float(mean.norm()),
+                     "out_of_reach_pct": zero["eval_negative_pct"], "topk_dead_pct": zero["eval_dead_pct"],
+                     "out_of_reach_pct_at_mean": at_mean["eval_negative_pct"],
+                     "topk_dead_pct_at_mean": at_mean["eval_dead_pct"]})
+    return pd.DataFrame(rows)
+
+
+def seed_ranges(root: str | Path, rho: float, device: str = "cpu",
+                metrics: Sequence[str] = ("l0", "dead_pct_window", "eval_dead_pct", "ev")) -> pd.DataFrame:
+    """The SAEs of :data:`SEEDS_GRID` at one ρ over every committed seed: seed 0 from the paper set, further seeds
+    from the ``seeds`` sets. One row per SAE (variant) with ``seeds`` (how many), and each metric's ``<m>_min``,
+    ``<m>_max`` and ``<m>_mean`` over seeds. Raises ``ValueError`` when no seeds set is committed at this ρ."""
+    root = Path(root)
+    folders = [f for f in committed_sets(root, device=device, study="paper") + committed_sets(root, device=device,
+                                                                                               study="seeds")
+               if json.loads((f / "provenance.json").read_text())["protocol"]["data"]["rho"] == rho]
+    if not any(set_study(f) == "seeds" for f in folders):
+        raise ValueError(f"no seeds set is committed at ρ = {rho:g} under {root}; train one with "
+                         f"python -m aen_lib.reference spiked --study seeds --rho {rho:g} --seed 1")
+    runs, _ = set_frames(folders)
+    keep = set(runs.loc[runs["study"] == "seeds", "variant"])
+    runs = runs[runs["variant"].isin(keep)]
+    agg = runs.groupby(["variant", "method", "label"])[list(metrics)].agg(["min", "max", "mean"])
+    agg.columns = [f"{a}_{b}" for a, b in agg.columns]
+    agg["seeds"] = runs.groupby(["variant", "method", "label"])["seed"].nunique()
+    return agg.reset_index()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aen_lib.reference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -262,3 +262,22 @@ def test_pareto_panel_log_axis_has_plain_uncrowded_ticks():
     assert labels == ["1", "2", "5", "10", "20", "50"], labels  # 1-2-5 steps as plain numbers, no 10^k or "2.0"
     assert not [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
     plt.close(fig)
+
+
+def test_the_outlier_figures_draw_what_they_are_given():
+    import pandas as pd
+    from aen_lib.plotting import outlier_at_init_figure, twin_dead_figure
+
+    t = pd.DataFrame({"rho": [0.0, 0.9], "outlier_severity": [0.1, 8.9], "mean_norm": [1, 30],
+                      "out_of_reach_pct": [0.0, 37.0], "topk_dead_pct": [0.0, 94.0],
+                      "out_of_reach_pct_at_mean": [0.0, 0.0], "topk_dead_pct_at_mean": [0.0, 0.0]})
+    fig = outlier_at_init_figure(t)
+    heights = sorted(round(p.get_height(), 1) for p in fig.axes[0].patches)
+    assert heights == [0.0, 0.0, 0.0, 37.0]
+    with pytest.raises(ValueError, match="lacks"):
+        outlier_at_init_figure(t.drop(columns="topk_dead_pct"))
+    f = pd.DataFrame({"study": ["paper", "biasmean"], "variant": ["topk-a", "topk-a"], "method": ["topk", "topk"],
+                      "l0": [30.0, 32.0], "dead_pct_window": [96.0, 10.0]})
+    fig = twin_dead_figure(f)
+    ys = sorted(float(v) for line in fig.axes[0].lines for v in line.get_ydata())
+    assert ys == [10.0, 96.0]

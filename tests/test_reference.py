@@ -453,3 +453,30 @@ def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_
     zero = df[df["study"] == "paper"]
     assert (zero["init_negative_pct"] > 20).all() and (mean["init_negative_pct"] == 0).all()
     assert CLAIMS["init_out_of_reach"](df).holds is True
+
+
+def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():
+    from aen_lib.reference import outlier_at_init
+
+    t = outlier_at_init([0.0, 0.9], n=32, m=128, data_k=4, k=8, samples=1024)
+    assert list(t["rho"]) == [0.0, 0.9]
+    assert t.loc[1, "outlier_severity"] > 3 * t.loc[0, "outlier_severity"]
+    assert t.loc[1, "out_of_reach_pct"] > t.loc[0, "out_of_reach_pct"] + 10
+    assert (t["out_of_reach_pct_at_mean"] <= t["out_of_reach_pct"]).all()
+    assert t.loc[1, "topk_dead_pct"] >= t.loc[1, "out_of_reach_pct"]  # out of reach ⊆ never among the top k
+
+
+def test_seed_ranges_span_the_paper_set_and_the_seeds_sets(tmp_path):
+    from aen_lib.reference import seed_ranges
+
+    run_spiked(0.9, 0, out_root=tmp_path, work_root=tmp_path / "w", steps=2, progress=False)
+    with pytest.raises(ValueError, match="--study seeds --rho 0.9 --seed 1"):
+        seed_ranges(tmp_path, 0.9)
+    run_spiked(0.9, 1, out_root=tmp_path, work_root=tmp_path / "w", steps=2, progress=False, study="seeds")
+    # smoke sets carry a _steps suffix but the same provenance shape: rename them as committed sets are named
+    for f in list(tmp_path.glob("spiked_*_steps2")):
+        f.rename(f.with_name(f.name.removesuffix("_steps2")))
+    r = seed_ranges(tmp_path, 0.9)
+    assert len(r) == len(expand_grid(dict(d_in=256, d_sae=1024), STUDIES["seeds"].grid)) and (r["seeds"] == 2).all()
+    assert (r["l0_min"] <= r["l0_mean"]).all() and (r["l0_mean"] <= r["l0_max"]).all()
+    assert (r["l0_min"] < r["l0_max"]).any()  # two seeds, two different runs
