@@ -41,3 +41,20 @@ def test_aen_against_its_neighbours_in_l0():
     far = df.assign(l0=df["l0"].where(df["method"] != "aen", 500.0))  # no neighbour within a factor 1.5
     assert claim(far).holds is None
     assert claim(df, others=("topk",)).numbers["gap_min"] == pytest.approx(15.0)
+
+
+def test_the_outlier_explanation_follows_the_two_verdicts():
+    from aen_lib.claims import Verdict
+    from aen_lib.claims.outlier import outlier_explanation
+
+    def v(name, holds):
+        return Verdict(name, holds, {}, "")
+
+    r, a = "mean_removal_cuts_death", "aen_starves_less_at_matched_l0"
+    assert outlier_explanation(v(r, True), v(a, False)).startswith("The outlier explanation:")
+    assert outlier_explanation(v(r, True), v(a, True)).startswith("Both:")
+    assert "not borne out" in outlier_explanation(v(r, False), v(a, True))
+    assert "close enough in L0" in outlier_explanation(v(r, True), v(a, None))
+    assert "Neither" in outlier_explanation(v(r, None), v(a, None))
+    with pytest.raises(ValueError, match="takes the verdicts"):
+        outlier_explanation(v(a, True), v(r, True))

@@ -480,3 +480,11 @@ def test_seed_ranges_span_the_paper_set_and_the_seeds_sets(tmp_path):
     assert len(r) == len(expand_grid(dict(d_in=256, d_sae=1024), STUDIES["seeds"].grid)) and (r["seeds"] == 2).all()
     assert (r["l0_min"] <= r["l0_mean"]).all() and (r["l0_mean"] <= r["l0_max"]).all()
     assert (r["l0_min"] < r["l0_max"]).any()  # two seeds, two different runs
+
+
+def test_bias_centring_equivalence_reports_rounding_against_a_real_change():
+    from aen_lib.reference import bias_centring_equivalence
+
+    t = bias_centring_equivalence(steps=40, n=16, m=64, k=2)
+    assert len(t) == 3
+    assert (t["max_diff_ev"] < 1e-3).all() and (t["max_diff_raw_ev"] > 1e-3).all()

@@ -127,3 +127,26 @@ def aen_starves_less_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MAR
     holds = bool(min(gaps) > margin)
     return Verdict(name, holds, {"pairs": pairs, "gap_min": min(gaps), "gap_max": max(gaps)},
                    "Dead % at comparable L0: " + "; ".join(pairs) + ".")
+
+
+def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
+    """The answer to "which explanation do the numbers support?" from two verdicts: ``mean_removal_cuts_death`` (on
+    the twin pairs) and ``aen_starves_less_at_matched_l0`` on the SAEs that all started b_dec at the mean."""
+    if removal.claim != "mean_removal_cuts_death" or aen_with_mean.claim != "aen_starves_less_at_matched_l0":
+        raise ValueError("outlier_explanation takes the verdicts of mean_removal_cuts_death and "
+                         f"aen_starves_less_at_matched_l0, got {removal.claim!r} and {aen_with_mean.claim!r}")
+    if removal.holds is None:
+        return "Neither explanation can be judged: no SAE was trained both with b_dec at 0 and at the mean."
+    if not removal.holds:
+        return ("The outlier explanation is not borne out here: taking the mean away does not lower every method's "
+                "dead latents by more than the margin.")
+    if aen_with_mean.holds is None:
+        return ("The input mean accounts for starvation here (taking it away lowers every method's dead latents), but "
+                "with every SAE started at the mean no AEN SAE has a TopK or vanilla neighbour close enough in L0 to "
+                "say whether AEN's objective adds anything.")
+    if aen_with_mean.holds:
+        return ("Both: the input mean accounts for much of the starvation (taking it away lowers every method's dead "
+                "latents), and with the same start AEN still starves less than TopK and vanilla ℓ1 at comparable L0.")
+    return ("The outlier explanation: taking the input mean away lowers every method's dead latents, and once every "
+            "SAE starts at the mean AEN no longer starves less than TopK and vanilla ℓ1 at comparable L0; its "
+            "advantage with b_dec at 0 belongs to the mean, not to the objective.")
