@@ -604,8 +604,12 @@ def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: s
     zero = df[df["study"] == "paper"].set_index("variant")
     mean = df[df["study"] == "biasmean"].set_index("variant")
     seen: set[str] = set()
+    drawn = 0
     for v in zero.index.intersection(mean.index):
         a, b = zero.loc[v], mean.loc[v]
+        if pd.isna(a[dead]) or pd.isna(b[dead]):
+            continue  # e.g. a smoke run shorter than one dead window
+        drawn += 1
         arch = str(a["method"])
         color = architecture_color(arch)
         ax.plot([a["l0"], b["l0"]], [a[dead], b[dead]], color=color, alpha=0.6, lw=1.2)
@@ -613,13 +617,17 @@ def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: s
                    label=architecture_label(arch) if arch not in seen else None)
         ax.scatter([b["l0"]], [b[dead]], color=color, marker="D", s=30, edgecolor="black", linewidths=0.5)
         seen.add(arch)
-    ax.set_xscale("log")
-    _log_axis_plain_ticks(ax.xaxis)
+    if drawn:
+        ax.set_xscale("log")
+        _log_axis_plain_ticks(ax.xaxis)
+    else:
+        ax.text(0.5, 0.5, f"no SAE pair has a value of {dead!r}", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("L0 (active latents per sample)")
     ax.set_ylabel(dead_label)
     ax.set_ylim(-3, 103)
     ax.grid(True, alpha=0.3)
-    ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
+    if drawn:
+        ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
     ax.set_title("Starting b_dec at the data mean, each SAE against itself", fontsize=10)
     fig.tight_layout()
     return fig

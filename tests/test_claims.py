@@ -58,3 +58,11 @@ def test_the_outlier_explanation_follows_the_two_verdicts():
     assert "Neither" in outlier_explanation(v(r, None), v(a, None))
     with pytest.raises(ValueError, match="takes the verdicts"):
         outlier_explanation(v(a, True), v(r, True))
+
+
+def test_runs_without_a_complete_dead_window_are_not_evidence():
+    df = CLAIMS["mean_removal_cuts_death"].example()
+    df.loc[0, DEAD_COLUMN] = float("nan")
+    assert CLAIMS["mean_removal_cuts_death"](df).holds is None
+    only = df[df["study"] == "biasmean"].assign(**{DEAD_COLUMN: float("nan")})
+    assert CLAIMS["aen_starves_less_at_matched_l0"](only).holds is None

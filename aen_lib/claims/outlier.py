@@ -84,6 +84,8 @@ def mean_removal_cuts_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) ->
     if t.empty:
         return Verdict(name, None, {}, "No SAE was trained both with b_dec at 0 and at the mean.")
     drop = t[f"{DEAD_COLUMN}_zero"] - t[f"{DEAD_COLUMN}_mean"]
+    if drop.isna().any():
+        return Verdict(name, None, {}, "Some SAE lacks a complete dead window (a run shorter than one window).")
     holds = bool((drop > margin).all())
     per = {str(r["label_zero"]): (float(r[f"{DEAD_COLUMN}_zero"]), float(r[f"{DEAD_COLUMN}_mean"]))
            for _, r in t.iterrows()}
@@ -112,7 +114,7 @@ def aen_starves_less_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MAR
     from ..results import nearest_in_l0
 
     name = "aen_starves_less_at_matched_l0"
-    frame = df.assign(_all=0)
+    frame = df.dropna(subset=[DEAD_COLUMN]).assign(_all=0)  # an SAE without a complete dead window says nothing
     pairs, gaps = [], []
     for other in others:
         p = nearest_in_l0(frame, "aen", other, by=["_all"], max_ratio=max_ratio)
