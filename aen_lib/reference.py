@@ -78,6 +78,14 @@ death to the activation mean): once with the pre-encoder bias started at the dat
 Their configs are those of the same SAEs in :data:`SPIKED_PAPER_GRID`, so each pairs with its plain twin."""
 
 
+SENSITIVITY_AXES: dict[str, list[Any]] = {"gamma": [0.5, 1.0], "ema_beta": [0.999, 0.9999],
+                                          "ema_init": ["one", "first_batch"]}
+"""The adaptive rule's settings varied one grid at a time: γ, β and where the EMA starts (the authors' 1, or the first
+batch's mean |h|), 8 combinations; the paper's setting is γ 0.5, β 0.9999, EMA from 1."""
+SENSITIVITY_AEN_GRID = {"aen": {"l1": [0.005], "l2": [0.001], "ref_top_pct": [0.05], **SENSITIVITY_AXES}}
+SENSITIVITY_ADALASSO_GRID = {"adaptive_lasso": {"l1": [0.005], "ref_top_pct": [0.05], **SENSITIVITY_AXES}}
+
+
 @dataclass(frozen=True)
 class Study:
     """What one kind of reference set trains: a grid, and how the inputs meet the SAE.
@@ -97,6 +105,9 @@ STUDIES: dict[str, Study] = {
     "seeds": Study(SEEDS_GRID, doc="seed ranges: 7 SAEs of the paper grid at another seed"),
     "biasmean": Study(OUTLIER_GRID, b_dec_init="mean", doc="the outlier explanation: pre-encoder bias at the data mean"),
     "centred": Study(OUTLIER_GRID, inputs="centred", doc="the outlier explanation: mean-centred inputs"),
+    "sensitivity_aen": Study(SENSITIVITY_AEN_GRID, doc="the adaptive rule's γ, β and EMA start, AEN (8 SAEs)"),
+    "sensitivity_adaptive_lasso": Study(SENSITIVITY_ADALASSO_GRID,
+                                        doc="the adaptive rule's γ, β and EMA start, adaptive lasso (8 SAEs)"),
 }
 """Every kind of spiked reference set, by the name that starts its folder (``spiked_<study>_rho<ρ>_seed<s>``)."""
 

@@ -125,3 +125,33 @@ def test_batched_formulas_match_per_member():
     beta = torch.tensor([[0.9], [0.99], [0.5]])
     for i in range(3):
         assert torch.allclose(ema_step(ema, mean_abs, beta)[i], ema_step(ema[i], mean_abs[i], float(beta[i])))
+
+
+def test_the_ema_can_start_from_the_first_batch():
+    """options={'ema_init': 'first_batch'}: after one step the EMA is that batch's mean |h| (the default starts at 1
+    and moves by (1 − β) of it); the first step's weights already spread, the default's barely move."""
+    import pytest
+    import torch
+    from aen_lib.config import SAEConfig
+    from aen_lib.model import SAE
+
+    base = dict(d_in=16, d_sae=32, architecture="aen", l1=0.01, l2=0.001, ema_beta=0.9999, warmup_steps=0,
+                ramp_steps=0)
+    cfgs = [SAEConfig(**base), SAEConfig(**base, options={"ema_init": "first_batch"})]
+    sae = SAE(cfgs)
+    x = torch.randn(64, 16).abs()
+    out, _ = sae.loss(x, update=True)
+    run = sae.runs[0]
+    mean_abs = out.h.detach().abs().mean(dim=1)  # [M, m]
+    assert torch.allclose(run.ema[1], mean_abs[1], atol=1e-6)
+    assert torch.allclose(run.ema[0], 0.9999 + 0.0001 * mean_abs[0], atol=1e-6)
+    assert float(run.weights()[1].std()) > 10 * float(run.weights()[0].std())
+    # the second step is an ordinary EMA step for both
+    before = run.ema.clone()
+    out2, _ = sae.loss(x, update=True)
+    assert torch.allclose(run.ema, 0.9999 * before + 0.0001 * out2.h.detach().abs().mean(dim=1), atol=1e-6)
+    assert "EMA from first batch" in cfgs[1].label and "EMA" not in cfgs[0].label
+    with pytest.raises(ValueError, match="applies to adaptive_lasso and aen only"):
+        SAEConfig(d_in=16, d_sae=32, architecture="elastic_net", l1=0.01, l2=0.001, options={"ema_init": "first_batch"})
+    with pytest.raises(ValueError, match="must be 'one' or 'first_batch'"):
+        SAEConfig(**base, options={"ema_init": "zero"})

@@ -488,3 +488,27 @@ def test_bias_centring_equivalence_reports_rounding_against_a_real_change():
     t = bias_centring_equivalence(steps=40, n=16, m=64, k=2)
     assert len(t) == 3
     assert (t["max_diff_ev"] < 1e-3).all() and (t["max_diff_raw_ev"] > 1e-3).all()
+
+
+def test_every_study_expands_to_a_grid_small_enough_for_one_machine():
+    from aen_lib.reference import SPIKED_PAPER_SAE, set_name
+
+    for name, study in STUDIES.items():
+        cfgs = expand_grid(dict(SPIKED_PAPER_SAE), study.grid)
+        assert 1 <= len(cfgs) <= 16, name  # at most a paper set's 16 SAEs: hours, not days, on one CPU
+        assert len({c.label for c in cfgs}) == len(cfgs), f"{name}: two SAEs share a label"
+        assert set_name(0.9, 0, study=name) == f"spiked_{name}_rho0.9_seed0"
+    sens = expand_grid(dict(SPIKED_PAPER_SAE), STUDIES["sensitivity_aen"].grid)
+    assert {(c.gamma, c.ema_beta, c.options["ema_init"]) for c in sens} == {
+        (g, b, e) for g in (0.5, 1.0) for b in (0.999, 0.9999) for e in ("one", "first_batch")}
+
+
+def test_the_continue_command_names_the_study(tmp_path):
+    from aen_lib.reference import continue_command
+
+    work = tmp_path / "spiked_sensitivity_aen_rho0.9_seed2"
+    assert continue_command(work, {"data": {"rho": 0.9, "seed": 2}, "train": {"steps": 50_000}}) == (
+        f"python -m aen_lib.reference spiked --rho 0.9 --seed 2 --study sensitivity_aen --work {tmp_path}")
+    centred = tmp_path / "spiked_centred_rho0.9_seed0"
+    plan = {"data": {"centred": True, "source": {"rho": 0.9, "seed": 0}}, "train": {"steps": 50_000}}
+    assert "--study centred" in continue_command(centred, plan) and "--rho 0.9" in continue_command(centred, plan)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..adaptive import effective_weights, ema_step, raw_adaptive_weights, reference_scale, warmup_factor
 from ..errors import fail
-from .base import Architecture, StepContext, register_architecture
+from .base import Architecture, Option, StepContext, register_architecture
 
 ADAPTIVE = ("adaptive_lasso", "aen")
 WITH_L2 = ("elastic_net", "aen")
@@ -40,6 +40,12 @@ class L1Family(Architecture):
     """ReLU codes with the (adaptive) l1 and optional l2 penalty; state: ``ema [Mg, m]`` (float32) and ``step [Mg]``."""
 
     ACTIVATION_COUNTS = (4, 5, 3)
+    OPTIONS = {
+        "ema_init": Option("one", lambda v: v in ("one", "first_batch"), "must be 'one' or 'first_batch'",
+                           "where the EMA of mean |h| starts: 'one' (the authors' rule: every latent at 1, so with "
+                           "β = 0.9999 the weights move slowly) or 'first_batch' (the first batch's mean |h|); "
+                           "adaptive_lasso and aen only"),
+    }
     ema: Tensor
     step: Tensor
 
@@ -56,6 +62,8 @@ class L1Family(Architecture):
         self.hyper("warmup", [c.warmup_steps for c in cfgs], device, f64)
         self.hyper("ramp", [c.ramp_steps for c in cfgs], device, f64)
         self.any_adaptive = any(c.architecture in ADAPTIVE for c in cfgs)
+        self.hyper("ema_from_batch", [self.option(c, "ema_init") == "first_batch" for c in cfgs], device, torch.bool)
+        self.any_ema_from_batch = any(self.option(c, "ema_init") == "first_batch" for c in cfgs)
         self.any_l2 = any(c.architecture in WITH_L2 for c in cfgs)
         # members that share a reference fraction p (r = mean of the top ⌊p·m⌋ EMA values)
         self.p_rows = {p: [i for i, c in enumerate(cfgs) if c.ref_top_pct == p] for p in sorted({c.ref_top_pct for c in cfgs})}
@@ -67,6 +75,9 @@ class L1Family(Architecture):
         super().validate(cfg)
         if cfg.l2 != 0 and cfg.architecture not in WITH_L2:
             fail("l2", cfg.l2, f"must be 0 for {cfg.architecture}; use elastic_net or aen for an l2 term")
+        if "ema_init" in cfg.options and cfg.architecture not in ADAPTIVE:
+            fail("options['ema_init']", cfg.options["ema_init"], f"applies to adaptive_lasso and aen only, not "
+                 f"{cfg.architecture} (it has no adaptive weights)")
 
     @classmethod
     def label(cls, cfg: Any) -> str:
@@ -75,6 +86,8 @@ class L1Family(Architecture):
             s += f" λ2={cfg.l2:g}"
         if cfg.architecture in ADAPTIVE:
             s += f" γ={cfg.gamma:g} β={cfg.ema_beta:g} p={cfg.ref_top_pct:g}"
+            if cls.option(cfg, "ema_init") != "one":
+                s += f" EMA from {cls.option(cfg, 'ema_init').replace('_', ' ')}"
         return s
 
     saelens_architecture = "standard"  # at inference an AEN-SAE is a plain ReLU SAE
@@ -110,6 +123,9 @@ class L1Family(Architecture):
                     stats = ctx.reducer.sum(stats)  # global-batch sums under DDP
                     mean_abs = (stats[:-1] / stats[-1]).reshape(col.shape)
                     new = ema_step(self.ema, mean_abs, self.beta.unsqueeze(-1))
+                    if self.any_ema_from_batch:  # members started from the first batch take it whole at step 1
+                        first = (self.ema_from_batch & (self.step == 0)).unsqueeze(-1)
+                        new = torch.where(first, mean_abs.to(new.dtype), new)
                     # only adaptive members keep an EMA (the others' state stays at its initial value)
                     self.ema.copy_(torch.where(self.adaptive.unsqueeze(-1), new, self.ema))
                     self.step += self.adaptive.to(self.step.dtype)
