@@ -86,6 +86,36 @@ SENSITIVITY_AEN_GRID = {"aen": {"l1": [0.005], "l2": [0.001], "ref_top_pct": [0.
 SENSITIVITY_ADALASSO_GRID = {"adaptive_lasso": {"l1": [0.005], "ref_top_pct": [0.05], **SENSITIVITY_AXES}}
 
 
+FACTORIAL_TARGET_L0 = 22.5
+"""The matched L0 of the 2 × 2 factorial (near the paper-size AEN's 24.0 at ρ = 0); every SAE within 10% of it."""
+FACTORIAL_TOLERANCE = 0.10
+_ADAPTIVE = {"gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]}
+
+
+def _factorial_grid(l1: dict[str, list[float]]) -> dict[str, dict[str, list[Any]]]:
+    """{ℓ1 alone, ℓ1 + ℓ2} × {fixed, adaptive weights} at the given λ1 lists (λ2 0.001, the paper's adaptive rule)."""
+    return {"relu_l1": {"l1": l1["relu_l1"]}, "elastic_net": {"l1": l1["elastic_net"], "l2": [0.001]},
+            "adaptive_lasso": {"l1": l1["adaptive_lasso"], **_ADAPTIVE},
+            "aen": {"l1": l1["aen"], "l2": [0.001], **_ADAPTIVE}}
+
+
+FACTORIAL_BRACKET_L1: dict[float, dict[str, list[float]]] = {
+    0.9: {"relu_l1": [0.0011, 0.0016, 0.0022], "elastic_net": [0.0026, 0.0038, 0.0053],
+          "adaptive_lasso": [0.00047, 0.00067, 0.00093], "aen": [0.00096, 0.0014, 0.0019]},
+}
+"""Calibration runs of the factorial at ρ = 0.9: for each method its λ1 guess for L0 = :data:`FACTORIAL_TARGET_L0`
+(:func:`aen_lib.results.l1_for_l0` on the committed paper set of that ρ, two significant digits; a test keeps the two
+equal) and the guess × 0.7 and × 1.4. At ρ = 0 the paper set already has all four methods within 10% of the target
+at λ1 0.005, so no bracket is needed there."""
+
+FACTORIAL_L1: dict[float, dict[str, list[float]]] = {
+    0.0: {"relu_l1": [0.005], "elastic_net": [0.005], "adaptive_lasso": [0.005], "aen": [0.005]},
+}
+"""λ1 of each method at which the factorial is trained for further seeds, per ρ: at ρ = 0 the paper set's L0 are
+20.5, 24.3, 20.4 and 24.0 at λ1 0.005 (within 10% of 22.5; a test checks it against the records). ρ = 0.9 is added
+from the bracket set once it is trained."""
+
+
 @dataclass(frozen=True)
 class Study:
     """What one kind of reference set trains: a grid, and how the inputs meet the SAE.
@@ -94,10 +124,22 @@ class Study:
     exact population mean of the inputs, as SAELens and others start it at a data statistic). ``inputs``: ``"raw"``
     or ``"centred"`` (the exact population mean subtracted from every sample, training and evaluation alike)."""
 
-    grid: dict[str, dict[str, list[Any]]]
+    grid: dict[str, dict[str, list[Any]]] | None
     b_dec_init: str = "zero"
     inputs: str = "raw"
     doc: str = ""
+    by_rho: dict[float, dict[str, dict[str, list[Any]]]] | None = None
+    """A grid per ρ instead of one grid (calibrated λ1 differ with ρ)."""
+
+    def grid_at(self, rho: float) -> dict[str, dict[str, list[Any]]]:
+        """The grid trained at ``rho``; ``ValueError`` naming the ρ values it has when there is none."""
+        if self.by_rho is None:
+            assert self.grid is not None
+            return self.grid
+        if float(rho) not in self.by_rho:
+            raise ValueError(f"this study has no grid at ρ = {rho:g} (it has ρ in {sorted(self.by_rho)}); at another ρ "
+                             "calibrate λ1 first (the factorial_bracket study) and add its grid")
+        return self.by_rho[float(rho)]
 
 
 STUDIES: dict[str, Study] = {
@@ -105,6 +147,10 @@ STUDIES: dict[str, Study] = {
     "seeds": Study(SEEDS_GRID, doc="seed ranges: 7 SAEs of the paper grid at another seed"),
     "biasmean": Study(OUTLIER_GRID, b_dec_init="mean", doc="the outlier explanation: pre-encoder bias at the data mean"),
     "centred": Study(OUTLIER_GRID, inputs="centred", doc="the outlier explanation: mean-centred inputs"),
+    "factorial_bracket": Study(None, by_rho={r: _factorial_grid(v) for r, v in FACTORIAL_BRACKET_L1.items()},
+                               doc="calibration of the 2 × 2 factorial: 3 λ1 per method around the guess (12 SAEs)"),
+    "factorial": Study(None, by_rho={r: _factorial_grid(v) for r, v in FACTORIAL_L1.items()},
+                       doc="the 2 × 2 factorial {ℓ1, ℓ1+ℓ2} × {fixed, adaptive} at matched L0 (4 SAEs)"),
     "sensitivity_aen": Study(SENSITIVITY_AEN_GRID, doc="the adaptive rule's γ, β and EMA start, AEN (8 SAEs)"),
     "sensitivity_adaptive_lasso": Study(SENSITIVITY_ADALASSO_GRID,
                                         doc="the adaptive rule's γ, β and EMA start, adaptive lasso (8 SAEs)"),
@@ -280,7 +326,8 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         return None
     dev = torch.device(device)
     sae_base = dict(SPIKED_PAPER_SAE)
-    configs = expand_grid(sae_base, spec.grid, seeds=[seed])
+    grid = spec.grid_at(rho)
+    configs = expand_grid(sae_base, grid, seeds=[seed])
     tcfg = TrainConfig(**{**SPIKED_PAPER_TRAIN, **({"steps": steps} if steps else {})}, progress=progress, seed=seed)
     data_cfg = SpikedDictionaryConfig(n=256, m=1024, k=16, rho=rho, seed=seed)
     train_data = SpikedDictionaryData(data_cfg, device=dev)
@@ -302,7 +349,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         "set": name,
         "command": command,
         "study": study,
-        "protocol": {"sae": sae_base, "grid": spec.grid, "train": tcfg.to_dict(), "data": data_cfg.to_dict(),
+        "protocol": {"sae": sae_base, "grid": grid, "train": tcfg.to_dict(), "data": data_cfg.to_dict(),
                      "b_dec_init": spec.b_dec_init, "inputs": spec.inputs},
         "members": len(configs),
         "invocations": calls,

@@ -409,3 +409,39 @@ def auxk_comparison(df: pd.DataFrame, metrics: Sequence[str] = ("dead_pct", "ev"
             row[f"{m}_change"] = row[f"{m}_auxk"] - row[f"{m}_topk"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def l1_for_l0(df: pd.DataFrame, method: str, target_l0: float, *, slope_from: str | None = None) -> float:
+    """A guess of the λ1 at which ``method`` trains to ``target_l0``, from the runs of ``df`` (one ρ, one protocol):
+    log L0 interpolated linearly in log λ1 between the two runs whose L0 bracket the target (between the two nearest
+    when none do). With a single run of ``method``, the log-log slope of ``slope_from``'s runs is borrowed. A guess
+    for calibration runs, not a result: L0 is not linear in log λ1, so the guess must be trained and checked.
+    Columns: ``method``, ``config_l1`` (as :func:`records_frame` names λ1) and ``l0``."""
+    import math
+
+    _require(df, ["method", "config_l1", "l0"])
+    if not target_l0 > 0:
+        raise ValueError(f"target_l0={target_l0!r} must be > 0")
+    runs = df[(df["method"] == method) & (df["l0"] > 0)].groupby("config_l1")["l0"].mean().sort_index()
+    if runs.empty:
+        raise ValueError(f"no {method} run with L0 > 0 in the frame; methods: {sorted(df['method'].unique())}")
+    logs = [(math.log(l1), math.log(l0)) for l1, l0 in runs.items()]
+    t = math.log(target_l0)
+    if len(logs) == 1:
+        if slope_from is None:
+            raise ValueError(f"{method} has a single run (λ1 {runs.index[0]:g}); pass slope_from= a method with two")
+        ref = df[(df["method"] == slope_from) & (df["l0"] > 0)].groupby("config_l1")["l0"].mean().sort_index()
+        if len(ref) < 2:
+            raise ValueError(f"slope_from={slope_from!r} needs at least two runs with L0 > 0")
+        a, b = (math.log(ref.index[0]), math.log(ref.iloc[0])), (math.log(ref.index[-1]), math.log(ref.iloc[-1]))
+        slope = (b[1] - a[1]) / (b[0] - a[0])
+        x0, y0 = logs[0]
+        return float(math.exp(x0 + (t - y0) / slope))
+    bracket = [(p, q) for p, q in zip(logs, logs[1:]) if min(p[1], q[1]) <= t <= max(p[1], q[1])]
+    if bracket:
+        (x1, y1), (x2, y2) = bracket[0]
+    else:
+        (x1, y1), (x2, y2) = sorted(logs, key=lambda xy: abs(xy[1] - t))[:2]
+    if y1 == y2:
+        return float(math.exp((x1 + x2) / 2))
+    return float(math.exp(x1 + (t - y1) * (x2 - x1) / (y2 - y1)))

@@ -21,7 +21,9 @@ def test_every_committed_set_is_complete(folder):
         pytest.skip("no reference set is committed yet (paper-size runs are in progress)")
     prov = check_set(folder)
     study = STUDIES[set_study(folder)]
-    assert prov["members"] == len(expand_grid(dict(d_in=256, d_sae=1024), study.grid))
+    grid = study.grid_at(prov["protocol"]["data"]["rho"])
+    assert prov["protocol"]["grid"] == json.loads(json.dumps(grid))
+    assert prov["members"] == len(expand_grid(dict(d_in=256, d_sae=1024), grid))
     assert prov["protocol"]["train"]["steps"] == 50_000
     assert prov["protocol"].get("b_dec_init", "zero") == study.b_dec_init
     assert prov["protocol"].get("inputs", "raw") == study.inputs
@@ -494,9 +496,11 @@ def test_every_study_expands_to_a_grid_small_enough_for_one_machine():
     from aen_lib.reference import SPIKED_PAPER_SAE, set_name
 
     for name, study in STUDIES.items():
-        cfgs = expand_grid(dict(SPIKED_PAPER_SAE), study.grid)
+        grids = list(study.by_rho.values()) if study.by_rho else [study.grid]
+        cfgs = [c for g in grids for c in expand_grid(dict(SPIKED_PAPER_SAE), g)]
         assert 1 <= len(cfgs) <= 16, name  # at most a paper set's 16 SAEs: hours, not days, on one CPU
-        assert len({c.label for c in cfgs}) == len(cfgs), f"{name}: two SAEs share a label"
+        assert all(len({c.label for c in expand_grid(dict(SPIKED_PAPER_SAE), g)}) == len(expand_grid(
+            dict(SPIKED_PAPER_SAE), g)) for g in grids), f"{name}: two SAEs share a label"
         assert set_name(0.9, 0, study=name) == f"spiked_{name}_rho0.9_seed0"
     sens = expand_grid(dict(SPIKED_PAPER_SAE), STUDIES["sensitivity_aen"].grid)
     assert {(c.gamma, c.ema_beta, c.options["ema_init"]) for c in sens} == {
@@ -512,3 +516,28 @@ def test_the_continue_command_names_the_study(tmp_path):
     centred = tmp_path / "spiked_centred_rho0.9_seed0"
     plan = {"data": {"centred": True, "source": {"rho": 0.9, "seed": 0}}, "train": {"steps": 50_000}}
     assert "--study centred" in continue_command(centred, plan) and "--rho 0.9" in continue_command(centred, plan)
+
+
+@pytest.mark.skipif(not SETS, reason="no paper set committed")
+def test_the_factorial_lambdas_come_from_the_records():
+    """FACTORIAL_BRACKET_L1 holds l1_for_l0's guesses (two significant digits) × {0.7, 1, 1.4}; FACTORIAL_L1 at ρ = 0
+    puts every method within the tolerance of the target in the committed paper set."""
+    from aen_lib.reference import (FACTORIAL_BRACKET_L1, FACTORIAL_L1, FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE,
+                                   set_frames)
+    from aen_lib.results import l1_for_l0
+
+    runs, _ = set_frames(SETS)
+
+    def sig2(v):
+        return float(f"{v:.2g}")
+
+    for rho, table in FACTORIAL_BRACKET_L1.items():
+        frame = runs[runs["rho"] == rho]
+        for method, values in table.items():
+            guess = l1_for_l0(frame, method, FACTORIAL_TARGET_L0, slope_from="relu_l1")
+            assert values == [sig2(guess * 0.7), sig2(guess), sig2(guess * 1.4)], (rho, method, guess)
+    for rho, table in FACTORIAL_L1.items():
+        frame = runs[runs["rho"] == rho]
+        for method, (l1,) in table.items():
+            l0 = float(frame[(frame["method"] == method) & (frame["config_l1"] == l1)]["l0"].mean())
+            assert abs(l0 / FACTORIAL_TARGET_L0 - 1) <= FACTORIAL_TOLERANCE, (rho, method, l0)

@@ -204,3 +204,23 @@ def test_records_frame_keeps_a_config_field_that_a_metric_also_names_under_confi
                final=dict(l1=0.0037, l0=4.1), history=[])
     row = records_frame([rec]).iloc[0]
     assert row["config_l1"] == 0.005 and row["l1"] == 0.0037 and row["l2"] == 0.001 and row["l0"] == 4.1
+
+
+def test_l1_for_l0_interpolates_in_log_log_and_borrows_a_slope():
+    import math
+
+    import pandas as pd
+    import pytest
+    from aen_lib.results import l1_for_l0
+
+    # L0 = 0.01 / λ1 exactly (slope −1 in log-log): the guess is exact
+    df = pd.DataFrame({"method": ["a"] * 3 + ["b"], "config_l1": [0.01, 0.001, 0.0001, 0.002],
+                       "l0": [1.0, 10.0, 100.0, 5.0]})
+    assert l1_for_l0(df, "a", 20.0) == pytest.approx(0.0005)
+    assert l1_for_l0(df, "a", 1000.0) == pytest.approx(0.00001)  # outside: extrapolated from the nearest two
+    assert l1_for_l0(df, "b", 10.0, slope_from="a") == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="single run"):
+        l1_for_l0(df, "b", 10.0)
+    with pytest.raises(ValueError, match="no c run"):
+        l1_for_l0(df, "c", 10.0)
+    assert math.isfinite(l1_for_l0(df, "a", 10.0))
