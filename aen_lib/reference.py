@@ -15,6 +15,8 @@ is copied next to the records.
     python -m aen_lib.reference status --members            # ... and the last logged metrics of every SAE
     python -m aen_lib.reference check                       # every committed set complete and well-formed
     python -m aen_lib.reference table                       # the committed sets' provenance (the README's table)
+    python -m aen_lib.reference studies                     # every study beside the paper grid (the README's table)
+    python -m aen_lib.reference spiked --study biasmean --rho 0.9   # a study's set (spiked_<study>_rho<ρ>_seed<s>)
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ SEEDS_GRID: dict[str, dict[str, list[Any]]] = {
     "topk": {"k": [8, 16, 32]},
     "topk_auxk": {"k": [32]},
 }
-"""The subset of :data:`SPIKED_PAPER_GRID` trained again at further seeds (7 SAEs), so that every verdict on the
+"""The subset of :data:`SPIKED_PAPER_GRID` trained again at further seeds (8 SAEs), so that every verdict on the
 paper's statements can give a seed range."""
 
 OUTLIER_GRID: dict[str, dict[str, list[Any]]] = {
@@ -143,17 +145,17 @@ class Study:
 
 
 STUDIES: dict[str, Study] = {
-    "paper": Study(SPIKED_PAPER_GRID, doc="the paper's statements: the 16-SAE grid"),
-    "seeds": Study(SEEDS_GRID, doc="seed ranges: 7 SAEs of the paper grid at another seed"),
+    "paper": Study(SPIKED_PAPER_GRID, doc="the paper's statements"),
+    "seeds": Study(SEEDS_GRID, doc="seed ranges: 8 SAEs of the paper grid at another seed"),
     "biasmean": Study(OUTLIER_GRID, b_dec_init="mean", doc="the outlier explanation: pre-encoder bias at the data mean"),
     "centred": Study(OUTLIER_GRID, inputs="centred", doc="the outlier explanation: mean-centred inputs"),
     "factorial_bracket": Study(None, by_rho={r: _factorial_grid(v) for r, v in FACTORIAL_BRACKET_L1.items()},
-                               doc="calibration of the 2 × 2 factorial: 3 λ1 per method around the guess (12 SAEs)"),
+                               doc="calibration of the 2 × 2 factorial: 3 λ1 per method around the guess"),
     "factorial": Study(None, by_rho={r: _factorial_grid(v) for r, v in FACTORIAL_L1.items()},
-                       doc="the 2 × 2 factorial {ℓ1, ℓ1+ℓ2} × {fixed, adaptive} at matched L0 (4 SAEs)"),
-    "sensitivity_aen": Study(SENSITIVITY_AEN_GRID, doc="the adaptive rule's γ, β and EMA start, AEN (8 SAEs)"),
+                       doc="the 2 × 2 factorial {ℓ1, ℓ1+ℓ2} × {fixed, adaptive} at matched L0"),
+    "sensitivity_aen": Study(SENSITIVITY_AEN_GRID, doc="the adaptive rule's γ, β and EMA start, AEN"),
     "sensitivity_adaptive_lasso": Study(SENSITIVITY_ADALASSO_GRID,
-                                        doc="the adaptive rule's γ, β and EMA start, adaptive lasso (8 SAEs)"),
+                                        doc="the adaptive rule's γ, β and EMA start, adaptive lasso"),
 }
 """Every kind of spiked reference set, by the name that starts its folder (``spiked_<study>_rho<ρ>_seed<s>``)."""
 
@@ -731,6 +733,17 @@ def seed_ranges(root: str | Path, rho: float, device: str = "cpu",
     return agg.reset_index()
 
 
+def studies_table() -> str:
+    """A Markdown table of every study (name, SAEs per set, ρ it is defined at, what it asks), as the README shows it."""
+    lines = ["| study | SAEs per set | ρ | b_dec start | inputs | what it is for |", "|---|---|---|---|---|---|"]
+    for name, st in STUDIES.items():
+        grids = st.by_rho or {None: st.grid}
+        sizes = sorted({len(expand_grid(dict(SPIKED_PAPER_SAE), g)) for g in grids.values() if g is not None})
+        rhos = "any" if st.by_rho is None else ", ".join(f"{r:g}" for r in sorted(st.by_rho))
+        lines.append(f"| `{name}` | {', '.join(map(str, sizes))} | {rhos} | {st.b_dec_init} | {st.inputs} | {st.doc} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aen_lib.reference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -752,7 +765,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--members", action="store_true", help="also the last logged L0, EV and dead %% of every SAE")
     tp = sub.add_parser("table", help="the committed sets' provenance as the Markdown table the README shows")
     tp.add_argument("root", nargs="?", default="reference")
+    sub.add_parser("studies", help="every study (grid, treatment, purpose) as the Markdown table the README shows")
     args = ap.parse_args(argv)
+    if args.kind == "studies":
+        print(studies_table())
+        return 0
     if args.kind == "status":
         folders = sorted(p.parent.parent for p in Path(args.work).glob("*/sweep/sweep.json"))
         for folder in folders:

@@ -541,3 +541,11 @@ def test_the_factorial_lambdas_come_from_the_records():
         for method, (l1,) in table.items():
             l0 = float(frame[(frame["method"] == method) & (frame["config_l1"] == l1)]["l0"].mean())
             assert abs(l0 / FACTORIAL_TARGET_L0 - 1) <= FACTORIAL_TOLERANCE, (rho, method, l0)
+
+
+def test_the_readme_lists_every_study_as_the_command_prints_it():
+    from aen_lib.reference import studies_table
+
+    readme = (REPO / "README.md").read_text()
+    for row in studies_table().splitlines()[2:]:
+        assert row in readme, f"README.md lacks the study row {row!r}; paste python -m aen_lib.reference studies"
