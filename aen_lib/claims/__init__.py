@@ -5,10 +5,11 @@
 hand-made ``example()`` frame and a ``counterexample`` that must flip its verdict (``tests/test_claims.py`` tries
 every one). The machinery is in :mod:`aen_lib.claims.core`; the claims live in one module per topic:
 
-* :mod:`aen_lib.claims.outlier` — the input mean and dead latents (the outlier study's reference sets).
+* :mod:`aen_lib.claims.outlier` — the input mean and dead latents (the outlier study's reference sets);
+* :mod:`aen_lib.claims.synthetic` — the synthetic Figure 2 (the paper's caption, and the book's questions at larger ρ).
 """
 
-from . import outlier  # noqa: F401  (registers its claims)
+from . import outlier, synthetic  # noqa: F401  (register their claims)
 from .core import CLAIMS, DEAD_COLUMN, DEAD_MARGIN, DEAD_VARIANT, Claim, Verdict, register
 
 __all__ = ["CLAIMS", "DEAD_COLUMN", "DEAD_MARGIN", "DEAD_VARIANT", "Claim", "Verdict", "register"]
