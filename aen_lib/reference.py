@@ -280,10 +280,15 @@ class InvocationLedger:
 
     def settle(self, total: int) -> list[dict[str, Any]]:
         """Every invocation of the set, in start order, with its ``member_steps`` (its saved progress)."""
-        calls = [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]  # names: start time, µs
-        for call, saved in zip(calls, saved_member_steps(calls, total)):
-            call["member_steps"] = saved
-        return calls
+        return settled_invocations(self.folder, total)
+
+
+def settled_invocations(folder: Path, total: int) -> list[dict[str, Any]]:
+    """The invocation records in ``folder``, in start order, each with its saved ``member_steps``."""
+    calls = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]  # names: start time, µs
+    for call, saved in zip(calls, saved_member_steps(calls, total)):
+        call["member_steps"] = saved
+    return calls
 
 
 def saved_member_steps(calls: Sequence[dict[str, Any]], held: int) -> list[int]:
@@ -315,12 +320,61 @@ def outlier_severity(x: torch.Tensor) -> float:
     return float(x.mean(0).norm() / x.std(0).norm())
 
 
+def part_folder(work: Path, part: int, workers: int) -> Path:
+    """Where part ``part`` of ``workers`` keeps its sweep and its invocations (``<work>/part<i>of<W>``)."""
+    return work / f"part{part}of{workers}"
+
+
+def _check_layout(work: Path, workers: int) -> None:
+    """A set keeps the layout it was started with: one process (``sweep/``) or W parts (``part<i>of<W>/``)."""
+    single = (work / "sweep" / "sweep.json").is_file()
+    parts = sorted({p.name.split("of")[1] for p in work.glob("part*of*") if (p / "sweep" / "sweep.json").is_file()})
+    if workers == 1 and parts:
+        raise ValueError(f"{work} was started with --workers {parts[0]}; continue it with the same --workers")
+    if workers > 1 and single:
+        raise ValueError(f"{work} was started in one process; continue it without --workers (or with --workers 1)")
+    if workers > 1 and parts and parts != [str(workers)]:
+        raise ValueError(f"{work} was started with --workers {parts[0]}; continue it with the same --workers")
+
+
+def _run_parts(work: Path, argv: Sequence[str], workers: int) -> None:
+    """Start ``workers`` one-thread processes, part i training every ``workers``-th SAE from the i-th, and wait for
+    all; each logs to its part folder. Raises ``RuntimeError`` naming a part that failed, with its log's tail."""
+    repo = str(Path(__file__).resolve().parents[1])  # the parts import this very checkout's aen_lib
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    procs = []
+    try:
+        for i in range(workers):
+            folder = part_folder(work, i, workers)
+            folder.mkdir(parents=True, exist_ok=True)
+            log = (folder / "log.txt").open("a")
+            procs.append((i, folder, subprocess.Popen(
+                [sys.executable, "-m", "aen_lib.reference", *argv, "--part", f"{i}/{workers}"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)))
+        for i, folder, proc in procs:
+            if proc.wait() != 0:
+                tail = "".join((folder / "log.txt").read_text().splitlines(keepends=True)[-5:])
+                raise RuntimeError(f"part {i} of {workers} failed (exit {proc.returncode}); its log "
+                                   f"{folder / 'log.txt'} ends:\n{tail}")
+    finally:
+        for _, _, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+
+
 def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device: str = "cpu", steps: int | None = None,
-               command: str = "", progress: bool = True, study: str = "paper") -> Path | None:
+               command: str = "", progress: bool = True, study: str = "paper", workers: int = 1,
+               part: tuple[int, int] | None = None, argv: Sequence[str] = ()) -> Path | None:
     """Train (or continue) the set and, once complete, write its records under ``out_root/<set>/``.
 
-    Returns the set folder when the records were written, None when the set is already there (nothing is
-    overwritten: delete the folder to regenerate it)."""
+    ``workers > 1`` splits the SAEs over that many one-thread processes (part i trains every W-th SAE from the i-th
+    on its own copy of the data stream, so each SAE sees the batches it would see in one process), which uses W cores
+    where one process's threads scale poorly on these small matrices; ``argv`` is the command line the parts are
+    started with (``part`` is set in them). A set keeps the layout it was started with. Returns the set folder when
+    the records were written, None when the set is already there (nothing is overwritten: delete the folder to
+    regenerate it) or when this call was one part."""
     spec = _study(study)
     name = set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else "")
     out = out_root / name
@@ -337,13 +391,45 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     source = CentredSource(train_data, mean) if spec.inputs == "centred" else train_data
     work = work_root / name
     work.mkdir(parents=True, exist_ok=True)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer (processes, one thread each)")
+    b_dec = mean if spec.b_dec_init == "mean" else None
+    if part is not None:  # one part of a split set: train its SAEs, leave the records to the parent
+        i, w = part
+        folder = part_folder(work, i, w)
+        mine = configs[i::w]
+        with RunLock(folder):
+            ledger = InvocationLedger(folder / "invocations", sweep_dir=folder / "sweep", device=dev)
+            with ledger:
+                ledger.record["part"] = f"{i}/{w}"
+                train_sweep(mine, source, tcfg, device=dev, checkpoint_dir=folder / "sweep", b_dec_init=b_dec)
+        return None
+    _check_layout(work, workers)
     with RunLock(work):  # one process per set: a second one fails at once, naming the first
-        ledger = InvocationLedger(work / "invocations", sweep_dir=work / "sweep", device=dev)
-        with ledger:
-            result = train_sweep(configs, source, tcfg, device=dev, checkpoint_dir=work / "sweep",
-                                 b_dec_init=mean if spec.b_dec_init == "mean" else None)
-        calls = ledger.settle(total=len(configs) * tcfg.steps)
-    total_s = sum(c["seconds"] for c in calls)
+        if workers == 1:
+            ledger = InvocationLedger(work / "invocations", sweep_dir=work / "sweep", device=dev)
+            with ledger:
+                result = train_sweep(configs, source, tcfg, device=dev, checkpoint_dir=work / "sweep",
+                                     b_dec_init=b_dec)
+            calls = ledger.settle(total=len(configs) * tcfg.steps)
+            members = result.members
+            wall_s = sum(c["seconds"] for c in calls)
+        else:
+            _run_parts(work, argv, workers)
+            members, calls, part_seconds = [None] * len(configs), [], []
+            for i in range(workers):
+                folder = part_folder(work, i, workers)
+                idx = list(range(len(configs)))[i::workers]
+                # every chunk is finished: this loads the trained SAEs (done.pt) without training
+                res = train_sweep([configs[j] for j in idx], SpikedDictionaryData(data_cfg, device=dev), tcfg,
+                                  device=dev, checkpoint_dir=folder / "sweep", b_dec_init=b_dec)
+                for j, m in zip(idx, res.members):
+                    members[j] = m
+                part_calls = settled_invocations(folder / "invocations", len(idx) * tcfg.steps)
+                calls += [{**c, "part": f"{i}/{workers}"} for c in part_calls]
+                part_seconds.append(sum(c["seconds"] for c in part_calls))
+            wall_s = max(part_seconds)  # the parts ran side by side
+    total_s = wall_s
     total_steps = sum(c["member_steps"] for c in calls)
     cpu = [c for c in calls if c.get("cpu_seconds")]
     provenance = {
@@ -354,6 +440,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         "protocol": {"sae": sae_base, "grid": grid, "train": tcfg.to_dict(), "data": data_cfg.to_dict(),
                      "b_dec_init": spec.b_dec_init, "inputs": spec.inputs},
         "members": len(configs),
+        "workers": workers,
         "invocations": calls,
         "wall_seconds": round(total_s, 1),
         "member_steps": total_steps,
@@ -373,7 +460,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     inputs["outlier_severity"] = outlier_severity(x_eval)
     provenance["inputs"] = inputs
     tmp_files = {}
-    for m in result.members:
+    for m in members:
         recovery = recovery_metrics(m.sae.to(dev).eval(), eval_data.dictionary, x_eval, h_eval)
         recovery.update(latent_reach(m.sae, x_eval))  # dead on fresh samples, and out of every sample's reach
         init = SAE(m.cfg, device=dev)  # the same SAE at step 0: which latents the data could reach at the start
@@ -465,7 +552,32 @@ def committed_sets(root: str | Path, device: str | None = None, study: str | Non
             if torch.device(json.loads((f / "provenance.json").read_text())["invocations"][-1]["device"]).type == want]
 
 
+def _parts(work: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in work.glob("part*of*/sweep/sweep.json"))
+
+
 def set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: float = 60.0) -> dict[str, Any]:
+    """:func:`_set_status` of a set, summed over its parts when it was split over processes (``--workers``)."""
+    work = Path(work)
+    parts = _parts(work)
+    if not parts:
+        return _set_status(work, now=now, every_s=every_s)
+    each = [_set_status(p, now=now, every_s=every_s) for p in parts]
+    rates = [s["member_steps_per_s"] for s in each]
+    out = {"set": work.name, "member_steps": sum(s["member_steps"] for s in each),
+           "total": sum(s["total"] for s in each), "members": sum(s["members"] for s in each),
+           "steps": min(s["steps"] for s in each), "of_steps": each[0]["of_steps"],
+           "invocations": max(s["invocations"] for s in each), "running": any(s["running"] for s in each),
+           "threads": 1, "wall_hours": max(s["wall_hours"] for s in each),
+           "member_steps_per_s": sum(rates) if all(r for r in rates) else None,
+           "hours_left": max(s["hours_left"] for s in each) if all(s["hours_left"] is not None for s in each) else None,
+           "parts": len(parts)}
+    plan = json.loads((parts[0] / "sweep" / "sweep.json").read_text())
+    out["continue"] = continue_command(work, plan) + f" --workers {len(parts)}"
+    return out
+
+
+def _set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: float = 60.0) -> dict[str, Any]:
     """Where a set in its work folder stands: member-steps saved of the total, invocations, whether one is running
     (its heartbeat is younger than two beats), its saved member-steps per wall second, and the hours left at that
     speed (None when no invocation has saved progress yet)."""
@@ -507,6 +619,8 @@ def latest_metrics(work: str | Path) -> pd.DataFrame:
     from .config import SAEConfig
 
     work = Path(work)
+    if _parts(work):  # a set split over processes: every part's SAEs
+        return pd.concat([latest_metrics(p) for p in _parts(work)], ignore_index=True)
     manifest = work / "sweep" / "sweep.json"
     if not manifest.is_file():
         raise ValueError(f"{work} holds no started set (no sweep/sweep.json)")
@@ -754,6 +868,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp.add_argument("--study", default="paper", choices=sorted(STUDIES),
                     help="which grid and input treatment: " + "; ".join(f"{k}: {v.doc}" for k, v in STUDIES.items()))
     sp.add_argument("--device", default="cpu")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="split the SAEs over this many one-thread processes (a set keeps the number it started with)")
+    sp.add_argument("--part", default=None, help=argparse.SUPPRESS)  # set by --workers in the processes it starts
     sp.add_argument("--steps", type=int, default=None, help="override the 50,000 steps (a smoke run; named apart)")
     sp.add_argument("--out", default="reference", help="where the records go (default: reference/)")
     sp.add_argument("--work", default=str(DEFAULT_WORK), help="checkpoints (outside the repository)")
@@ -771,7 +888,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(studies_table())
         return 0
     if args.kind == "status":
-        folders = sorted(p.parent.parent for p in Path(args.work).glob("*/sweep/sweep.json"))
+        folders = sorted({p.parent.parent for p in Path(args.work).glob("*/sweep/sweep.json")}
+                         | {p.parent.parent.parent for p in Path(args.work).glob("*/part*of*/sweep/sweep.json")})
         for folder in folders:
             s = set_status(folder)
             speed = (f"{s['member_steps_per_s']:.1f} member-steps/s, about {s['hours_left']:.1f} h left at that speed"
@@ -807,8 +925,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             words[i + 1] = ""
     command = "python -m aen_lib.reference " + " ".join(shlex.quote(a) for a in words if a and a != "--work"
                                                         and not a.startswith("--work="))
+    part = None
+    if args.part is not None:
+        i, w = (int(v) for v in args.part.split("/"))
+        part = (i, w)
+    argv_parts = [a for a in (argv if argv is not None else sys.argv[1:])]
     out = run_spiked(args.rho, args.seed, out_root=Path(args.out), work_root=Path(args.work), device=args.device,
-                     steps=args.steps, command=command, progress=not args.no_progress, study=args.study)
+                     steps=args.steps, command=command, progress=not args.no_progress and args.workers == 1,
+                     study=args.study, workers=args.workers, part=part, argv=argv_parts)
+    if part is not None:
+        print(f"part {part[0]} of {part[1]} trained")
+        return 0
     print(f"records written to {out}" if out else "the set already exists; delete its folder to regenerate it")
     return 0
 

@@ -548,3 +548,38 @@ def test_the_readme_lists_every_study_as_the_command_prints_it():
     readme = (REPO / "README.md").read_text()
     for row in studies_table().splitlines()[2:]:
         assert row in readme, f"README.md lacks the study row {row!r}; paste python -m aen_lib.reference studies"
+
+
+def test_a_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
+    """--workers 2: each part trains every second SAE on its own copy of the stream; the records equal those of one
+    process (same batches per SAE), the provenance counts both parts, and the set keeps its layout."""
+    args = ["spiked", "--rho", "0.9", "--study", "biasmean", "--steps", "6", "--no-progress"]
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "o2"), "--work", str(tmp_path / "w2")]) == 0
+    assert main([*args, "--out", str(tmp_path / "o1"), "--work", str(tmp_path / "w1")]) == 0
+    one, two = (tmp_path / o / "spiked_biasmean_rho0.9_seed0_steps6" for o in ("o1", "o2"))
+    prov = check_set(two)
+    assert prov["workers"] == 2 and sorted(c["part"] for c in prov["invocations"]) == ["0/2", "1/2"]
+    for f in sorted(one.glob("*-*.json")):
+        a, b = json.loads(f.read_text()), json.loads((two / f.name).read_text())
+        for key in ("l0", "ev", "mse", "dead_pct"):
+            assert a["final"][key] == pytest.approx(b["final"][key], rel=1e-6, abs=1e-9), (f.name, key)
+    from aen_lib.reference import latest_metrics, set_status
+
+    st = set_status(tmp_path / "w2" / two.name)
+    assert st["parts"] == 2 and st["member_steps"] == st["total"] == 6 * 6 and st["members"] == 6
+    assert st["continue"].endswith("--workers 2") and "--study biasmean" in st["continue"]
+    assert len(latest_metrics(tmp_path / "w2" / two.name)) == 6
+    # a set keeps the layout it started with
+    with pytest.raises(ValueError, match="started with --workers 2"):
+        run_spiked(0.9, 0, out_root=tmp_path / "o3", work_root=tmp_path / "w2", steps=6, progress=False,
+                   study="biasmean")
+    with pytest.raises(ValueError, match="started in one process"):
+        run_spiked(0.9, 0, out_root=tmp_path / "o3", work_root=tmp_path / "w1", steps=6, progress=False,
+                   study="biasmean", workers=2)
+
+
+def test_a_part_that_fails_is_named(tmp_path):
+    from aen_lib.reference import _run_parts
+
+    with pytest.raises(RuntimeError, match="part 0 of 2 failed"):
+        _run_parts(tmp_path, ["spiked", "--rho", "2.0", "--steps", "2", "--work", str(tmp_path)], 2)
