@@ -5,6 +5,8 @@
 
 Defaults are the paper's: n = 256, m = 1024, k = 16, batch 256, Adam 1e-3, 50k steps, T_w = 10k,
 10k-step dead window. Prints the final L0, dead %, EV and support F1 (and writes them as JSON with ``--out``).
+A problem you can fix (a bad value, no CUDA GPU for ``--device cuda``, an ``--out`` that cannot be written, a checkpoint
+that ``--resume`` cannot use) stops it before training with one line naming the problem and the fix, and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,21 +15,21 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+from . import configure_openmp
 
-from .config import SAEConfig
-from .data import SpikedDictionaryConfig, SpikedDictionaryData
-from .io import save_sae
-from .metrics import recovery_metrics
-from .model import SAE
-from .train import TrainConfig, Trainer
+if TYPE_CHECKING:  # main() imports torch after configure_openmp(): torch's OpenMP runtime reads the setting on import
+    import torch
+
+PROG = "aen-train"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="aen-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--architecture", default="aen", help="relu_l1 | elastic_net | adaptive_lasso | aen | topk | topk_auxk | batchtopk | jumprelu")
     p.add_argument("--l1", type=float, default=5e-3, help="λ1 (l1 family)")
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-window", type=int, default=10_000, help="dead-latent window in steps")
     p.add_argument("--log-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0, help="seed of the data generator and of the SAE init")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--autocast", default="none", choices=["none", "bf16"])
     p.add_argument("--out", default="", help="folder for the trained SAE, metrics.jsonl, checkpoint and final.json")
     p.add_argument("--checkpoint-every", type=int, default=0)
@@ -58,8 +60,115 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(problem: Exception | str) -> str:
+    """``aen-train: <problem and fix>`` on one line (library messages may wrap a multi-line cause)."""
+    return f"{PROG}: {' '.join(str(problem).split())}"
+
+
+def _device(name: str) -> "torch.device":
+    """The torch device for ``--device``; ``ValueError`` naming the fix when this machine has no such device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+            raise ValueError(f"--device {name}: torch sees no CUDA GPU on this machine{build}; "
+                             "use --device cpu, or leave --device out to use a GPU only when there is one")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0; use --device cuda:0")
+    elif device.type != "cpu":
+        backend = getattr(torch, device.type, None)
+        if backend is None or not backend.is_available():
+            raise ValueError(f"--device {name}: torch has no {device.type} device on this machine; use --device cpu")
+    return device
+
+
+def _prepare_out(out: Path, resume: bool) -> None:
+    """Create the ``--out`` folder and write a test file into it, so that a bad folder stops the run before training
+    rather than at its end; ``ValueError`` naming the problem and the fix. (``--resume`` needs the folder to exist:
+    its checkpoint is checked next.)"""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
+        if resume and not out.exists():
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except (NotADirectoryError, FileExistsError):
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        where = f"{blocker} is a file" if blocker is not None else "a part of the path is not a folder"
+        raise ValueError(f"--out {out} cannot be created: {where}; choose a path inside a folder") from None
+    except PermissionError:
+        raise ValueError(f"--out {out} is not writable (permission denied); choose a folder you can write to, "
+                         "or change its permissions") from None
+    except OSError as e:  # read-only file system, full disk, ...
+        raise ValueError(f"--out {out} cannot be written ({e.strerror or e}); choose another folder") from None
+    if not resume and any((out / f).exists() for f in ("checkpoint.pt", "metrics.jsonl")):
+        raise ValueError(f"--out {out} already holds a run (checkpoint.pt / metrics.jsonl); add --resume to continue "
+                         "it, or choose another --out")
+
+
+# config field -> the flag (argparse dest) that sets it, where the names differ
+_SAE_FLAGS = {"d_in": "n", "d_sae": "m"}
+_DATA_FLAGS = {"k": "data_k"}
+
+
+def _differences(saved: dict, mine: dict, renames: dict[str, str], flags: set[str]) -> dict[str, str]:
+    """``{"--flag": "--flag SAVED (this command: MINE)"}`` for each config field whose value differs."""
+    out = {}
+    for field, value in mine.items():
+        if field in saved and saved[field] != value:
+            dest = renames.get(field, field)
+            name = f"--{dest.replace('_', '-')}" if dest in flags else field
+            out[name] = f"{name} {saved[field]} (this command: {value})"
+    return out
+
+
+def _resume_state(path: Path, args: argparse.Namespace, sae_cfg: Any, data_cfg: Any, device: "torch.device") -> dict:
+    """Read ``OUT/checkpoint.pt`` for ``--resume``: ``ValueError`` naming the problem and the fix, with the flags
+    whose values differ from those of the run that wrote it."""
+    from .train import load_checkpoint
+
+    try:
+        state = load_checkpoint(path, map_location=device)
+    except FileNotFoundError as e:
+        raise ValueError(f"cannot resume: {e}; point --out at the folder of the run to continue, or drop --resume "
+                         "to start a new run") from None
+    except ValueError as e:  # corrupt, or not a training checkpoint
+        raise ValueError(f"cannot resume: {e}; delete it (and metrics.jsonl beside it) to start a new run in "
+                         f"{path.parent}, or choose another --out") from None
+    flags = set(vars(args))
+    saved_data = (state.get("per_rank") or [{}])[0].get("data", {}).get("config", {})  # one process: rank 0's
+    differ = {**_differences(state["sae_cfgs"][0] if state["sae_cfgs"] else {}, sae_cfg.to_dict(), _SAE_FLAGS, flags),
+              **_differences(saved_data, data_cfg.to_dict(), _DATA_FLAGS, flags)}
+    if differ:
+        raise ValueError(f"cannot resume: {path} was written by a run with {', '.join(differ.values())}; repeat that "
+                         "run's flags to continue it, or drop --resume and choose another --out")
+    return state
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``aen-train``. A problem the user can fix (a bad value, a missing device, an unusable ``--out``, a
+    checkpoint that cannot be resumed) ends in one line on stderr, ``aen-train: <problem>; <fix>``, and exit code 2,
+    before anything is trained."""
+    configure_openmp()  # before the first torch import, or it has no effect (see its docstring)
     args = build_parser().parse_args(argv)
+
+    from .config import SAEConfig
+    from .data import SpikedDictionaryConfig, SpikedDictionaryData
+    from .io import save_sae
+    from .metrics import recovery_metrics
+    from .model import SAE
+    from .train import TrainConfig, Trainer
+
     try:
         l2 = args.l2 if args.l2 is not None else (1e-4 if args.architecture in ("elastic_net", "aen") else 0.0)
         uses_l1 = args.architecture in ("relu_l1", "elastic_net", "adaptive_lasso", "aen")
@@ -77,18 +186,24 @@ def main(argv: list[str] | None = None) -> int:
             log_every=args.log_every, progress=not args.no_progress, autocast=args.autocast, seed=args.seed,
             checkpoint_every=args.checkpoint_every, checkpoint_dir=str(out) if out else "",
         )
+        if args.resume and out is None:
+            raise ValueError("--resume needs --out (the folder holding checkpoint.pt)")
+        device = _device(args.device)
+        if out is not None:
+            _prepare_out(out, resume=args.resume)
+        state = _resume_state(out / "checkpoint.pt", args, sae_cfg, data_cfg, device) if args.resume else None
+        data = SpikedDictionaryData(data_cfg, device=device)
+        sae = SAE(sae_cfg, device=device)
+        trainer = Trainer(sae, data, train_cfg)
+        if state is not None:
+            try:
+                trainer.load_state_dict(state)
+            except ValueError as e:
+                raise ValueError(f"cannot resume from {out / 'checkpoint.pt'}: {e}; drop --resume and choose "
+                                 "another --out to start a new run") from None
     except ValueError as e:
-        print(f"aen-train: {e}", file=sys.stderr)
+        print(_one_line(e), file=sys.stderr)
         return 2
-    device = torch.device(args.device)
-    data = SpikedDictionaryData(data_cfg, device=device)
-    sae = SAE(sae_cfg, device=device)
-    trainer = Trainer(sae, data, train_cfg)
-    if args.resume:
-        if out is None:
-            print("aen-train: --resume needs --out (the folder holding checkpoint.pt)", file=sys.stderr)
-            return 2
-        trainer.resume(out / "checkpoint.pt")
     result = trainer.run()
     # Recovery is measured on fresh samples that continue the training stream (never seen in training).
     eval_data = copy.deepcopy(data)

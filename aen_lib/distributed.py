@@ -37,6 +37,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+if __name__ == "__main__":  # python -m aen_lib.distributed (and torchrun's workers): before torch loads
+    from aen_lib import configure_openmp
+
+    configure_openmp()
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -392,9 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runlock import exit_with_launcher
 
     exit_with_launcher()  # a torchrun worker exits when its launcher dies, instead of writing on as an orphan
-    rc = RunConfig.load(args.config)
-    if args.device:
-        rc = rc.replace(device=args.device)
+    try:
+        rc = RunConfig.load(args.config)
+        if args.device:
+            rc = rc.replace(device=args.device)
+    except (FileNotFoundError, ValueError) as e:  # a missing, unreadable or invalid run file: one line, not a traceback
+        print(f"python -m aen_lib.distributed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     ctx = init_distributed(rc.device)
     try:
         results = run(rc, ctx)

@@ -12,7 +12,9 @@ Chapter conventions (``chapters/NN_name.ipynb``; checked by ``tests/test_noteboo
    ``paper``: the paper's settings, GPU-sized).
 3. **Cell 3 validates the parameters** with :func:`validate_parameters`, so a value of the wrong type or outside the
    allowed set stops the chapter right after the parameters (papermill inserts its ``injected-parameters`` cell
-   between cells 2 and 3) with a message naming the parameter.
+   between cells 2 and 3) with a message naming the parameter. It is the chapter's setup: it also calls
+   :func:`aen_lib.configure_openmp`, which only works before torch is imported, so no cell before it imports torch
+   (``aen_lib.notebook`` itself does not).
 4. Kernelspec ``python3``. Outputs are stripped in git (``python -m aen_lib.notebook strip chapters/*.ipynb``),
    except for render-only chapters whose metadata holds ``{"mystnb": {"execution_mode": "off"}}``.
 5. Results (JSON and figures) go under ``chapter_context(CHAPTER, results_root).results``, i.e.
@@ -45,6 +47,8 @@ if typing.TYPE_CHECKING:  # only for annotations: importing torch here would slo
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from . import configure_openmp
 
 __all__ = [
     "REPO_URL",
@@ -329,10 +333,14 @@ def validate_parameters(
     ``list[float]`` checks each item; ``str | None`` and ``Literal[...]`` work). ``choices[name]`` lists allowed
     values, ``bounds[name] = (low, high)`` an inclusive range (either end may be ``None``).
 
+    Cell 3 is the chapter's first call into ``aen_lib``, before any cell imports torch, so this also calls
+    :func:`aen_lib.configure_openmp` (sleeping OpenMP waits; a wait setting already in the environment is kept).
+
     Raises:
         TypeError: a value has the wrong type (the message names the parameter, the value and the expected type).
         ValueError: a value is not among its choices or outside its bounds, or a choice/bound names no parameter.
     """
+    configure_openmp()
     hints = dict(annotations) if annotations is not None else _annotations_of(namespace)
     if not hints:
         raise ValueError("validate_parameters found no annotated parameters: give each parameter a type hint")

@@ -36,6 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+if __name__ == "__main__":  # python -m aen_lib.reference: before torch loads, or it has no effect
+    from aen_lib import configure_openmp
+
+    configure_openmp()
+
 import pandas as pd
 import torch
 

@@ -1,22 +1,35 @@
 """Benchmark: SAE training steps and chapter 1 on a machine where another process keeps one core busy.
 
-torch's OpenMP worker threads spin-wait between parallel regions (GNU OpenMP's default wait policy is ACTIVE for a
-while). When another process occupies one of the cores, a 2-thread step has to wait for a worker that the scheduler
-has parked behind the busy process, and small steps become tens of times slower. ``OMP_WAIT_POLICY=PASSIVE`` makes idle
-workers sleep instead of spinning. This script measures the effect; it is not a test (timings depend on the machine).
+torch's OpenMP worker threads spin-wait between parallel regions (GNU OpenMP spins 300,000 times before it sleeps when
+no wait policy is set, and for minutes with ``OMP_WAIT_POLICY=ACTIVE``). When another process occupies one of the
+cores, a 2-thread step has to wait for a worker that the scheduler has parked behind the busy process, and small steps
+become tens of times slower. ``OMP_WAIT_POLICY=PASSIVE`` makes idle workers sleep instead of spinning: the entry points
+(``aen-train``, the chapters' parameter check, this benchmark's child processes) set it with
+``aen_lib.configure_openmp()`` before torch loads. This script measures the effect; it is not a test (timings depend on
+the machine).
 
-Two parts, each configuration in a fresh Python process (the wait policy is read when the OpenMP runtime starts):
+Each configuration runs in a fresh Python process (the wait policy is read when ``import torch`` loads the OpenMP
+runtime). Wait policies (``--policies``):
 
-* ``steps``: median milliseconds of one ReLU+l1 training step for threads {1, 2} x wait policy {ACTIVE, PASSIVE}
+* ``PASSIVE``: nothing in the environment; the child calls ``aen_lib.configure_openmp()``, so this measures the
+  protection as the library ships it.
+* ``ACTIVE``: ``OMP_WAIT_POLICY=ACTIVE`` (configure_openmp keeps a policy the user set).
+* ``default``: torch's own behaviour, ``GOMP_SPINCOUNT=300000``, libgomp's spin count when no policy is set (a spin
+  setting in the environment also makes configure_openmp leave the policy unset).
+
+Two parts:
+
+* ``steps``: median milliseconds of one ReLU+l1 training step for threads {1, 2} x the policies
   x {idle, one core busy}, at chapter 1's shape (n 64, m 256, batch 256) and at a large shape
   (n 512, m 4096, batch 4096) so that the choice does not cost the big runs.
 * ``chapter``: wall-clock seconds of chapter 1 under papermill (``params/ci`` profile by default) with one core busy
-  and idle, with the thread settings of the Makefile (OMP_WAIT_POLICY=PASSIVE) and, for comparison, torch's defaults.
+  and idle, with 2 threads and the chapter's own setup (``PASSIVE``, as with the Makefile) and with torch's defaults.
 
 "One core busy" is a child process running ``while True: pass``. "Idle" means no load started by this script: on a
 shared machine other jobs may still run, so compare numbers from one run only.
 
-Usage:  python benchmarks/bench_busy_machine.py [steps|chapter|all] [--repeats 20] [--profile ci] [--json OUT]
+Usage:  python benchmarks/bench_busy_machine.py [steps|chapter|all] [--repeats 20] [--policies ACTIVE,PASSIVE]
+        [--profile ci] [--json OUT]
 """
 
 from __future__ import annotations
@@ -34,7 +47,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 STEP_CODE = r"""
-import sys, time, torch
+import sys, time
+import aen_lib
+aen_lib.configure_openmp()  # as the entry points do: before torch loads; a wait setting in the environment is kept
+import torch
 from aen_lib import SAE, SAEConfig
 from aen_lib.train import TrainConfig, Trainer
 n, m, b, reps = (int(v) for v in sys.argv[1:5])
@@ -72,14 +88,21 @@ def busy_core(active: bool):
             proc.wait()
 
 
-def _env(threads: int | None, policy: str | None) -> dict[str, str]:
+POLICIES = {
+    "PASSIVE": {},  # configure_openmp() in the child sets OMP_WAIT_POLICY=PASSIVE
+    "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "default": {"GOMP_SPINCOUNT": "300000"},  # libgomp's own spin count without a policy; configure_openmp stays out
+}
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def _env(threads: int | None, policy: str) -> dict[str, str]:
     env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *WAIT_VARIABLES):
         env.pop(key, None)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    if policy is not None:
-        env["OMP_WAIT_POLICY"] = policy
+    env.update(POLICIES[policy])
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -92,11 +115,11 @@ def step_ms(shape: tuple[int, int, int], threads: int, policy: str, reps: int) -
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_steps(reps: int, shapes: list[str], rounds: int) -> list[dict]:
+def bench_steps(reps: int, shapes: list[str], rounds: int, policies: list[str]) -> list[dict]:
     """Every configuration once per round, rounds interleaved (so that a slow spell of a shared machine hits all
     configurations alike); reports the median over rounds of each configuration's median step time."""
     configs = [(name, shape, busy, threads, policy) for name, shape in SHAPES.items() if name.split()[0] in shapes
-               for busy in (False, True) for threads in (1, 2) for policy in ("ACTIVE", "PASSIVE")]
+               for busy in (False, True) for threads in (1, 2) for policy in policies]
     times: dict[tuple, list[float]] = {c[:1] + c[2:]: [] for c in configs}
     for r in range(rounds):
         for name, shape, busy, threads, policy in configs:
@@ -113,7 +136,7 @@ def bench_steps(reps: int, shapes: list[str], rounds: int) -> list[dict]:
     return rows
 
 
-def chapter_seconds(profile: str, threads: int | None, policy: str | None) -> float:
+def chapter_seconds(profile: str, threads: int | None, policy: str) -> float:
     name = "01_feature_starvation"
     with tempfile.TemporaryDirectory() as tmp:
         env = _env(threads, policy)
@@ -131,8 +154,8 @@ def bench_chapter(profile: str) -> list[dict]:
     rows = []
     print(f"\nchapter 1 under papermill, profile {profile!r}")
     print(f"{'settings':>44} {'load':>12} {'seconds':>8}")
-    settings = {"2 threads, OMP_WAIT_POLICY=PASSIVE (Makefile)": (2, "PASSIVE"),
-                "torch defaults (2 threads, no wait policy)": (None, None)}
+    settings = {"2 threads, chapter setup (PASSIVE)": (2, "PASSIVE"),
+                "torch defaults (2 threads, default spinning)": (None, "default")}
     for label, (threads, policy) in settings.items():
         for busy in (False, True):
             with busy_core(busy):
@@ -149,13 +172,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20, help="timed steps per configuration (large shape: a fifth)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all step configurations")
     ap.add_argument("--shapes", default="chapter,large", help="comma-separated: chapter (1's shape), large")
+    ap.add_argument("--policies", default="ACTIVE,PASSIVE", help=f"comma-separated, of: {', '.join(POLICIES)}")
     ap.add_argument("--profile", default="ci", help="params/<profile>/01_feature_starvation.yaml, or 'default'")
     ap.add_argument("--json", default="", help="also write the results to this JSON file")
     args = ap.parse_args()
+    policies = args.policies.split(",")
+    if unknown := sorted(set(policies) - set(POLICIES)):
+        ap.error(f"--policies: unknown {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     print(f"{os.cpu_count()} CPUs visible; Python {sys.version.split()[0]}")
     result: dict = {}
     if args.part in ("steps", "all"):
-        result["steps"] = bench_steps(args.repeats, args.shapes.split(","), args.rounds)
+        result["steps"] = bench_steps(args.repeats, args.shapes.split(","), args.rounds, policies)
     if args.part in ("chapter", "all"):
         result["chapter"] = bench_chapter(args.profile)
     if args.json:

@@ -226,10 +226,10 @@ def test_cli_unparsable_flag(argv, pattern, capsys):
     assert re.search(pattern, capsys.readouterr().err)
 
 
-def test_cli_resume_without_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"checkpoint .*checkpoint.pt does not exist"):
-        cli.main(["--resume", "--out", str(tmp_path / "none"), "--steps", "2", "--n", "8", "--m", "16",
-                  "--data-k", "2", "--no-progress"])
+def test_cli_resume_without_checkpoint(tmp_path, capsys):
+    assert cli.main(["--resume", "--out", str(tmp_path / "none"), "--steps", "2", "--n", "8", "--m", "16",
+                     "--data-k", "2", "--no-progress"]) == 2
+    assert re.search(r"checkpoint .*checkpoint.pt does not exist; point --out at", capsys.readouterr().err)
     assert not (tmp_path / "none" / "sae").exists()
 
 

@@ -371,3 +371,15 @@ def test_crashing_rank_fails_the_torchrun_launch_and_checkpoint_loads(tmp_path):
     assert torch.isfinite(sae.W_enc).all()
     lines = (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2, 4]
+
+
+def test_a_missing_or_invalid_run_file_ends_in_one_line(tmp_path, capsys):
+    from aen_lib.distributed import main
+
+    assert main(["--config", str(tmp_path / "none.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m aen_lib.distributed:") and "none.yaml" in err and "\n" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_field: 1\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "no_such_field" in capsys.readouterr().err

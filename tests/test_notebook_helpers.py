@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Literal
@@ -11,6 +13,15 @@ import pytest
 import torch
 
 from aen_lib import notebook as nbh
+
+
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+@pytest.fixture(autouse=True)
+def _keep_wait_policy(monkeypatch):
+    """validate_parameters sets OMP_WAIT_POLICY when it is unset; monkeypatch restores the variable after each test."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
 
 
 def _ns(code: str) -> dict:
@@ -242,3 +253,30 @@ def test_book_execution_times_reads_the_build_environment(tmp_path, capsys):
     assert "chapters/01_a" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="make book"):
         nbh.book_execution_times(tmp_path / "nothing")
+
+
+def test_validate_parameters_sets_sleeping_waits_and_keeps_the_users_choice(monkeypatch):
+    for name in WAIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    nbh.validate_parameters(_ns(PARAMS))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    nbh.validate_parameters(_ns(PARAMS))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_chapter_setup_cell_reaches_openmp_in_time():
+    """Cells 1-3 of a chapter in a fresh kernel-like process, then a cell that imports torch: GNU libgomp starts with
+    sleeping waits (spin count 0; its default is 300,000)."""
+    code = ("from aen_lib.notebook import validate_parameters\n"
+            "seed: int = 0\n"
+            "validate_parameters(globals())\n"
+            "import torch\n")
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_DISPLAY_ENV="VERBOSE")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    spin = [line for line in proc.stderr.splitlines() if "GOMP_SPINCOUNT" in line]
+    if not spin:
+        pytest.skip("torch's OpenMP runtime is not GNU libgomp here: no spin count to read")
+    assert spin == ["  GOMP_SPINCOUNT = '0'"]
