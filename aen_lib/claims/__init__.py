@@ -6,10 +6,22 @@ hand-made ``example()`` frame and a ``counterexample`` that must flip its verdic
 every one). The machinery is in :mod:`aen_lib.claims.core`; the claims live in one module per topic:
 
 * :mod:`aen_lib.claims.outlier` — the input mean and dead latents (the outlier study's reference sets);
-* :mod:`aen_lib.claims.synthetic` — the synthetic Figure 2 (the paper's caption, and the book's questions at larger ρ).
+* :mod:`aen_lib.claims.synthetic` — the synthetic Figure 2 (the paper's caption, and the book's questions at larger ρ),
+  and the checks chapter 6 stops on (a complete grid, TopK's L0 ≤ k, the dictionary statistics);
+* :mod:`aen_lib.claims.paper_size` — chapter 6 beyond Figure 2: methods at nearby L0, AuxK, dead latents out of
+  reach, shrinkage with and without adaptive weights;
+* :mod:`aen_lib.claims.geometry` — chapters 2 and 3: the lasso's regions, paths and instability, and the elastic
+  net's Lipschitz bound and grouping effect, measured against closed forms and scikit-learn;
+* :mod:`aen_lib.claims.starvation` — chapter 1: TopK against ReLU + ℓ1 on small SAEs (dead latents, revival, reach);
+* :mod:`aen_lib.claims.reweighting` — chapter 4: the irrepresentable condition, support recovery and shrinkage of the
+  exact coding maps, the adaptive weights of one code, the closed-form bias and the Hoffman diagnostics;
+* :mod:`aen_lib.claims.aen_sae` — chapter 5: the amortisation gap, encoder and target slopes, the warmup and the
+  dictionary the AEN-SAE learns.
 """
 
 from . import outlier, synthetic  # noqa: F401  (register their claims)
+from . import paper_size  # noqa: F401
+from . import aen_sae, geometry, reweighting, starvation  # noqa: F401
 from .core import CLAIMS, DEAD_COLUMN, DEAD_MARGIN, DEAD_VARIANT, Claim, Verdict, register
 
 __all__ = ["CLAIMS", "DEAD_COLUMN", "DEAD_MARGIN", "DEAD_VARIANT", "Claim", "Verdict", "register"]

@@ -139,16 +139,18 @@ def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
                          f"aen_starves_less_at_matched_l0, got {removal.claim!r} and {aen_with_mean.claim!r}")
     if removal.holds is None:
         return "Neither explanation can be judged: no SAE was trained both with b_dec at 0 and at the mean."
-    if not removal.holds:
-        return ("The outlier explanation is not borne out here: taking the mean away does not lower every method's "
-                "dead latents by more than the margin.")
     if aen_with_mean.holds is None:
-        return ("The input mean accounts for starvation here (taking it away lowers every method's dead latents), but "
-                "with every SAE started at the mean no AEN SAE has a TopK or vanilla neighbour close enough in L0 to "
-                "say whether AEN's objective adds anything.")
-    if aen_with_mean.holds:
-        return ("Both: the input mean accounts for much of the starvation (taking it away lowers every method's dead "
-                "latents), and with the same start AEN still starves less than TopK and vanilla ℓ1 at comparable L0.")
-    return ("The outlier explanation: taking the input mean away lowers every method's dead latents, and once every "
-            "SAE starts at the mean AEN no longer starves less than TopK and vanilla ℓ1 at comparable L0; its "
-            "advantage with b_dec at 0 belongs to the mean, not to the objective.")
+        after = ("with every SAE started at the mean, no AEN SAE has a TopK or vanilla neighbour close enough in L0 to "
+                 "say whether AEN's objective adds anything")
+    elif aen_with_mean.holds:
+        after = "with every SAE started at the mean, AEN still starves less than TopK and vanilla ℓ1 at comparable L0"
+    else:
+        after = ("once every SAE starts at the mean, AEN no longer starves less than TopK and vanilla ℓ1 at comparable "
+                 "L0: its advantage with b_dec at 0 belongs to the mean, not to the objective")
+    if removal.holds:
+        if aen_with_mean.holds is False:
+            return f"The outlier explanation: taking the input mean away lowers every SAE's dead latents, and {after}."
+        return (f"{'Both' if aen_with_mean.holds else 'The input mean'}: taking the input mean away lowers every SAE's "
+                f"dead latents, and {after}.")
+    return ("The outlier explanation is at most part of the story: taking the input mean away does not lower every "
+            f"SAE's dead latents by more than the margin, and {after}.")
