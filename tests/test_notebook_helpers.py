@@ -202,14 +202,14 @@ def test_glue_returns_plain_numbers_and_checks_the_name():
 
 
 def test_previous_results_follow_each_layout(tmp_path):
-    ch7, ch8 = "07_pythia_reproduction", "08_what_features_are"
+    ch7, ch8 = "08_pythia_reproduction", "09_what_features_are"
     # make test: all chapters share one results root
     shared = nbh.chapter_context(ch8, results_root=tmp_path / "shared")
     assert shared.previous(ch7) is None
     (tmp_path / "shared" / ch7 / "saes").mkdir(parents=True)
     assert shared.previous(ch7) == tmp_path / "shared" / ch7
     assert shared.previous(ch7, must_contain="saes/manifest.json") is None
-    # make reproduce: one results root per run under runs_root; chapter 8 runs in its own folder
+    # make reproduce: one results root per run under runs_root; chapter 9 runs in its own folder
     root = tmp_path / "runs" / "results"
     ctx = nbh.chapter_context(ch8, results_root=root / ch8, runs_root=root)
     with pytest.raises(nbh.MissingResultsError) as info:

@@ -190,9 +190,9 @@ def test_papermill_output_passes_nbval_and_a_broken_cell_fails_it(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# make reproduce: chapter 8 reuses chapter 7's SAEs, or says loudly that it cannot.
+# make reproduce: chapter 9 reuses chapter 8's SAEs, or says loudly that it cannot.
 # ------------------------------------------------------------------------------------------------------------------
-CH7, CH8 = "07_pythia_reproduction", "08_what_features_are"
+CH7, CH8 = "08_pythia_reproduction", "09_what_features_are"
 
 
 @pytest.mark.slow
@@ -209,7 +209,7 @@ def test_chapter8_asked_to_reuse_chapter7_fails_loudly_when_it_is_missing(tmp_pa
 
 @pytest.mark.slow
 def test_make_reproduce_hands_chapter7_to_chapter8(tmp_path):
-    """A two-chapter profile (the ci sizes) through `make reproduce`: chapter 8 must reuse chapter 7's SAEs."""
+    """A two-chapter profile (the ci sizes) through `make reproduce`: chapter 9 must reuse chapter 8's SAEs."""
     profile = tmp_path / "profile"
     profile.mkdir()
     shutil.copy(ROOT / "params" / "ci" / f"{CH7}.yaml", profile / f"{CH7}.yaml")
@@ -228,7 +228,7 @@ def test_make_reproduce_hands_chapter7_to_chapter8(tmp_path):
     assert [(r["run"], r["status"]) for r in summary] == [(CH7, "ok"), (CH8, "ok")]
     ch8_summary = json.loads((runs / "results" / CH8 / CH8 / "summary.json").read_text())
     assert ch8_summary["reused_chapter7"] is True
-    assert ch8_summary["source"].startswith("chapter 7's SAEs")
+    assert ch8_summary["source"].startswith("chapter 8's SAEs")
     assert (runs / "results" / CH7 / CH7 / "saes" / "manifest.json").is_file()
 
 

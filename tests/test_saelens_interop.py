@@ -101,7 +101,7 @@ def test_normalisation_must_be_stated():
         saelens_cfg(SAEConfig(d_in=4, d_sae=8), dtype="float32")
     with pytest.raises(ValueError, match="normalization='layer_norm'"):
         saelens_cfg(SAEConfig(d_in=4, d_sae=8), dtype="float32", normalization="layer_norm")
-    # the spelling chapter 7 used in its metadata is understood
+    # the spelling chapter 8 used in its metadata is understood
     cfg = saelens_cfg(SAEConfig(d_in=4, d_sae=8), dtype="float32", metadata={"normalisation": "per_token_l2"})
     assert cfg["normalize_activations"] == "constant_norm_rescale"
     assert cfg["metadata"]["normalization"] == "per_token_l2" and "normalisation" not in cfg["metadata"]
