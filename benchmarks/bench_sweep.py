@@ -55,7 +55,7 @@ def members(n: int, m: int, count: int, k_scale: float) -> list[SAEConfig]:
 
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--members", type=int, default=32, help="number of SAEs in the stack (>= 4)")
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (both sides)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     ap.add_argument("--json", default="", help="also write the results to this JSON file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -119,10 +119,12 @@ def main() -> None:
     print(f"speed-up of the sweep over sequential training: {seq / swp:.2f}x")
     if device.type == "cuda":
         print(f"peak CUDA memory of the stacked step: {peak:.2f} GiB")
+    res = dict(device=str(device), torch=torch.__version__, n=n, m=m, batch=b, members=len(cfgs),
+               ceiling_gflops=ceiling, speedup=seq / swp, peak_gib=peak, rows=rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(device=str(device), torch=torch.__version__, n=n, m=m, batch=b, members=len(cfgs),
-                           ceiling_gflops=ceiling, speedup=seq / swp, peak_gib=peak, rows=rows), f, indent=2)
+            json.dump(res, f, indent=2)
+    return res
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""The headline checks of chapters 1 and 4 can fail: they fail on broken input and pass on the chapter's own results.
+"""The headline claims of chapters 1, 4 and 5 can fail: they hold on the chapter's own results and fail on broken ones.
 
-Each chapter defines its claim as a function in a code cell (chapter 1: TopK starves more than ReLU + l1 at matched
-L0; chapter 4: the adaptive elastic net recovers the support where the lasso fails). These tests run the chapter
-with its `ci` profile through papermill, then
+Each chapter judges its results with claims registered in :mod:`aen_lib.claims` (chapter 1:
+``topk_starves_more_than_l1_at_matched_l0``; chapter 4: ``aen_recovers_support_where_lasso_fails``; chapter 5:
+``solver_beats_encoder`` and its verdicts on one small run). These tests run the chapter with its `ci` profile through
+papermill, then
 
-* call the chapter's own check function on the results it wrote (must pass), and on the same results with the two
-  methods swapped or with an unmatched run (must fail);
+* rebuild the claim's input from the results the chapter saved, check that the library claim holds on it and that
+  the verdict the chapter saved is the one the library gives;
+* call the same claim on those results broken by hand (the two methods swapped, an unmatched run, equal starvation,
+  the elastic net in place of the adaptive elastic net), where it must fail or be not testable;
 * run the chapter once more with a deliberately broken parameter (chapter 1: no lambda_1 search, so the l1 SAE is not
   sparsity-matched; chapter 4: w_max = 1, i.e. adaptive weights switched off) and show that papermill stops the
-  chapter at the assertion that names the claim (AssertionError in the failing cell's output).
+  chapter at the assertion on the claim (AssertionError in the failing cell's output).
 
 Chapter 6's paper-size section is run on two smoke reference sets (it must read them and draw its figures) and on a
 copy with one TopK record broken (its hard-sparsity check must stop it).
@@ -16,7 +19,6 @@ copy with one TopK record broken (its hard-sparsity check must stop it).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -24,22 +26,16 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
+
+from aen_lib.claims import CLAIMS
 
 ROOT = Path(__file__).resolve().parent.parent
 CH1 = "01_feature_starvation"
 CH4 = "04_adaptive_reweighting"
-
-
-def _chapter_function(chapter: str, name: str):
-    """Execute the code cell of ``chapter`` that defines ``name`` and return the function."""
-    nb = nbformat.read(ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
-    cells = [c.source for c in nb.cells if c.cell_type == "code" and f"def {name}(" in c.source]
-    assert len(cells) == 1, f"{chapter}: expected one cell defining {name}, found {len(cells)}"
-    namespace: dict = {}
-    exec(compile(cells[0], f"<{chapter}:{name}>", "exec"), namespace)
-    return namespace[name]
+CH5 = "05_aen_sae"
 
 
 class ChapterFailed(Exception):
@@ -77,44 +73,67 @@ def _run_chapter(chapter: str, out_dir: Path, **overrides) -> Path:
     return results / chapter
 
 
+def _same_verdict(saved: dict, verdict) -> None:
+    """The verdict a chapter saved is the library's verdict on the results it saved."""
+    assert saved["claim"] == verdict.claim and saved["holds"] == verdict.holds and saved["sentence"] == verdict.sentence
+
+
 # ------------------------------------------------------------------------------------------------------------------
-# Chapter 1: TopK starves more than ReLU + l1 at matched L0
+# Chapter 1: TopK starves more than ReLU + l1 at matched L0 (dead = no firing over the last training window)
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ch1(tmp_path_factory):
     out = _run_chapter(CH1, tmp_path_factory.mktemp("ch1"))
     data = json.loads((out / "runs.json").read_text())
-    topk = [r for r in data["runs"] if r["architecture"] == "topk"]
-    check = _chapter_function(CH1, "check_topk_starves_more_at_matched_l0")
-    return {"data": data, "topk": topk, "check": check, "k": data["parameters"]["topk_k"],
-            "tol": data["parameters"]["l0_match_tol"]}
+    p = data["parameters"]
+    return {"table": pd.DataFrame(data["summary"]), "churn": pd.DataFrame(data["churn"]),
+            "saved": json.loads((out / "claims.json").read_text()), "window_samples": data["window_samples"],
+            "k": p["topk_k"], "tol": p["l0_match_tol"], "eval_samples": p["eval_samples"]}
+
+
+def _ch1_headline(ch1, table):
+    return CLAIMS["topk_starves_more_than_l1_at_matched_l0"](table, k=ch1["k"], tol=ch1["tol"],
+                                                             window_samples=ch1["window_samples"])
 
 
 @pytest.mark.slow
-def test_chapter1_check_passes_on_its_results(ch1):
-    ch1["check"](ch1["topk"], ch1["data"]["matched_runs"], ch1["k"], ch1["tol"])
+def test_chapter1_claims_hold_on_its_results_and_are_the_ones_it_saved(ch1):
+    v = _ch1_headline(ch1, ch1["table"])
+    assert v.holds, v.sentence
+    _same_verdict(ch1["saved"]["headline"], v)
+    revival = CLAIMS["topk_dead_latents_revive"](ch1["churn"])
+    assert revival.holds and revival.numbers["revived"] > 0
+    _same_verdict(ch1["saved"]["revival"], revival)
+    fresh = CLAIMS["topk_silent_more_than_l1_on_fresh_samples"](ch1["table"], k=ch1["k"], tol=ch1["tol"],
+                                                                 eval_samples=ch1["eval_samples"])
+    _same_verdict(ch1["saved"]["fresh"], fresh)
+    assert set(ch1["saved"]) == {"headline", "fresh", "free", "reconstruction", "revival", "reach"}
 
 
 @pytest.mark.slow
-def test_chapter1_check_fails_with_the_methods_swapped(ch1):
-    with pytest.raises(AssertionError, match="not above|no dead latents"):
-        ch1["check"](ch1["data"]["matched_runs"], ch1["topk"], ch1["k"], ch1["tol"])
+def test_chapter1_claim_fails_with_the_methods_swapped(ch1):
+    swap = {"topk": "relu_l1_matched", "relu_l1_matched": "topk"}
+    table = ch1["table"].assign(run=ch1["table"]["run"].map(lambda r: swap.get(r, r)))
+    assert _ch1_headline(ch1, table).holds is False
 
 
 @pytest.mark.slow
-def test_chapter1_check_fails_at_unmatched_sparsity(ch1):
-    unmatched = [r for r in ch1["data"]["runs"] if r["architecture"] == "relu_l1"]  # λ1 = l1, L0 far above k
-    with pytest.raises(AssertionError, match="not within"):
-        ch1["check"](ch1["topk"], unmatched, ch1["k"], ch1["tol"])
+def test_chapter1_claim_is_not_evidence_at_unmatched_sparsity(ch1):
+    t = ch1["table"]
+    unmatched = pd.concat([t[t["run"] == "topk"], t[t["run"] == "relu_l1"].assign(run="relu_l1_matched")])
+    v = _ch1_headline(ch1, unmatched)  # λ1 = l1: L0 far above k
+    assert v.holds is None and "not within" in v.sentence and "confound" in v.sentence
 
 
 @pytest.mark.slow
-def test_chapter1_check_fails_when_starvation_is_equal(ch1):
-    equal = copy.deepcopy(ch1["data"]["matched_runs"])
-    for r, t in zip(equal, sorted(ch1["topk"], key=lambda r: r["seed"])):
-        r["dead_pct_final"] = t["dead_pct_final"]
-    with pytest.raises(AssertionError, match="not above"):
-        ch1["check"](ch1["topk"], equal, ch1["k"], ch1["tol"])
+def test_chapter1_claim_fails_when_starvation_is_equal(ch1):
+    t = ch1["table"].copy()
+    topk = t[t["run"] == "topk"].set_index("seed")["dead_pct_window"]
+    mine = t["run"] == "relu_l1_matched"
+    t.loc[mine, "dead_pct_window"] = t.loc[mine, "seed"].map(topk)
+    assert _ch1_headline(ch1, t).holds is False
+    t.loc[mine, "dead_pct_window"] = t.loc[mine, "seed"].map(topk) - 0.5  # within the margin: still no evidence
+    assert _ch1_headline(ch1, t).holds is False
 
 
 @pytest.mark.slow
@@ -127,37 +146,44 @@ def test_chapter1_fails_without_the_sparsity_search(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Chapter 4: the adaptive elastic net recovers the support where the lasso fails
+# Chapter 4: the adaptive elastic net recovers the support where the lasso fails (exact coding maps)
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ch4(tmp_path_factory):
     out = _run_chapter(CH4, tmp_path_factory.mktemp("ch4"))
     summary = json.loads((out / "summary.json").read_text())
-    best = {name: d["best"] for name, d in summary["designs"].items()}
-    return {"best": best, "check": _chapter_function(CH4, "check_aen_recovers_support_where_lasso_fails")}
+    recovery = pd.DataFrame([{"design": name, "penalty": p, **b} for name, d in summary["designs"].items()
+                             for p, b in d["best"].items()])
+    return {"recovery": recovery, "saved": summary["claims"]}
+
+
+def _ch4_headline(recovery):
+    return CLAIMS["aen_recovers_support_where_lasso_fails"](recovery)
 
 
 @pytest.mark.slow
-def test_chapter4_check_passes_on_its_results(ch4):
-    ch4["check"](ch4["best"])
+def test_chapter4_claim_holds_on_its_results_and_is_the_one_it_saved(ch4):
+    v = _ch4_headline(ch4["recovery"])
+    assert v.holds, v.sentence
+    _same_verdict(ch4["saved"]["headline"], v)
+    for key in ("irc_trend", "lasso_holds", "adaptive_lasso", "bias", "curvature"):
+        assert ch4["saved"][key]["holds"], ch4["saved"][key]["sentence"]
 
 
 @pytest.mark.slow
-def test_chapter4_check_fails_with_lasso_and_aen_swapped(ch4):
-    swapped = copy.deepcopy(ch4["best"])
-    for design in swapped.values():
-        design["lasso"], design["adaptive_elastic_net"] = design["adaptive_elastic_net"], design["lasso"]
-    with pytest.raises(AssertionError):
-        ch4["check"](swapped)
+def test_chapter4_claim_fails_with_lasso_and_aen_swapped(ch4):
+    swap = {"lasso": "adaptive_elastic_net", "adaptive_elastic_net": "lasso"}
+    r = ch4["recovery"]
+    assert _ch4_headline(r.assign(penalty=r["penalty"].map(lambda p: swap.get(p, p)))).holds is False
 
 
 @pytest.mark.slow
-def test_chapter4_check_fails_with_the_elastic_net_in_place_of_the_aen(ch4):
-    no_weights = copy.deepcopy(ch4["best"])
-    for design in no_weights.values():
-        design["adaptive_elastic_net"] = design["elastic_net"]
-    with pytest.raises(AssertionError, match="adaptive elastic net recovers S in only"):
-        ch4["check"](no_weights)
+def test_chapter4_claim_fails_with_the_elastic_net_in_place_of_the_aen(ch4):
+    r = ch4["recovery"]
+    no_weights = pd.concat([r[r["penalty"] != "adaptive_elastic_net"],
+                            r[r["penalty"] == "elastic_net"].assign(penalty="adaptive_elastic_net")])
+    v = _ch4_headline(no_weights)
+    assert v.holds is False and "adaptive elastic net recovers S in only" in v.sentence
 
 
 @pytest.mark.slow
@@ -167,6 +193,28 @@ def test_chapter4_fails_with_the_adaptive_weights_switched_off(tmp_path):
         _run_chapter(CH4, tmp_path, w_max=1.0)
     assert info.value.ename == "AssertionError"
     assert "adaptive elastic net recovers S in only" in info.value.evalue
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chapter 5: the verdicts the chapter prints are the library's, on the results it saved
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_chapter5_verdicts_are_the_library_claims_on_its_saved_results(tmp_path):
+    out = _run_chapter(CH5, tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    p = summary["parameters"]
+    gap = pd.DataFrame([{"arch": a, **v} for a, v in summary["amortisation"].items()])
+    warm = pd.DataFrame([{"run": name, "m": p["m"], **{k: v for k, v in r.items() if not k.endswith("_curve")}}
+                         for name, r in summary["warmup_comparison"].items()])
+    window = p["dead_window"] * p["batch_size"]
+    expect = {"solver": CLAIMS["solver_beats_encoder"](gap), "steepness": CLAIMS["l1_target_outruns_its_encoder"](gap),
+              "gap": CLAIMS["elastic_net_amortises_better"](gap),
+              "warmup": CLAIMS["warmup_keeps_latents_alive"](warm, window_samples=window),
+              "dictionary": CLAIMS["aen_sae_recovers_dictionary"](warm)}
+    assert expect["solver"].holds
+    for key, v in expect.items():
+        _same_verdict(summary["claims"][key], v)
+    assert expect["dictionary"].numbers["m"] == p["m"]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -195,7 +243,17 @@ def test_chapter6_paper_size_section_reads_sets_and_its_checks_fail_on_a_broken_
     out = _run_chapter(CH6, tmp_path / "good", reference_dir=str(smoke_sets))
     findings = json.loads((out / "paper_size_findings.json").read_text())
     assert len(findings["sets"]) == 2 and {s["rho"] for s in findings["sets"]} == {0.0, 0.9}
-    assert len(findings["findings"]) == 6 and len(findings["auxk"]) == 6  # two ρ × k 8, 16, 32
+    assert len(findings["auxk"]) == 6  # two ρ × k 8, 16, 32
+    # the verdicts it saved are the library's claims on the same records, under both dead-% definitions
+    from aen_lib.claims.synthetic import figure2_verdicts
+    from aen_lib.reference import committed_sets, set_frames
+
+    ref, _ = set_frames(committed_sets(smoke_sets))
+    assert set(findings["verdicts"]) == {"dead_pct", "dead_pct_window"}
+    for dead, saved in findings["verdicts"].items():
+        assert {v["claim"]: v["holds"] for v in saved} == {
+            name: v.holds for name, v in figure2_verdicts(ref, k=16, dead=dead).items()}
+    assert len(findings["beyond"]) == 2 * (5 * 2 + 2)  # per ρ: five claims under two definitions, two without
     # every matched pair whose L0 lies outside [k/2, 2k] is named as loosely matched, and no other
     import pandas as pd
 
@@ -216,4 +274,5 @@ def test_chapter6_paper_size_section_reads_sets_and_its_checks_fail_on_a_broken_
     rec_path.write_text(json.dumps(rec))
     with pytest.raises(ChapterFailed) as err:
         _run_chapter(CH6, tmp_path / "bad", reference_dir=str(broken))
-    assert err.value.ename == "AssertionError" and "l0" in err.value.evalue
+    assert err.value.ename == "AssertionError" and "Hard sparsity broken" in err.value.evalue
+    assert "topk k=16 has L0 17.00 > k" in err.value.evalue

@@ -9,7 +9,7 @@ def test_solver_must_not_lose_to_the_encoder():
     claim = CLAIMS["solver_beats_encoder"]
     df = claim.example()
     v = claim(df)
-    assert v.holds and v.numbers["min_gap"] == pytest.approx(0.35) and "elastic_net" in v.sentence
+    assert v.holds and v.numbers["min_gap"] == pytest.approx(0.35) and "the elastic-net SAE" in v.sentence
     assert claim(df.assign(objective_gap=[-5e-5, 0.3])).holds  # within the solver's tolerance
 
 

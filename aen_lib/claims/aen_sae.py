@@ -25,6 +25,9 @@ import pandas as pd
 from .core import DEAD_MARGIN, Verdict, register
 
 
+_LABEL = {"relu_l1": "the ReLU + ℓ1 SAE", "elastic_net": "the elastic-net SAE"}
+
+
 def _gap_example() -> pd.DataFrame:
     return pd.DataFrame([
         dict(arch="relu_l1", rel_code_error=0.62, objective_gap=0.65, target_lipschitz=18.1, encoder_lipschitz_bound=1.35),
@@ -53,7 +56,7 @@ def solver_beats_encoder(df: pd.DataFrame, *, tol: float = 1e-4) -> Verdict:
     holds = bool((df["objective_gap"] >= -tol).all())
     return Verdict(name, holds, {"min_gap": float(worst["objective_gap"])},
                    f"Under its own SAE's loss the encoder's codes cost at least {worst['objective_gap']:.1%} more than the "
-                   f"exact codes ({worst['arch']})" +
+                   f"exact codes ({_LABEL.get(worst['arch'], worst['arch'])})" +
                    ("." if holds else ": the encoder beats the solver, which did not converge."))
 
 

@@ -31,6 +31,12 @@ import pandas as pd
 from .core import Verdict, register
 
 AEN, LASSO, ADA = "adaptive_elastic_net", "lasso", "adaptive_lasso"
+
+
+def _pct(share: float) -> str:
+    """A share of trials as a percentage, with one decimal unless it is a whole number."""
+    v = 100 * share
+    return f"{v:.0f}%" if abs(v - round(v)) < 1e-9 else f"{v:.1f}%"
 AUTHORS_SIZES = (256, 1024, 16, 100)
 """n, m, support size and number of supports of the authors' IRC statistics (book: paper facts, synthetic protocol)."""
 
@@ -140,10 +146,10 @@ def aen_recovers_support_where_lasso_fails(df: pd.DataFrame, *, majority: float 
     shr_aen, shr_lasso = _get(df, "holds", AEN, "shrinkage"), _get(df, "holds", LASSO, "shrinkage")
     numbers = {"aen_holds": rec["holds"], "aen_fails": rec["fails"], "lasso_fails": lasso_fail,
                "shrinkage_aen_holds": shr_aen, "shrinkage_lasso_holds": shr_lasso}
-    problems = [f"IRC {d}: the adaptive elastic net recovers S in only {r:.0%} of the trials"
+    problems = [f"IRC {d}: the adaptive elastic net recovers S in only {_pct(r)} of the trials"
                 for d, r in rec.items() if r < majority]
     if lasso_fail >= majority:
-        problems.append(f"IRC fails, yet the lasso recovers S in {lasso_fail:.0%} of the trials: the design does not "
+        problems.append(f"IRC fails, yet the lasso recovers S in {_pct(lasso_fail)} of the trials: the design does not "
                         "show the lasso's failure")
     if not rec["fails"] > lasso_fail:
         problems.append("where the IRC fails the adaptive elastic net does not recover S more often than the lasso")
@@ -153,8 +159,8 @@ def aen_recovers_support_where_lasso_fails(df: pd.DataFrame, *, majority: float 
     if problems:
         return Verdict(name, False, numbers, "; ".join(problems) + ".")
     return Verdict(name, True, numbers,
-                   f"The adaptive elastic net selected exactly S in {rec['holds']:.0%} of the trials where the "
-                   f"condition holds and {rec['fails']:.0%} where it fails, against {lasso_fail:.0%} for the lasso "
+                   f"The adaptive elastic net selected exactly S in {_pct(rec['holds'])} of the trials where the "
+                   f"condition holds and {_pct(rec['fails'])} where it fails, against {_pct(lasso_fail)} for the lasso "
                    f"there; where it holds it shrank the true codes by {shr_aen:.3f} against the lasso's "
                    f"{shr_lasso:.3f}.")
 
@@ -175,7 +181,7 @@ def lasso_recovers_where_irc_holds(df: pd.DataFrame, *, majority: float = 0.5) -
     rec, shr = _get(df, "holds", LASSO, "recovery"), _get(df, "holds", LASSO, "shrinkage")
     holds = bool(rec >= majority)
     return Verdict(name, holds, {"recovery": rec, "shrinkage": shr},
-                   f"Where the condition holds the lasso selected exactly S in {rec:.0%} of the trials at its best λ1, "
+                   f"Where the condition holds the lasso selected exactly S in {_pct(rec)} of the trials at its best λ1, "
                    f"where it shrank the true codes by {shr:.3f}" + ("." if holds else ": not in most trials."))
 
 
@@ -199,7 +205,7 @@ def adaptive_lasso_recovers_and_shrinks_less(df: pd.DataFrame, *, majority: floa
     holds = bool(min(rec.values()) >= majority and shr < shr_lasso)
     return Verdict(name, holds, {"recovery_holds": rec["holds"], "recovery_fails": rec["fails"], "shrinkage": shr,
                                  "shrinkage_lasso": shr_lasso},
-                   f"The adaptive lasso selected exactly S in {rec['holds']:.0%} and {rec['fails']:.0%} of the trials "
+                   f"The adaptive lasso selected exactly S in {_pct(rec['holds'])} and {_pct(rec['fails'])} of the trials "
                    f"and, where the condition holds, shrank the true codes by {shr:.3f} against the lasso's "
                    f"{shr_lasso:.3f}" + ("." if holds else ": not both."))
 
@@ -225,8 +231,8 @@ def weights_not_l2_fix_support(df: pd.DataFrame, *, majority: float = 0.5) -> Ve
     en, aen = _get(df, "fails", "elastic_net", "recovery"), _get(df, "fails", AEN, "recovery")
     holds = bool(en < majority <= aen)
     return Verdict(name, holds, {"elastic_net": en, "adaptive_elastic_net": aen},
-                   f"Where the condition fails the elastic net selected exactly S in {en:.0%} of the trials and the "
-                   f"adaptive elastic net in {aen:.0%}: " +
+                   f"Where the condition fails the elastic net selected exactly S in {_pct(en)} of the trials and the "
+                   f"adaptive elastic net in {_pct(aen)}: " +
                    ("the weights, not λ2, fix the support." if holds else
                     "this does not single out the weights as what fixes the support."))
 

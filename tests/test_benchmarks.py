@@ -1,0 +1,149 @@
+"""The benchmark scripts: the GPU session's dry run writes every section of its summary, a failing or hanging stage is
+recorded and the session goes on, and the language-model-shape benchmark compares every architecture with SAELens."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+
+
+def _run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=timeout, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _session_module():
+    spec = importlib.util.spec_from_file_location("gpu_session", BENCH / "gpu_session.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _finite_numbers(obj) -> list[float]:
+    return _session_module()._numbers(obj)
+
+
+@pytest.mark.slow
+def test_gpu_session_dry_run_writes_every_section_with_numbers(tmp_path):
+    _run("gpu_session.py", "--out", str(tmp_path), "--dry-run", "--threads", "1")
+    s = json.loads((tmp_path / "summary.json").read_text())
+    stages = ("correctness", "sweep", "pythia_tokens", "llama_shape", "reference")
+    assert s["dry_run"] is True and s["device"] == "cpu" and s["summary_version"] == 1
+    assert list(s["stages"]) == list(stages)
+    for name in stages:
+        entry = s["stages"][name]
+        assert entry["status"] == "ok", (name, entry["error"])
+        assert entry["error"] is None and 0 < entry["seconds"] <= entry["limit_s"] + 5
+        assert _finite_numbers(entry["result"]), name
+    c = s["stages"]["correctness"]["result"]
+    for dtype, tol in (("float64", 1e-7), ("float32", 1e-4)):
+        res = c["stacked_vs_alone"][dtype]
+        assert res["tolerance"] == tol and res["pass"] and 0 <= res["max_abs_diff"] <= tol
+        assert {r["architecture"] for r in res["members"]} >= {"aen", "relu_l1", "topk", "topk_auxk", "jumprelu"}
+    for arch in ("aen", "topk"):
+        errs = c["bf16_vs_fp32"][arch]["relative_errors"]
+        assert set(errs) == {"loss", "x_hat", "grad", "train_loss"}
+        assert all(0 <= v < 1 for v in errs.values())
+    assert 0.5 < c["bf16_vs_fp32"]["topk"]["support_agreement"] <= 1
+    assert s["stages"]["sweep"]["result"]["speedup"] > 0
+    p = s["stages"]["pythia_tokens"]["result"]
+    assert p["tokens_per_s"] > 0 and "synthetic stand-in" in p["data"]
+    rows = s["stages"]["llama_shape"]["result"]["rows"]
+    assert {(r["arch"], r["autocast"]) for r in rows} == {(a, c) for a in ("aen", "topk") for c in ("none", "bf16")}
+    for r in rows:
+        assert r["measured_over_planner"] == pytest.approx(r["ms_per_step"] / r["planner_step_ms"])
+    ref = s["stages"]["reference"]["result"]
+    assert ref["finished"] == ref["attempted"] == 1 and ref["tarball"] == "reference.tar.gz"
+    names = tarfile.open(tmp_path / "reference.tar.gz").getnames()
+    assert any(n.endswith("provenance.json") for n in names)
+    assert [g["stage"] for g in s["goals"]] == ["correctness", "correctness", "sweep", "pythia_tokens"]
+    assert all(g["value"] is not None and isinstance(g["pass"], bool) for g in s["goals"])
+    assert [g["applies"] for g in s["goals"]] == [True, True, False, False]  # speed goals are GPU goals
+    for f in ("bench_sweep.json", "bench_sweep.txt", "gpu_llama_shape.json", "session.txt"):
+        assert (tmp_path / f).is_file(), f
+
+
+@pytest.mark.slow
+def test_gpu_session_records_a_failed_and_a_hung_stage_and_goes_on(tmp_path):
+    _run("gpu_session.py", "--out", str(tmp_path), "--dry-run", "--threads", "1", "--stages",
+         "correctness,sweep,pythia_tokens", "--inject-failure", "correctness", "--inject-hang", "sweep",
+         "--limit", "sweep=3")
+    s = json.loads((tmp_path / "summary.json").read_text())
+    failed, hung, ok = (s["stages"][k] for k in ("correctness", "sweep", "pythia_tokens"))
+    assert failed["status"] == "failed" and "injected failure" in failed["error"] and failed["result"] is None
+    assert hung["status"] == "timeout" and "limit of 3 s" in hung["error"] and hung["seconds"] < 10
+    assert ok["status"] == "ok" and ok["result"]["tokens_per_s"] > 0
+    assert "llama_shape" not in s["stages"]
+    goals = {g["name"].split(",")[0]: g for g in s["goals"]}
+    assert goals["stacked step equals single SAEs (float64 and float32)"]["pass"] is None  # no result, no verdict
+
+
+def test_session_goals_flip_with_their_numbers():
+    mod = _session_module()
+    good = {"correctness": {"result": {"stacked_vs_alone": {"float64": {"max_abs_diff": 0.0, "pass": True}},
+                                       "bf16_vs_fp32": {"aen": {"relative_errors": {"loss": 1e-3}, "pass": True}}}},
+            "sweep": {"result": {"speedup": 12.0}}, "pythia_tokens": {"result": {"tokens_per_s": 2e6}}}
+    assert [g["pass"] for g in mod.goals(good, dry=False)] == [True, True, True, True]
+    bad = json.loads(json.dumps(good))
+    bad["sweep"]["result"]["speedup"] = 9.0
+    bad["pythia_tokens"]["result"]["tokens_per_s"] = 9e5
+    bad["correctness"]["result"]["stacked_vs_alone"]["float64"]["pass"] = False
+    assert [g["pass"] for g in mod.goals(bad, dry=False)] == [False, True, False, False]
+
+
+@pytest.mark.slow
+def test_lm_shape_quick_has_every_architecture_and_the_saelens_column(tmp_path):
+    pytest.importorskip("sae_lens", reason="the optional dependency sae-lens is not installed")
+    out = tmp_path / "lm_shape.json"
+    proc = _run("bench_lm_shape.py", "--quick", "--device", "cpu", "--repeats", "1", "--warmup", "1",
+                "--threads", "1", "--json", str(out))
+    res = json.loads(out.read_text())
+    B, n, m = (res["info"]["shape"][k] for k in ("batch", "d_in", "d_sae"))
+    assert res["info"]["flops_per_step"] == 10 * B * n * m and res["info"]["sae_lens"]
+    rows = {r["arch"]: r for r in res["rows"]}
+    assert list(rows) == ["relu_l1", "aen", "topk", "topk_auxk"]
+    assert {a: r["saelens_arch"] for a, r in rows.items()} == {
+        "relu_l1": "standard", "aen": "standard", "topk": "topk", "topk_auxk": "topk +dead"}
+    ceiling = res["ceiling"]["ceiling"] * 1e9
+    for r in rows.values():
+        for key in ("seconds_per_step", "saelens_seconds_per_step", "speedup_vs_saelens"):
+            assert math.isfinite(r[key]) and r[key] > 0, (r["arch"], key)
+        assert r["speedup_vs_saelens"] == pytest.approx(r["saelens_seconds_per_step"] / r["seconds_per_step"])
+        assert r["fraction_of_ceiling"] == pytest.approx(res["info"]["flops_per_step"] / r["seconds_per_step"] / ceiling)
+    # AEN has no SAELens counterpart: it is timed against the one SAELens standard step measured for relu_l1
+    assert rows["aen"]["saelens_seconds_per_step"] == rows["relu_l1"]["saelens_seconds_per_step"]
+    assert {(t["arch"], t["metric"]) for t in res["targets"]} == {
+        (a, k) for a in rows for k in ("fraction_of_ceiling", "speedup_vs_saelens")}
+    assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == 8
+
+
+@pytest.mark.slow
+def test_lm_benchmark_times_the_harvest_pipeline_stage_by_stage(tmp_path):
+    out = tmp_path / "lm.json"
+    _run("bench_lm.py", "--mode", "pipeline", "--windows", "4", "--window", "16", "--batch-size", "2", "--repeats", "1",
+         "--vocab", "512", "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--json", str(out))
+    p = json.loads(out.read_text())["pipeline"]
+    assert (p["tokens"], p["rows"]) == (4 * 16, 4 * 15)  # position 0 of every window is dropped
+    assert list(p["stages_s"]) == ["read", "tokenise", "pack", "forward", "normalise", "fingerprint", "write"]
+    for k, s in p["stages_s"].items():
+        assert s > 0 and p["stages_tok_s"][k] == pytest.approx(p["tokens"] / s), k
+    assert p["end_to_end_tok_s"] == pytest.approx(p["tokens"] / p["end_to_end_s"])
+    assert p["other_s"] == pytest.approx(p["end_to_end_s"] - sum(p["stages_s"].values()))
+    assert (tmp_path / "cache" / "bench_lm_caches" / "e2e_0" / "manifest.json").is_file()
