@@ -325,6 +325,25 @@ def outlier_severity(x: torch.Tensor) -> float:
     return float(x.mean(0).norm() / x.std(0).norm())
 
 
+def eval_samples(data_cfg: SpikedDictionaryConfig, samples: int = EVAL_SAMPLES,
+                 device: torch.device | str | None = None) -> tuple[SpikedDictionaryData, torch.Tensor, torch.Tensor]:
+    """A set's fresh evaluation samples: the same dictionary as training, the sample stream reseeded to
+    :data:`EVAL_SEED_OFFSET` + seed (no training batch is reused). Returns the data object, ``x [B, n]``, ``h [B, m]``."""
+    data = SpikedDictionaryData(data_cfg, device=device)
+    data.generator.manual_seed(EVAL_SEED_OFFSET + data_cfg.seed)
+    x, h = data.sample(samples)
+    return data, x, h
+
+
+def step0_sae(cfg: Any, spec: Study, mean: torch.Tensor, device: torch.device | str | None = None) -> SAE:
+    """The SAE of ``cfg`` at step 0 as its study starts it (its seed fixes the initialisation; b_dec at the mean
+    for a ``biasmean`` study)."""
+    sae = SAE(cfg, device=device)
+    if spec.b_dec_init == "mean":
+        sae.set_b_dec_(mean)
+    return sae
+
+
 def part_folder(work: Path, part: int, workers: int) -> Path:
     """Where part ``part`` of ``workers`` keeps its sweep and its invocations (``<work>/part<i>of<W>``)."""
     return work / f"part{part}of{workers}"
@@ -454,10 +473,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         "member_steps_per_cpu_s": (round(sum(c["member_steps"] for c in cpu) / sum(c["cpu_seconds"] for c in cpu), 2)
                                    if cpu else None),
     }
-    # recovery on fresh samples: the same dictionary, a separate sample stream (no training batch is reused)
-    eval_data = SpikedDictionaryData(data_cfg, device=dev)
-    eval_data.generator.manual_seed(EVAL_SEED_OFFSET + seed)
-    x_eval, h_eval = eval_data.sample(EVAL_SAMPLES)
+    eval_data, x_eval, h_eval = eval_samples(data_cfg, device=dev)  # recovery on fresh samples
     # the outlier measures (Simon, Adams & Zou 2026) of the inputs as the SAEs saw them
     inputs = {"outlier_severity_raw": outlier_severity(x_eval), "input_mean_norm": float(mean.norm())}
     if spec.inputs == "centred":
@@ -468,9 +484,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     for m in members:
         recovery = recovery_metrics(m.sae.to(dev).eval(), eval_data.dictionary, x_eval, h_eval)
         recovery.update(latent_reach(m.sae, x_eval))  # dead on fresh samples, and out of every sample's reach
-        init = SAE(m.cfg, device=dev)  # the same SAE at step 0: which latents the data could reach at the start
-        if spec.b_dec_init == "mean":
-            init.set_b_dec_(mean)
+        init = step0_sae(m.cfg, spec, mean, device=dev)  # which latents the data could reach at the start
         recovery.update({f"init_{k.removeprefix('eval_')}": v for k, v in latent_reach(init, x_eval).items()})
         rec = member_record(m.cfg, m.final, m.history, train_config=tcfg.replace(progress=False), data=data_cfg,
                             extra={"set": name, "skipped_steps": m.skipped_steps, **recovery,
@@ -732,18 +746,13 @@ def initial_reach(folder: str | Path) -> pd.DataFrame:
     prov = check_set(folder)
     spec = _study(prov.get("study", "paper"))
     data_cfg = SpikedDictionaryConfig.from_dict(prov["protocol"]["data"])
-    data = SpikedDictionaryData(data_cfg)
+    data, x_eval, _ = eval_samples(data_cfg)
     mean = data.population_mean()
-    data.generator.manual_seed(EVAL_SEED_OFFSET + data_cfg.seed)
-    x_eval, _ = data.sample(EVAL_SAMPLES)
     if spec.inputs == "centred":
         x_eval = x_eval - mean
     rows = []
     for rec in load_records(folder, pattern="*-*.json"):
-        sae = SAE(SAEConfig.from_dict(rec["sae_config"]))
-        if spec.b_dec_init == "mean":
-            sae.set_b_dec_(mean)
-        reach = latent_reach(sae, x_eval)
+        reach = latent_reach(step0_sae(SAEConfig.from_dict(rec["sae_config"]), spec, mean), x_eval)
         rows.append({"variant": rec["variant"], "init_dead_pct": reach["eval_dead_pct"],
                      "init_negative_pct": reach["eval_negative_pct"]})
     return pd.DataFrame(rows)
@@ -784,10 +793,8 @@ def outlier_at_init(rhos: Sequence[float], *, seed: int = 0, k: int = 32, sample
 
     rows = []
     for rho in rhos:
-        data = SpikedDictionaryData(SpikedDictionaryConfig(n=n, m=m, k=data_k, rho=float(rho), seed=seed))
+        data, x, _ = eval_samples(SpikedDictionaryConfig(n=n, m=m, k=data_k, rho=float(rho), seed=seed), samples)
         mean = data.population_mean()
-        data.generator.manual_seed(EVAL_SEED_OFFSET + seed)
-        x, _ = data.sample(samples)
         sae = SAE(SAEConfig(n, m, architecture="topk", k=k, seed=seed))
         zero = latent_reach(sae, x)
         sae.set_b_dec_(mean)
@@ -934,7 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.part is not None:
         i, w = (int(v) for v in args.part.split("/"))
         part = (i, w)
-    argv_parts = [a for a in (argv if argv is not None else sys.argv[1:])]
+    argv_parts = list(argv if argv is not None else sys.argv[1:])
     out = run_spiked(args.rho, args.seed, out_root=Path(args.out), work_root=Path(args.work), device=args.device,
                      steps=args.steps, command=command, progress=not args.no_progress and args.workers == 1,
                      study=args.study, workers=args.workers, part=part, argv=argv_parts)
