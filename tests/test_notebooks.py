@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -121,6 +122,33 @@ def test_chapter_is_in_the_toc(chapter):
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     assert f"chapters/{chapter.stem}" in files
+
+
+GLUE_ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([^`\n]*)`")
+GLUE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?::[^`{}\n]*)?")
+
+
+def glue_role_errors(markdown: str) -> list[str]:
+    """Malformed glue roles in one markdown cell: a role whose content is not ``key`` or ``key:format``, or a
+    ``{glue`` opening no role closes (the build only reports these as a missing key, far from the typo)."""
+    errors = [f"{{glue}}`{m.group(1)}`: not key or key:format" for m in GLUE_ROLE.finditer(markdown)
+              if not GLUE_KEY.fullmatch(m.group(1))]
+    rest = GLUE_ROLE.sub("", markdown)
+    errors += [f"unclosed role near {rest[i:i + 60]!r}" for i in [j for j in range(len(rest))
+                                                                    if rest.startswith("{glue", j)]]
+    return errors
+
+
+def test_glue_role_check_catches_a_typo():
+    assert glue_role_errors("at most {glue:text}`reach_max:.1f`% and {glue}`n`") == []
+    assert glue_role_errors("at most {glue:text}`reach_max:.1f}% are out of reach and {glue:text}`n`") != []
+    assert glue_role_errors("a {glue:text}`x:.1f` and a {glue:text}x") != []
+
+
+def test_glue_roles_are_well_formed(chapter):
+    bad = [f"cell {i}: {e}" for i, c in enumerate(_load(chapter).cells) if c.cell_type == "markdown"
+           for e in glue_role_errors(c.source)]
+    assert not bad, f"{chapter.name}: " + "; ".join(bad)
 
 
 def test_chapter_saves_results_and_checks_its_claim(chapter):
