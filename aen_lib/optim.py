@@ -4,6 +4,12 @@ Elementwise the same operations as ``torch.optim.Adam``'s single-tensor path (no
 member follows exactly the trajectory of its own Adam (``tests/test_optim.py`` checks it against torch's). The step
 count is per member, so ``step(apply=mask)`` can leave the members whose step was skipped untouched: parameters,
 moments and count.
+
+While every member has taken the same number of steps (no member ever skipped one) and the step applies to all, the
+update runs as torch's fused Adam kernel (``torch._fused_adam_``, one pass over each tensor instead of nine; about 3x
+faster on a CPU at the paper's synthetic size). It computes the same formula in another order, so it agrees with the
+op-by-op path to a few float32 ulps, not bit for bit (``tests/test_optim.py``). ``fused=False`` keeps the op-by-op path;
+where the kernel is missing or refuses the tensors, the op-by-op path is used from then on.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ class MemberAdam:
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        fused: bool = True,
     ) -> None:
         self.params = list(params)
+        self.fused = bool(fused) and hasattr(torch, "_fused_adam_")
+        self._uniform = True  # every member has taken the same number of steps (the fused kernel's one count)
         self.n_members = n_members
         for p, sl, has in self.params:
             want = len(range(*sl.indices(n_members)))
@@ -63,8 +72,11 @@ class MemberAdam:
         """One Adam step for every member, or only where ``apply`` [M] is True."""
         if apply is None:
             self.steps += 1
+            if self.fused and self._uniform and self._fused_step():
+                return
         else:
             self.steps += apply.to(self.steps.dtype)
+            self._uniform = self._uniform and bool(apply.all())
         bc1 = 1 - self.beta1**self.steps  # [M] float64, as the Python floats of torch's Adam
         bc2_sqrt = (1 - self.beta2**self.steps).sqrt()
         step_size = self.lr / bc1
@@ -92,6 +104,23 @@ class MemberAdam:
                 m2.copy_(torch.where(keep, n2, m2))
                 pm.copy_(torch.where(keep, newp, pm))
 
+    def _fused_step(self) -> bool:
+        """One fused Adam step over every tensor with a gradient; False (and the op-by-op path from then on) if the
+        kernel refuses them."""
+        live = [(p, m1, m2) for (p, _, _), m1, m2 in zip(self.params, self.exp_avg, self.exp_avg_sq)
+                if p.grad is not None]
+        if not live:
+            return True
+        step = self.steps[:1].to(torch.float32).reshape(())  # the common count, on the parameters' device
+        try:
+            torch._fused_adam_([p for p, _, _ in live], [p.grad for p, _, _ in live], [m1 for _, m1, _ in live],
+                               [m2 for _, _, m2 in live], [], [step] * len(live), lr=self.lr, beta1=self.beta1,
+                               beta2=self.beta2, weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        except (RuntimeError, NotImplementedError, TypeError):  # checked before it writes: nothing was changed
+            self.fused = False  # the count has advanced; the op-by-op path applies this same step
+            return False
+        return True
+
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps.clone(), "lr": self.lr, "betas": (self.beta1, self.beta2), "eps": self.eps,
                 "exp_avg": [t.clone() for t in self.exp_avg], "exp_avg_sq": [t.clone() for t in self.exp_avg_sq]}
@@ -101,6 +130,7 @@ class MemberAdam:
         if len(state["exp_avg"]) != len(self.exp_avg):
             raise ValueError(f"optimizer state has {len(state['exp_avg'])} parameters, this one {len(self.exp_avg)}")
         self.steps.copy_(state["steps"])
+        self._uniform = bool((self.steps == self.steps[0]).all())
         for dst, src in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
             if dst.shape != src.shape:
                 raise ValueError(f"optimizer state tensor of shape {tuple(src.shape)}; expected {tuple(dst.shape)}")

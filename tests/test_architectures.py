@@ -5,7 +5,7 @@ import torch
 
 from aen_lib import ARCHITECTURES, SAE, SAEConfig
 from aen_lib.architectures import StepContext
-from aen_lib.architectures.topk import topk_codes
+from aen_lib.architectures.topk import k_groups, topk_codes
 
 TRAIN = StepContext(update=True, training=True)
 
@@ -32,6 +32,23 @@ def test_topk_forward_and_gradient_with_per_member_k():
     assert torch.equal(h[1], torch.tensor([[3.0, 0, 0, 0, 0], [0, 0, 0, 0, 1.0]]))
     h.sum().backward()
     assert torch.equal(pre.grad[0], expected.gt(0).float())  # gradient on kept positive entries only
+
+
+def test_topk_codes_by_k_group_equal_the_shared_masked_call():
+    assert k_groups([8, 8, 32, 8]) == [(0, 2, 8), (2, 3, 32), (3, 4, 8)]
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(4, 64, 200, generator=g)
+    ks = [8, 8, 32, 128]
+    a, b = pre.clone().requires_grad_(), pre.clone().requires_grad_()
+    ha = topk_codes(a, torch.tensor(ks), 128)
+    hb = topk_codes(b, torch.tensor(ks), 128, k_groups(ks))
+    assert torch.equal(ha, hb)
+    w = torch.randn(4, 64, 200, generator=g)
+    (ha * w).sum().backward()
+    (hb * w).sum().backward()
+    assert torch.equal(a.grad, b.grad)
+    assert ((hb > 0).sum(-1) <= torch.tensor(ks).reshape(-1, 1)).all()
+    assert ((hb > 0).sum(-1)[:, :8] > 0).any()
 
 
 def test_topk_sae_has_exactly_k_active_and_pure_mse():

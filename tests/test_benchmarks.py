@@ -147,3 +147,17 @@ def test_lm_benchmark_times_the_harvest_pipeline_stage_by_stage(tmp_path):
     assert p["end_to_end_tok_s"] == pytest.approx(p["tokens"] / p["end_to_end_s"])
     assert p["other_s"] == pytest.approx(p["end_to_end_s"] - sum(p["stages_s"].values()))
     assert (tmp_path / "cache" / "bench_lm_caches" / "e2e_0" / "manifest.json").is_file()
+
+
+def test_reference_set_benchmark_profiles_the_real_set_and_splits_it_exactly(tmp_path):
+    out = tmp_path / "ref.json"
+    _run("bench_reference_set.py", "--steps", "4", "--workers", "2", "--op-steps", "1", "--ceiling-size", "256",
+         "--json", str(out), timeout=600)
+    res = json.loads(out.read_text())
+    assert res["members"] == 16 and res["member_steps_per_s_1"] > 0 and 0 < res["fraction_of_ceiling_1"]
+    stages = res["stages_seconds"]
+    for stage in ("data", "forward+penalties", "backward", "adam", "dead windows", "the rest"):
+        assert stage in stages
+    assert stages["backward"] > 0 and stages["forward+penalties"] > 0  # the timers saw the real loop
+    assert res["top_ops"] and res["matmul_only_gflops"] > 0
+    assert res["split_over_one"] > 0 and res["split_records_max_rel_diff"] <= 1e-4  # two processes, same records

@@ -56,3 +56,41 @@ def test_bad_optimizer_inputs():
         MemberAdam([(torch.zeros(2, 3), slice(0, 2), True)], 2, lr=-1.0)
     with pytest.raises(ValueError, match="member slice"):
         MemberAdam([(torch.zeros(3, 3), slice(0, 2), True)], 2)
+
+
+def _adam_run(fused: bool, skip_at: int | None = None, steps: int = 8) -> tuple[MemberAdam, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    p = torch.randn(4, 16, 8, generator=g).requires_grad_()
+    opt = MemberAdam([(p, slice(0, 4), True)], 4, lr=1e-2, fused=fused)
+    for t in range(steps):
+        p.grad = torch.randn(4, 16, 8, generator=g)
+        opt.step(apply=torch.tensor([True, False, True, True]) if t == skip_at else None)
+    return opt, p
+
+
+@pytest.mark.skipif(not hasattr(torch, "_fused_adam_"), reason="this torch has no fused Adam kernel")
+def test_fused_step_agrees_with_the_op_by_op_step_to_float_tolerance():
+    (fa, pf), (oa, po) = _adam_run(True), _adam_run(False)
+    assert fa.fused and not oa.fused
+    # another order of the same formula: a few float32 ulps apart
+    assert torch.allclose(pf, po, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(fa.exp_avg_sq[0], oa.exp_avg_sq[0], rtol=1e-6, atol=1e-9)
+    # and it is Adam: a member against torch's own optimiser over the same gradients
+    g = torch.Generator().manual_seed(3)
+    ref = torch.randn(4, 16, 8, generator=g)[2].clone().requires_grad_()
+    ref_opt = torch.optim.Adam([ref], lr=1e-2)
+    for _ in range(8):
+        ref.grad = torch.randn(4, 16, 8, generator=g)[2].clone()
+        ref_opt.step()
+    assert torch.allclose(pf[2], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_after_a_skipped_step_the_counts_differ_and_the_op_by_op_path_takes_over():
+    opt, p = _adam_run(True, skip_at=2)
+    assert opt.steps.tolist() == [8, 7, 8, 8] and not opt._uniform
+    ref, pr = _adam_run(False, skip_at=2)
+    # up to the skip both were fused/op-by-op; after it both run op by op: the same to float tolerance
+    assert torch.allclose(p, pr, rtol=1e-6, atol=1e-6)
+    fresh = MemberAdam([(p, slice(0, 4), True)], 4, lr=1e-2)
+    fresh.load_state_dict(opt.state_dict())
+    assert not fresh._uniform  # a resumed optimiser knows the counts differ
