@@ -46,6 +46,7 @@ import torch
 
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
 from .io import atomic_write
+from .mechanism import MECHANISM_SAMPLES, mechanism_measures
 from .metrics import latent_reach, recovery_metrics
 from .model import SAE
 from .runlock import RunLock
@@ -500,6 +501,89 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     return out
 
 
+MECHANISM_FILE = "mechanism.json"
+"""Per set, the mechanism measures of every trained SAE (:mod:`aen_lib.mechanism`), keyed like the record files."""
+
+
+def _set_protocol(prov: dict[str, Any]) -> tuple[list[Any], TrainConfig, SpikedDictionaryConfig]:
+    """The configs, training config and data config of a committed set, rebuilt from its own provenance (not from
+    today's constants, which may have changed since it was trained)."""
+    proto = prov["protocol"]
+    data_cfg = SpikedDictionaryConfig.from_dict(proto["data"])
+    tcfg = TrainConfig.from_dict({**proto["train"], "progress": False})
+    configs = expand_grid(dict(proto["sae"]), proto["grid"], seeds=[data_cfg.seed])
+    return configs, tcfg, data_cfg
+
+
+def trained_members(folder: str | Path, work_root: str | Path = DEFAULT_WORK, device: str = "cpu") -> list[Any]:
+    """The trained SAEs of a committed set, loaded from its finished checkpoints (``done.pt``) in ``work_root``, in
+    the order of its configs (each has ``.cfg`` and ``.sae``).
+
+    Checkpoints live outside the repository and stay on the machine that trained the set: where they are missing or
+    unfinished this raises ``FileNotFoundError`` naming the command that trains the set again (it never trains)."""
+    folder = Path(folder)
+    prov = json.loads((folder / "provenance.json").read_text())
+    configs, tcfg, data_cfg = _set_protocol(prov)
+    study, workers = prov.get("study", "paper"), int(prov.get("workers", 1))
+    work = Path(work_root) / prov["set"]
+    layout = [(work / "sweep", list(range(len(configs))))] if workers == 1 else \
+        [(part_folder(work, i, workers) / "sweep", list(range(len(configs)))[i::workers]) for i in range(workers)]
+    for sweep_dir, idx in layout:
+        if checkpointed_member_steps(sweep_dir) != len(idx) * tcfg.steps:
+            raise FileNotFoundError(
+                f"the trained SAEs of {prov['set']} are not (all) in {sweep_dir}: checkpoints stay on the machine that "
+                f"trained the set. Train it again with `{prov['command'].replace(' --no-progress', '')}` "
+                f"(--work {work_root}); the records it writes must equal the committed ones")
+    spec = _study(study)
+    dev = torch.device(device)
+    mean = SpikedDictionaryData(data_cfg, device=dev).population_mean()
+    b_dec = mean if spec.b_dec_init == "mean" else None
+    members: list[Any] = [None] * len(configs)
+    for sweep_dir, idx in layout:  # every chunk is finished: this loads the SAEs without training
+        res = train_sweep([configs[j] for j in idx], SpikedDictionaryData(data_cfg, device=dev), tcfg, device=dev,
+                          checkpoint_dir=sweep_dir, b_dec_init=b_dec)
+        for j, m in zip(idx, res.members):
+            members[j] = m
+    want = sorted(p.stem for p in folder.glob("*-*.json"))
+    have = sorted(variant_id(m.cfg) for m in members)
+    if want != have:
+        raise ValueError(f"{folder}: the checkpoints in {work} hold SAEs {have}, the records are {want}")
+    return members
+
+
+def mechanism_set(folder: str | Path, *, work_root: str | Path = DEFAULT_WORK, device: str = "cpu",
+                  samples: int = MECHANISM_SAMPLES, members: Sequence[Any] | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Write ``<set>/mechanism.json``: :func:`aen_lib.mechanism.mechanism_measures` of every SAE of a committed set
+    on ``samples`` fresh samples of its evaluation stream (centred for a centred study), with the commit that
+    computed them. ``members`` are the trained SAEs when the caller has them (otherwise :func:`trained_members`).
+    An existing file is kept and returned (delete it to recompute)."""
+    folder = Path(folder)
+    path = folder / MECHANISM_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    prov = json.loads((folder / "provenance.json").read_text())
+    _, _, data_cfg = _set_protocol(prov)
+    started = time.time()
+    members = list(members) if members is not None else trained_members(folder, work_root, device)
+    dev = torch.device(device)
+    _, x, _ = eval_samples(data_cfg, samples=samples, device=dev)
+    spec = _study(prov.get("study", "paper"))
+    if spec.inputs == "centred":
+        x = x - SpikedDictionaryData(data_cfg, device=dev).population_mean()
+    commit, dirty = _git_state(Path(__file__).resolve().parent.parent)
+    out: dict[str, Any] = {"record_version": RECORD_VERSION, "set": prov["set"], "commit": commit,
+                           "uncommitted": dirty, "samples": samples, "eval_seed": EVAL_SEED_OFFSET + data_cfg.seed,
+                           "inputs": spec.inputs, "torch_threads": torch.get_num_threads(), "members": {}}
+    for i, m in enumerate(members):
+        out["members"][variant_id(m.cfg)] = mechanism_measures(m.sae.to(dev).eval(), x)
+        if progress:
+            print(f"  {prov['set']}: {i + 1}/{len(members)} {variant_id(m.cfg)}", flush=True)
+    out["seconds"] = round(time.time() - started, 1)
+    atomic_write(path, lambda p: p.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n"))
+    return out
+
+
 PROVENANCE_KEYS = ("record_version", "set", "command", "protocol", "members", "invocations", "wall_seconds",
                    "member_steps", "member_steps_per_s")
 INVOCATION_KEYS = ("started", "ended", "commit", "torch", "device", "cpu", "seconds", "member_steps")
@@ -541,6 +625,13 @@ def check_set(folder: str | Path) -> dict[str, Any]:
         for key in ("l0", "ev", "dead_pct", "dead_pct_window"):
             if key not in r["final"]:
                 raise ValueError(f"{folder}: record {r['variant']} lacks final[{key!r}]")
+    mech = folder / MECHANISM_FILE
+    if mech.is_file():
+        want = sorted(r["variant"] for r in records)
+        got = sorted(json.loads(mech.read_text()).get("members", {}))
+        if got != want:
+            raise ValueError(f"{mech}: measures for {got}, but the set's records are {want}; delete it and run "
+                             f"`python -m aen_lib.reference mechanism {folder}` again")
     if sum(c["member_steps"] for c in prov["invocations"]) != prov["member_steps"]:
         raise ValueError(f"{prov_path}: member_steps does not add up over the invocations")
     if prov["member_steps"] != prov["members"] * steps:
@@ -894,6 +985,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--members", action="store_true", help="also the last logged L0, EV and dead %% of every SAE")
     tp = sub.add_parser("table", help="the committed sets' provenance as the Markdown table the README shows")
     tp.add_argument("root", nargs="?", default="reference")
+    mp = sub.add_parser("mechanism", help="write each set's mechanism.json (encoder Lipschitz constant, amortisation "
+                        "gap, weights against firing) from its trained SAEs in the work folder")
+    mp.add_argument("sets", nargs="+", help="set folders, e.g. reference/spiked_factorial_rho0_seed1")
+    mp.add_argument("--work", default=str(DEFAULT_WORK))
+    mp.add_argument("--samples", type=int, default=MECHANISM_SAMPLES)
     sub.add_parser("studies", help="every study (grid, treatment, purpose) as the Markdown table the README shows")
     args = ap.parse_args(argv)
     if args.kind == "studies":
@@ -915,6 +1011,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.members:
                 print(latest_metrics(folder).to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
         print(f"{len(folders)} set(s) under {args.work}")
+        return 0
+    if args.kind == "mechanism":
+        for folder in args.sets:
+            had = (Path(folder) / MECHANISM_FILE).is_file()
+            res = mechanism_set(folder, work_root=args.work, samples=args.samples, progress=True)
+            print(f"{folder}: {'kept the existing' if had else 'wrote'} {MECHANISM_FILE} "
+                  f"({len(res['members'])} SAEs, {res['seconds']} s)")
         return 0
     if args.kind == "table":
         sets = committed_sets(args.root, study=None)

@@ -57,6 +57,8 @@ def test_a_finished_set_passes_the_check_and_is_not_overwritten(tiny_set):
     (lambda f: _edit(f, "provenance.json", lambda d: d.update(member_steps=1)), "does not add up"),
     (lambda f: _edit(f, "provenance.json", lambda d: (d.update(member_steps=8), d["invocations"][0].update(member_steps=8))),
      "is not members × steps"),
+    (lambda f: (f / "mechanism.json").write_text(json.dumps({"members": {"aen-0000000000": {}}})),
+     "measures for .* but the set's records are"),
 ])
 def test_the_check_fails_on_a_broken_set(tiny_set, tmp_path, damage, match):
     broken = tmp_path / tiny_set.name
