@@ -538,6 +538,14 @@ def test_the_factorial_lambdas_come_from_the_records():
             guess = l1_for_l0(frame, method, FACTORIAL_TARGET_L0, slope_from="relu_l1")
             assert values == [sig2(guess * 0.7), sig2(guess), sig2(guess * 1.4)], (rho, method, guess)
     for rho, table in FACTORIAL_L1.items():
+        bracket = [s for s in committed_sets(REPO / "reference", study="factorial_bracket")
+                   if s.name == f"spiked_factorial_bracket_rho{rho:g}_seed0"]
+        if bracket:  # calibrated on the bracket set: the guess, two significant digits
+            frame, _ = set_frames(bracket)
+            for method, (l1,) in table.items():
+                assert l1 == sig2(l1_for_l0(frame, method, FACTORIAL_TARGET_L0)), (rho, method)
+            continue
+        assert rho == 0.0, f"FACTORIAL_L1 at ρ = {rho} has no committed bracket set to come from"
         frame = runs[runs["rho"] == rho]
         for method, (l1,) in table.items():
             l0 = float(frame[(frame["method"] == method) & (frame["config_l1"] == l1)]["l0"].mean())
