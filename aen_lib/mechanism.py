@@ -178,4 +178,16 @@ def mechanism_measures(sae: Any, x: Tensor, **gap_kwargs: Any) -> dict[str, Any]
     wf = weights_vs_firing(sae, x)
     if wf is not None:
         out["weights_vs_firing"] = wf
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+    return _nan_to_none(out)
+
+
+def _nan_to_none(obj: Any) -> Any:
+    """``None`` for every NaN, nested dicts and lists included (an undefined measure, e.g. the rank correlation of
+    weights that are all equal at step 0), so that the measures are strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj

@@ -17,8 +17,10 @@ recorded as ``failed`` / ``timeout`` with its error, and the next stage starts):
   llama_shape    ``gpu_llama_shape.py``: the paper's Llama-3.1-8B SAE shape, step time against the planner's
                  prediction (``aen_lib.planner.plan``) and peak memory against its model; writes
                  ``gpu_llama_shape.json``;
-  reference      ``python -m aen_lib.reference spiked`` at ρ = 0, 0.9, 0.5, 0.3, 0.7 with the time left, packed into
-                 ``reference.tar.gz`` (a set cut off by the budget writes nothing; its checkpoints stay in ``--work``).
+  reference      ``python -m aen_lib.reference spiked`` for the sets of ``REFERENCE_SETS`` (or ``--sets``) in order of
+                 priority, ``--parallel`` side by side, with the time left; each finished set gets its mechanism
+                 measures (``python -m aen_lib.reference mechanism``) and is packed into ``reference.tar.gz`` at
+                 once. A set cut off by the budget writes nothing; its saved progress is reported.
 
 The summary (``OUT/summary.json``) is rewritten after every stage, so a session killed half-way keeps what it
 measured. Every stage's output also goes to ``OUT/session.txt``.
@@ -56,7 +58,12 @@ SUMMARY_VERSION = 1
 STAGES = ("correctness", "sweep", "pythia_tokens", "llama_shape", "reference")
 #: seconds each stage may run: (on the GPU, in a dry run). The reference sets get whatever the budget leaves.
 LIMITS = {"correctness": (60, 40), "sweep": (120, 40), "pythia_tokens": (60, 40), "llama_shape": (180, 40)}
-RHOS = (0.0, 0.9, 0.5, 0.3, 0.7)
+#: the reference sets the session trains, in order of priority (study, ρ, seed): what the book still lacks, the
+#: smallest first (the factorial at ρ = 0.9, seeds 0 to 2), then the larger sets
+REFERENCE_SETS = (("factorial", 0.9, 0), ("factorial", 0.9, 1), ("factorial", 0.9, 2), ("centred", 0.9, 0),
+                  ("seeds", 0.9, 2), ("sensitivity_aen", 0.0, 0), ("sensitivity_adaptive_lasso", 0.0, 0),
+                  ("paper", 0.5, 0))
+REFERENCE_PARALLEL = 3  # sets trained side by side (one process each): one small set leaves most of a GPU idle
 MIN_REFERENCE_S = {False: 60, True: 5}  # a reference set is not started with less time than this left
 
 # tolerances of the correctness stage
@@ -279,47 +286,117 @@ def stage_llama_shape(device: str, dry: bool, out: Path, **_: Any) -> dict[str, 
             "file": "gpu_llama_shape.json"}
 
 
+def parse_sets(text: str) -> list[tuple[str, float, int]]:
+    """``"factorial:0.9:0,paper:0.5:0"`` → [(study, ρ, seed), ...]; ``ValueError`` naming the bad item."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        parts = item.split(":")
+        try:
+            study, rho, seed = parts
+            out.append((study, float(rho), int(seed)))
+        except ValueError:
+            raise ValueError(f"--sets item {item!r}: expected STUDY:RHO:SEED, e.g. factorial:0.9:0") from None
+    return out
+
+
 def stage_reference(device: str, dry: bool, out: Path, deadline: float, work: str | None = None,
-                    steps: int | None = None, **_: Any) -> dict[str, Any]:
+                    steps: int | None = None, sets: str | None = None, parallel: int | None = None,
+                    **_: Any) -> dict[str, Any]:
+    """The reference sets of ``sets`` (default :data:`REFERENCE_SETS`) in that order of priority, ``parallel`` at a
+    time, each in its own process; a finished set gets its mechanism measures and is packed into
+    ``reference.tar.gz`` at once, so a session stopped later keeps it. A set is not started with less than
+    ``MIN_REFERENCE_S`` left; one cut off by the deadline writes nothing, and its saved progress is reported."""
     import tarfile
 
-    rhos = RHOS[:1] if dry else RHOS
+    todo = parse_sets(sets) if sets else list(REFERENCE_SETS[:2] if dry else REFERENCE_SETS)
+    parallel = parallel or (2 if dry else REFERENCE_PARALLEL)
     steps = steps if steps is not None else (1 if dry else None)
     tmp = tempfile.TemporaryDirectory(prefix="aen_reference_work_") if work is None else None
     work_dir = work or tmp.name  # type: ignore[union-attr]
     log = out / "reference.txt"
-    sets = []
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for rho in rhos:
-        left = deadline - time.time()
-        if left < MIN_REFERENCE_S[dry]:
-            sets.append({"rho": rho, "status": "skipped", "seconds": 0.0, "error": f"budget spent ({left:.0f} s left)"})
-            continue
-        cmd = [sys.executable, "-m", "aen_lib.reference", "spiked", "--rho", str(rho), "--device", device,
-               "--out", str(out / "reference"), "--work", work_dir, "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONUNBUFFERED": "1"}
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    tarball = out / "reference.tar.gz"
+
+    def pack() -> list[str]:
+        folders = sorted(q.name for q in (out / "reference").glob("*") if (q / "provenance.json").is_file()) \
+            if (out / "reference").is_dir() else []
+        if folders:
+            part = tarball.with_suffix(".part")
+            with tarfile.open(part, "w:gz") as tar:
+                tar.add(out / "reference", arcname="reference")
+            part.replace(tarball)
+        return folders
+
+    def one(study: str, rho: float, seed: int) -> None:
+        label = f"{study} ρ={rho:g} seed={seed}"
+        cmd = [sys.executable, "-m", "aen_lib.reference", "spiked", "--study", study, "--rho", str(rho), "--seed",
+               str(seed), "--device", device, "--out", str(out / "reference"), "--work", work_dir, "--no-progress"]
         cmd += ["--steps", str(steps)] if steps else []
-        with log.open("a") as fh:
-            fh.write(f"== ρ = {rho}, {left:.0f} s left\n")
         t0 = time.time()
-        rc, tail = _run_logged(cmd, left - 2, log, env=env, own_group=False)
-        took = time.time() - t0
-        status = "ok" if rc == 0 else ("timeout" if rc is None else "failed")
-        sets.append({"rho": rho, "status": status, "seconds": took,
-                     "error": None if rc == 0 else (f"cut off after {took:.0f} s" if rc is None else tail)})
-        print(f"reference ρ = {rho}: {status} in {took:.0f} s")
-    folders = sorted(p.name for p in (out / "reference").glob("*") if (p / "provenance.json").is_file()) \
-        if (out / "reference").is_dir() else []
-    tarball = None
+        rc, tail = _run_logged(cmd, deadline - t0 - 2, log, env=env, own_group=False)
+        entry: dict[str, Any] = {"study": study, "rho": rho, "seed": seed, "seconds": round(time.time() - t0, 1),
+                                 "status": "ok" if rc == 0 else ("timeout" if rc is None else "failed"),
+                                 "error": None if rc == 0 else (f"cut off after {time.time() - t0:.0f} s" if rc is None
+                                                                else tail)}
+        folder = next((q for q in (out / "reference").glob(f"spiked_{study}_rho{rho:g}_seed{seed}*")
+                       if (q / "provenance.json").is_file()), None) if rc == 0 else None
+        if folder is not None:
+            entry["set"] = folder.name
+            left = deadline - time.time()
+            if left > 10:
+                t1 = time.time()
+                mrc, mtail = _run_logged([sys.executable, "-m", "aen_lib.reference", "mechanism", str(folder),
+                                          "--work", work_dir] + (["--samples", "64"] if dry else []),
+                                         left - 2, log, env=env, own_group=False)
+                entry["mechanism"] = {"status": "ok" if mrc == 0 else ("timeout" if mrc is None else "failed"),
+                                      "seconds": round(time.time() - t1, 1), "error": None if mrc == 0 else mtail}
+        with lock:
+            results.append(entry)
+            if folder is not None:
+                pack()
+        print(f"reference {label}: {entry['status']} in {entry['seconds']:.0f} s")
+
+    threads: list[threading.Thread] = []
+    queue = list(todo)
+    while queue or any(t.is_alive() for t in threads):
+        threads = [t for t in threads if t.is_alive()]
+        while queue and len(threads) < parallel:
+            study, rho, seed = queue.pop(0)
+            left = deadline - time.time()
+            if left < MIN_REFERENCE_S[dry]:
+                results.append({"study": study, "rho": rho, "seed": seed, "status": "skipped", "seconds": 0.0,
+                                "error": f"budget spent ({left:.0f} s left)"})
+                continue
+            with log.open("a") as fh:
+                fh.write(f"== {study} ρ = {rho:g} seed {seed}, {left:.0f} s left\n")
+            t = threading.Thread(target=one, args=(study, rho, seed), daemon=True)
+            t.start()
+            threads.append(t)
+        time.sleep(0.2)
+    # what the sets cut off had saved (their checkpoints stay in the work folder of that machine)
+    unfinished = None
+    if any(r["status"] == "timeout" for r in results):
+        rc, tail = _run_logged([sys.executable, "-m", "aen_lib.reference", "status", "--work", work_dir], 20,
+                               log, env=env, own_group=False)
+        unfinished = tail
+    with lock:
+        folders = pack()
     if folders:
-        tarball = out / "reference.tar.gz"
-        with tarfile.open(tarball, "w:gz") as tar:
-            tar.add(out / "reference", arcname="reference")
         _rmtree(out / "reference")
     if tmp is not None:
         tmp.cleanup()
-    return {"rhos": list(rhos), "steps": steps, "sets": sets, "attempted": sum(s["status"] != "skipped" for s in sets),
-            "finished": sum(s["status"] == "ok" for s in sets), "folders": folders,
-            "seconds": sum(s["seconds"] for s in sets), "tarball": tarball.name if tarball else None}
+    order = {s: i for i, s in enumerate(todo)}
+    results.sort(key=lambda r: order.get((r["study"], r["rho"], r["seed"]), len(order)))
+    return {"sets_asked": [f"{a}:{b:g}:{c}" for a, b, c in todo], "parallel": parallel, "steps": steps,
+            "sets": results, "attempted": sum(r["status"] != "skipped" for r in results),
+            "finished": sum(r["status"] == "ok" for r in results), "folders": folders,
+            "seconds": round(max([r["seconds"] for r in results] or [0.0]), 1),
+            "tarball": tarball.name if folders else None, "unfinished_progress": unfinished}
 
 
 def _rmtree(path: Path) -> None:
@@ -347,7 +424,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(args.threads)
         result = STAGE_FUNCTIONS[args.stage](device=args.device, dry=args.dry_run, out=out, deadline=args.deadline,
-                                             work=args.work, steps=args.steps)
+                                             work=args.work, steps=args.steps, sets=args.sets,
+                                             parallel=args.parallel)
         payload: dict[str, Any] = {"result": result}
         rc = 0
     except BaseException as e:  # noqa: BLE001 - the error is the stage's result
@@ -470,6 +548,11 @@ def orchestrate(args: argparse.Namespace) -> int:
     unknown = sorted(set(chosen + args.inject_failure + args.inject_hang) - set(STAGES))
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+    if args.sets:
+        try:
+            parse_sets(args.sets)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     limits = {k: v[1 if dry else 0] for k, v in LIMITS.items()}
     for item in args.limit:
         stage, _, secs = item.partition("=")
@@ -517,6 +600,8 @@ def orchestrate(args: argparse.Namespace) -> int:
                     cmd += ["--hang"] if name in args.inject_hang else []
                     cmd += ["--work", args.work] if args.work else []
                     cmd += ["--steps", str(args.steps)] if args.steps else []
+                    cmd += ["--sets", args.sets] if args.sets else []
+                    cmd += ["--parallel", str(args.parallel)] if args.parallel else []
                     cmd += ["--threads", str(args.threads)] if args.threads else []
                     t0 = time.time()
                     rc, tail = _run_logged(cmd, limit, Path(tmp) / "log.txt", env=env, session_log=session_log)
@@ -567,6 +652,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="make this stage hang (to test that its time limit stops it)")
     ap.add_argument("--work", default=None, help="checkpoints of the reference sets (default: a temporary folder)")
     ap.add_argument("--steps", type=int, default=None, help="reference sets: fewer steps (a smoke run)")
+    ap.add_argument("--sets", default=None, metavar="STUDY:RHO:SEED,...",
+                    help="reference sets to train, in order of priority (default: REFERENCE_SETS)")
+    ap.add_argument("--parallel", type=int, default=None,
+                    help=f"reference sets side by side (default {REFERENCE_PARALLEL}; 2 in a dry run)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every stage (0: torch's default)")
     # the worker side (one stage in its own process)
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)

@@ -70,9 +70,12 @@ def test_gpu_session_dry_run_writes_every_section_with_numbers(tmp_path):
     for r in rows:
         assert r["measured_over_planner"] == pytest.approx(r["ms_per_step"] / r["planner_step_ms"])
     ref = s["stages"]["reference"]["result"]
-    assert ref["finished"] == ref["attempted"] == 1 and ref["tarball"] == "reference.tar.gz"
+    assert ref["finished"] == ref["attempted"] == 2 and ref["parallel"] == 2 and ref["tarball"] == "reference.tar.gz"
+    assert [r["study"] for r in ref["sets"]] == ["factorial", "factorial"]
+    assert all(r["mechanism"]["status"] == "ok" for r in ref["sets"]), ref["sets"]
     names = tarfile.open(tmp_path / "reference.tar.gz").getnames()
-    assert any(n.endswith("provenance.json") for n in names)
+    for folder in ref["folders"]:  # both sets, each with its records and its mechanism measures
+        assert f"reference/{folder}/provenance.json" in names and f"reference/{folder}/mechanism.json" in names
     assert [g["stage"] for g in s["goals"]] == ["correctness", "correctness", "sweep", "pythia_tokens"]
     assert all(g["value"] is not None and isinstance(g["pass"], bool) for g in s["goals"])
     assert [g["applies"] for g in s["goals"]] == [True, True, False, False]  # speed goals are GPU goals
@@ -93,6 +96,13 @@ def test_gpu_session_records_a_failed_and_a_hung_stage_and_goes_on(tmp_path):
     assert "llama_shape" not in s["stages"]
     goals = {g["name"].split(",")[0]: g for g in s["goals"]}
     assert goals["stacked step equals single SAEs (float64 and float32)"]["pass"] is None  # no result, no verdict
+
+
+def test_session_sets_are_parsed_and_a_bad_one_is_named():
+    mod = _session_module()
+    assert mod.parse_sets("factorial:0.9:0, paper:0.5:1") == [("factorial", 0.9, 0), ("paper", 0.5, 1)]
+    with pytest.raises(ValueError, match="'paper:0.5'.*STUDY:RHO:SEED"):
+        mod.parse_sets("factorial:0.9:0,paper:0.5")
 
 
 def test_session_goals_flip_with_their_numbers():

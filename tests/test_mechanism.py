@@ -89,6 +89,16 @@ def test_weights_against_firing_group_every_latent_and_skip_fixed_weights():
     assert full["weights_vs_firing"] == res and full["lipschitz_max"] >= full["lipschitz_p99"]
 
 
+def test_an_undefined_measure_is_none_and_the_measures_are_strict_json():
+    """At step 0 the adaptive weights are all equal, so their rank correlation with firing is undefined: None, not
+    a NaN that a strict JSON writer refuses."""
+    x = torch.randn(256, 8, generator=torch.Generator().manual_seed(6))
+    sae = _sae("aen", l1=0.01, l2=0.01, warmup_steps=0, ramp_steps=0)  # EMA untouched: constant weights
+    res = mechanism_measures(sae, x)
+    assert res["weights_vs_firing"]["spearman_w_freq"] is None
+    json.dumps(res, allow_nan=False)
+
+
 def test_unsupported_inputs_are_named():
     sae = _sae("relu_l1", l1=0.01)
     with pytest.raises(ValueError, match="d_in=8"):
