@@ -65,6 +65,9 @@ REFERENCE_SETS = (("factorial", 0.9, 0), ("factorial", 0.9, 1), ("factorial", 0.
                   ("paper", 0.5, 0))
 REFERENCE_PARALLEL = 3  # sets trained side by side (one process each): one small set leaves most of a GPU idle
 MIN_REFERENCE_S = {False: 60, True: 5}  # a reference set is not started with less time than this left
+#: seconds kept back at the end of the reference stage for reporting what the sets cut off had saved, and packing
+#: (the first loan lost that report: the sets ran to the stage's own limit)
+REFERENCE_RESERVE_S = {False: 30, True: 3}
 
 # tolerances of the correctness stage
 STACK_TOL = {"float64": 1e-7, "float32": 1e-4}  # largest |stacked - alone| of any parameter or state after the steps
@@ -313,6 +316,7 @@ def stage_reference(device: str, dry: bool, out: Path, deadline: float, work: st
     todo = parse_sets(sets) if sets else list(REFERENCE_SETS[:2] if dry else REFERENCE_SETS)
     parallel = parallel or (2 if dry else REFERENCE_PARALLEL)
     steps = steps if steps is not None else (1 if dry else None)
+    deadline -= REFERENCE_RESERVE_S[dry]
     tmp = tempfile.TemporaryDirectory(prefix="aen_reference_work_") if work is None else None
     work_dir = work or tmp.name  # type: ignore[union-attr]
     log = out / "reference.txt"
@@ -397,6 +401,37 @@ def stage_reference(device: str, dry: bool, out: Path, deadline: float, work: st
             "finished": sum(r["status"] == "ok" for r in results), "folders": folders,
             "seconds": round(max([r["seconds"] for r in results] or [0.0]), 1),
             "tarball": tarball.name if folders else None, "unfinished_progress": unfinished}
+
+
+def readme_table(summary: dict[str, Any], date: str) -> str:
+    """The README's table of a GPU session's figures, from its ``summary.json`` (a test keeps the two equal)."""
+    st = summary["stages"]
+    c = st["correctness"]["result"]
+    bf16 = max(v for arch in ("aen", "topk") for v in c["bf16_vs_fp32"][arch]["relative_errors"].values())
+    sw, py = st["sweep"]["result"], st["pythia_tokens"]["result"]
+    tok_dev = next(r["tokens_per_s"] for r in py["rows"] if r["rows_on"] == "device" and r["arch"] == "aen")
+    rows = {(r["arch"], r["autocast"]): r for r in st["llama_shape"]["result"]["rows"]}
+    f32, b16 = rows[("aen", "none")], rows[("aen", "bf16")]
+    lines = [
+        f"| measured on the H200, {date} | figure | goal |", "|---|---|---|",
+        "| stacked step against the same SAEs alone, largest parameter difference after 10 steps, float64 / float32 | "
+        f"{c['stacked_vs_alone']['float64']['max_abs_diff']:.2g} / {c['stacked_vs_alone']['float32']['max_abs_diff']:.2g}"
+        " | ≤ 1e-7 / 1e-4 |",
+        "| bf16 autocast against fp32, largest relative error (AEN and TopK; loss, reconstruction, gradients, short run)"
+        f" | {bf16:.2g} | ≤ 0.05 |",
+        f"| {sw['members']} stacked SAEs ({sw['shape']['d_in']} × {sw['shape']['d_sae']}, batch {sw['shape']['batch']}) "
+        f"against the same trained one after another | {sw['speedup']:.1f}× ({1e3 * sw['sweep_s_per_step']:.1f} ms per "
+        f"step of all {sw['members']}) | ≥ 10× |",
+        "| Pythia-70M-shaped SAE (512 × 4,096, batch 8,192, bf16), AEN, rows read from host memory | "
+        f"{py['tokens_per_s'] / 1e6:.2f}M tokens/s ({tok_dev / 1e6:.2f}M from GPU memory) | ≥ 1M tokens/s |",
+        "| Llama-3.1-8B SAE shape (4,096 × 131,072, batch 4,096), AEN, fp32 | "
+        f"{f32['ms_per_step']:.0f} ms per step, {100 * f32['fraction_of_ceiling']:.0f}% of the fp32 matmul ceiling | |",
+        f"| the same, bf16 autocast | {b16['ms_per_step']:.1f} ms per step, {100 * b16['fraction_of_ceiling']:.0f}% of "
+        f"the bf16 ceiling ({100 * b16['fraction_of_planner_peak']:.0f}% of the datasheet peak); the planner predicted "
+        f"{b16['planner_step_ms']:.1f} ms ({b16['measured_over_planner']:.2f}× slower than predicted), its peak memory "
+        f"model {100 * (b16['planner_over_measured'] - 1):+.1f}% off the measured | |",
+    ]
+    return "\n".join(lines)
 
 
 def _rmtree(path: Path) -> None:

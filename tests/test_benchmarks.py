@@ -98,6 +98,16 @@ def test_gpu_session_records_a_failed_and_a_hung_stage_and_goes_on(tmp_path):
     assert goals["stacked step equals single SAEs (float64 and float32)"]["pass"] is None  # no result, no verdict
 
 
+def test_the_readme_gpu_table_is_the_committed_session_record():
+    records = sorted((REPO / "benchmarks" / "records").glob("gpu_session_h200_*.json"))
+    assert records, "no committed GPU session record"
+    mod, readme = _session_module(), (REPO / "README.md").read_text()
+    for rec in records:
+        date = rec.stem.rsplit("_", 1)[-1]
+        table = mod.readme_table(json.loads(rec.read_text()), date)
+        assert table in readme, f"README's GPU table differs from {rec.name}; paste gpu_session.readme_table's output"
+
+
 def test_session_sets_are_parsed_and_a_bad_one_is_named():
     mod = _session_module()
     assert mod.parse_sets("factorial:0.9:0, paper:0.5:1") == [("factorial", 0.9, 0), ("paper", 0.5, 1)]
