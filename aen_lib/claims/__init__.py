@@ -6,6 +6,8 @@ hand-made ``example()`` frame and a ``counterexample`` that must flip its verdic
 every one). The machinery is in :mod:`aen_lib.claims.core`; the claims live in one module per topic:
 
 * :mod:`aen_lib.claims.outlier` — the input mean and dead latents (the outlier study's reference sets);
+* :mod:`aen_lib.claims.factorial` — the 2 × 2 factorial at matched L0: what the ℓ2 term and the adaptive weights
+  each do to dead latents, per seed;
 * :mod:`aen_lib.claims.synthetic` — the synthetic Figure 2 (the paper's caption, and the book's questions at larger ρ),
   and the checks chapter 6 stops on (a complete grid, TopK's L0 ≤ k, the dictionary statistics);
 * :mod:`aen_lib.claims.paper_size` — chapter 6 beyond Figure 2: methods at nearby L0, AuxK, dead latents out of
@@ -22,6 +24,7 @@ every one). The machinery is in :mod:`aen_lib.claims.core`; the claims live in o
 from . import outlier, synthetic  # noqa: F401  (register their claims)
 from . import paper_size  # noqa: F401
 from . import aen_sae, geometry, reweighting, starvation  # noqa: F401
+from . import factorial  # noqa: F401
 from .core import CLAIMS, DEAD_COLUMN, DEAD_MARGIN, DEAD_VARIANT, Claim, Verdict, register
 
 __all__ = ["CLAIMS", "DEAD_COLUMN", "DEAD_MARGIN", "DEAD_VARIANT", "Claim", "Verdict", "register"]

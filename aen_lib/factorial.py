@@ -1,0 +1,141 @@
+"""The 2 × 2 factorial read from the committed reference sets: {ℓ1 alone, ℓ1 + ℓ2} × {fixed, adaptive weights}
+(book: chapter "What stops starvation").
+
+The four cells are vanilla ReLU-ℓ1, the elastic net, the adaptive lasso and AEN, each trained at a λ1 that puts its
+final L0 near one target (:data:`aen_lib.reference.FACTORIAL_TARGET_L0`), so that a difference in dead latents is not
+a difference in sparsity. Per seed, with y the metric of a cell,
+
+* main effect of the ℓ2 term      = ½ (y_EN + y_AEN) − ½ (y_ℓ1 + y_AL),
+* main effect of adaptive weights = ½ (y_AL + y_AEN) − ½ (y_ℓ1 + y_EN),
+* interaction                     = ½ [(y_AEN − y_AL) − (y_EN − y_ℓ1)]  (how much ℓ2 helps more with adaptive weights),
+
+the usual contrasts of a 2² design (Box, Hunter & Hunter). :func:`factorial_effects` gives them per seed and their
+range over seeds; a seed counts only when all four cells are within the L0 tolerance.
+
+Where the seed-0 cells are members of the paper set (at ρ = 0 the factorial's λ1 are on the paper grid), they are read
+from it; a ``factorial`` set of the same seed, when committed, must agree with it (the same configs train the same
+SAEs), and is preferred because its SAEs may carry mechanism measures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .reference import (FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE, MECHANISM_FILE, SPIKED_PAPER_SAE, STUDIES,
+                        committed_sets, set_frames)
+from .results import variant_id
+from .sweep import expand_grid
+
+__all__ = ["CELLS", "EFFECTS", "factorial_frame", "factorial_effects", "mechanism_frame", "FACTORIAL_METRICS"]
+
+CELLS = {"relu_l1": (False, False), "elastic_net": (True, False), "adaptive_lasso": (False, True),
+         "aen": (True, True)}
+"""Each method's place in the design: (has the ℓ2 term, has adaptive weights)."""
+EFFECTS = ("l2", "adaptive", "interaction")
+FACTORIAL_METRICS = ("l0", "dead_pct_window", "eval_dead_pct", "ev", "shrinkage", "support_f1", "atoms_recovered")
+"""What the factorial reports on: dead % over the last full window and on fresh samples, EV, shrinkage, support and
+dictionary recovery (L0 is the matching condition, shown for the reader to check)."""
+MECHANISM_COLUMNS = ("lipschitz_p99", "lipschitz_max", "gap_rel_mean", "exact_dead_pct", "encoder_dead_exact_used_pct")
+
+
+def mechanism_frame(folder: str | Path) -> pd.DataFrame:
+    """A set's ``mechanism.json`` as one row per SAE (``variant`` and the scalar measures); empty without one."""
+    path = Path(folder) / MECHANISM_FILE
+    if not path.is_file():
+        return pd.DataFrame(columns=["variant"])
+    members = json.loads(path.read_text())["members"]
+    rows = [{"variant": v, **{k: x for k, x in m.items() if not isinstance(x, (dict, list))}} for v, m in members.items()]
+    for row, m in zip(rows, members.values()):
+        wf = m.get("weights_vs_firing")
+        row["spearman_w_freq"] = wf["spearman_w_freq"] if wf else None
+    return pd.DataFrame(rows)
+
+
+def _plain(folder: Path) -> bool:
+    """Whether a set trains on raw inputs with b_dec at 0 (the factorial's treatment; the outlier studies do not)."""
+    spec = STUDIES[json.loads((folder / "provenance.json").read_text()).get("study", "paper")]
+    return spec.inputs == "raw" and spec.b_dec_init == "zero"
+
+
+def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 2), device: str = "cpu"
+                    ) -> pd.DataFrame:
+    """One row per (seed, cell) of the factorial at ``rho``: the cell's method, ``l2`` and ``adaptive`` flags, its λ1,
+    :data:`FACTORIAL_METRICS`, the mechanism measures where its set has them, the set it comes from, and
+    ``matched`` (its L0 within the tolerance of the target). Seeds with no committed cell are left out; a cell
+    trained in two sets must agree in L0 and dead % to 1e-9 or this raises (two sets that disagree are not mixed)."""
+    from .reference import FACTORIAL_L1, _factorial_grid
+
+    if float(rho) not in FACTORIAL_L1:
+        raise ValueError(f"the factorial has no calibrated λ1 at ρ = {rho:g} (it has {sorted(FACTORIAL_L1)}); train "
+                         f"the factorial_bracket study at that ρ and add its λ1 to FACTORIAL_L1")
+    grid = _factorial_grid(FACTORIAL_L1[float(rho)])
+    root = Path(root)
+    folders = [f for f in committed_sets(root, device=device, study=None)
+               if _plain(f) and json.loads((f / "provenance.json").read_text())["protocol"]["data"]["rho"] == rho]
+    if not folders:
+        raise ValueError(f"no committed set at ρ = {rho:g} under {root}")
+    runs = pd.concat([set_frames([f])[0] for f in folders], ignore_index=True)  # one set at a time: studies repeat
+    mech = pd.concat([mechanism_frame(f).assign(set=json.loads((f / "provenance.json").read_text())["set"])
+                      for f in folders], ignore_index=True)
+    if len(mech):
+        runs = runs.merge(mech, on=["set", "variant"], how="left")
+    rows = []
+    for seed in seeds:
+        for cfg in expand_grid(dict(SPIKED_PAPER_SAE), grid, seeds=[seed]):
+            hit = runs[(runs["variant"] == variant_id(cfg)) & (runs["seed"] == seed) & (runs["data_seed"] == seed)]
+            if hit.empty:
+                continue
+            if len(hit) > 1:
+                spread = hit[["l0", "dead_pct_window"]].max() - hit[["l0", "dead_pct_window"]].min()
+                if (spread > 1e-9).any():
+                    raise ValueError(f"{variant_id(cfg)} (seed {seed}) differs between sets {list(hit['set'])}: "
+                                     f"{spread.to_dict()}; they should train the same SAE")
+                hit = hit.sort_values("study", key=lambda s: s != "factorial")  # prefer the factorial set
+            r = hit.iloc[0]
+            l2, adaptive = CELLS[cfg.architecture]
+            row: dict[str, Any] = {"seed": seed, "method": cfg.architecture, "l2": l2, "adaptive": adaptive,
+                                   "l1": cfg.l1, "set": r["set"],
+                                   **{m: r[m] for m in FACTORIAL_METRICS}}
+            for c in MECHANISM_COLUMNS:
+                row[c] = r[c] if c in r.index else None
+            row["matched"] = abs(r["l0"] - FACTORIAL_TARGET_L0) <= FACTORIAL_TOLERANCE * FACTORIAL_TARGET_L0
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"no factorial cell at ρ = {rho:g} for seeds {list(seeds)} under {root}; train them with "
+                         f"python -m aen_lib.reference spiked --study factorial --rho {rho:g} --seed <s>")
+    return pd.DataFrame(rows)
+
+
+def _contrasts(cell: dict[str, float]) -> dict[str, float]:
+    l1, en, al, aen = (cell[m] for m in CELLS)
+    return {"l2": 0.5 * (en + aen) - 0.5 * (l1 + al), "adaptive": 0.5 * (al + aen) - 0.5 * (l1 + en),
+            "interaction": 0.5 * ((aen - al) - (en - l1))}
+
+
+def factorial_effects(frame: pd.DataFrame, metrics: Sequence[str] = FACTORIAL_METRICS[1:]) -> pd.DataFrame:
+    """The main effects of the ℓ2 term and of adaptive weights and their interaction, per seed and metric, from
+    :func:`factorial_frame`. Only seeds with all four cells present and matched in L0 count. Columns: ``metric``,
+    ``effect`` ("l2", "adaptive", "interaction"), ``seeds`` (how many), ``mean``, ``min``, ``max`` and ``per_seed``
+    (a dict seed -> value). Raises ``ValueError`` when no seed is complete and matched."""
+    need = {"seed", "method", "matched", *metrics}
+    missing = need - set(frame.columns)
+    if missing:
+        raise ValueError(f"the factorial frame lacks {sorted(missing)}; build it with factorial_frame")
+    good = [s for s, g in frame.groupby("seed") if set(g["method"]) == set(CELLS) and bool(g["matched"].all())]
+    if not good:
+        raise ValueError("no seed has all four cells matched in L0 "
+                         f"(within {FACTORIAL_TOLERANCE:.0%} of {FACTORIAL_TARGET_L0}); see the 'matched' column")
+    rows = []
+    for metric in metrics:
+        per = {s: _contrasts(frame[frame["seed"] == s].set_index("method")[metric].astype(float).to_dict())
+               for s in good}
+        for eff in EFFECTS:
+            vals = {s: per[s][eff] for s in good}
+            v = pd.Series(vals, dtype=float)
+            rows.append({"metric": metric, "effect": eff, "seeds": len(v), "mean": float(v.mean()),
+                         "min": float(v.min()), "max": float(v.max()), "per_seed": vals})
+    return pd.DataFrame(rows)
