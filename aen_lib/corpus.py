@@ -22,6 +22,9 @@ corpus is never overwritten, and the same build again changes nothing. Command l
     python -m aen_lib.corpus sources
     apt-get install $(python -m aen_lib.corpus packages --missing)
     python -m aen_lib.corpus build --out ~/.cache/aen_lib/corpus [--sources kjv,jargon] [--skip-missing]
+    python -m aen_lib.corpus check --out ~/.cache/aen_lib/corpus
+
+Readers take a split through :func:`split_file`, which checks it against the manifest first.
 """
 
 from __future__ import annotations
@@ -926,6 +929,48 @@ def build_corpus(
     return CorpusBuild(out, manifest, "built", time.perf_counter() - start)
 
 
+SPLITS = {"train": TRAIN_NAME, "heldout": HELDOUT_NAME}
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a built corpus folder; a folder without one, or of another manifest format, is refused with
+    the command that builds it."""
+    path = Path(folder).expanduser() / MANIFEST_NAME
+    build = f"python -m aen_lib.corpus build --out {Path(folder)}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{Path(folder)} holds no corpus ({MANIFEST_NAME} is missing); build it with: {build}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path} cannot be read as JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path} has manifest format {got!r}, this aen_lib reads format {MANIFEST_FORMAT}; "
+                         f"build the corpus again into a new folder: {build}")
+    return manifest
+
+
+def split_file(folder: str | os.PathLike[str], split: str = "train", *, verify: bool = True) -> Path:
+    """The file of one split (``"train"`` or ``"heldout"``) of a built corpus, one document per line.
+
+    With ``verify=True`` its sha256 must equal the manifest's, so what a reader trains or evaluates on is the split
+    the manifest describes; training code should read ``split_file(folder, "train")`` only, which never holds a
+    held-out document. Load it with ``datasets.load_dataset("text", data_files=str(path), split="train")``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    manifest = read_manifest(folder)
+    path = Path(folder).expanduser() / SPLITS[split]
+    if verify:
+        want = manifest["splits"][split]["sha256"]
+        got = _file_sha256(path)
+        if got != want:
+            state = "is missing" if got is None else f"has sha256 {got[:12]}..., the manifest says {want[:12]}..."
+            raise ValueError(f"{path} {state}; the same build command restores it (python -m aen_lib.corpus build "
+                             f"--out {Path(folder)} with the manifest's sources, heldout tokens and seed)")
+    return path
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------
@@ -963,6 +1008,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("packages", help="print the Debian packages that the sources need, space-separated")
     k.add_argument("--sources", default=None, help="comma-separated names (default: the default sources)")
     k.add_argument("--missing", action="store_true", help="only those of sources whose files are absent")
+    c = sub.add_parser("check", help="verify a built corpus: both split files against the manifest's checksums")
+    c.add_argument("--out", required=True, help="the corpus folder")
     b = sub.add_parser("build", help="assemble the corpus into --out")
     b.add_argument("--out", required=True, help="corpus folder (new, empty, or holding this same corpus)")
     b.add_argument("--sources", default=None, help=f"comma-separated names (default: {','.join(default_sources())})")
@@ -982,6 +1029,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append([s.name, s.kind, s.package, "yes" if s.files() else "no", "yes" if s.default else "no",
                          s.license, s.install])
         print(_table(rows))
+        return 0
+    if args.command == "check":
+        try:
+            for split in SPLITS:
+                split_file(args.out, split)
+            manifest = read_manifest(args.out)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"aen_lib.corpus: {e}", file=sys.stderr)
+            return 2
+        print(build_table(manifest))
+        print(f"corpus in {args.out}: both splits match the manifest")
         return 0
     names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else None
     if args.command == "packages":

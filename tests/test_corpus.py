@@ -252,6 +252,53 @@ def test_command_line(tmp_path, capsys):
     assert "holds no manifest.json" in capsys.readouterr().err
 
 
+def test_command_line_missing_source_is_one_line_naming_package_and_install(tmp_path, capsys, monkeypatch):
+    registry = dict(SOURCES)
+    registry["ghost"] = ghost_source("ghost", "ghost-text")
+    registry["ghost_pip"] = ghost_source("ghost_pip", "ghost-pip-text", kind="pip")
+    monkeypatch.setattr(corpus, "SOURCES", registry)
+    out = tmp_path / "c"
+    for name, line in (("ghost", "needs the Debian package ghost-text: apt-get install ghost-text"),
+                       ("ghost_pip", "needs the PyPI package ghost-pip-text: pip install ghost-pip-text")):
+        assert corpus.main(["build", "--out", str(out), "--sources", f"devils_dictionary,{name}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"aen_lib.corpus: source {name!r} {line}"), err
+        assert "--skip-missing" in err
+    assert not out.exists()
+    assert corpus.main(["packages", "--sources", "ghost,ghost_pip", "--missing"]) == 0
+    assert capsys.readouterr().out.split() == ["ghost-text"]  # what `make corpus` hands to apt-get
+
+
+def test_split_file_verifies_against_the_manifest_and_check_command(tmp_path, sources, capsys):
+    out = tmp_path / "c"
+    m = build_corpus(out, sources, heldout_tokens=200, tokenizer=TOK).manifest
+    train, held = corpus.split_file(out, "train"), corpus.split_file(out, "heldout")
+    assert (train.name, held.name) == ("train.txt", "heldout.txt")
+    train_docs, held_docs = train.read_text().splitlines(), held.read_text().splitlines()
+    assert len(held_docs) == m["splits"]["heldout"]["documents"] and not set(train_docs) & set(held_docs)
+    assert corpus.main(["check", "--out", str(out)]) == 0
+    assert "both splits match the manifest" in capsys.readouterr().out
+    # A training split with one held-out document added is not the split the manifest describes.
+    train.write_text(train.read_text() + held_docs[0] + "\n")
+    with pytest.raises(ValueError, match=r"train.txt has sha256 .* the manifest says"):
+        corpus.split_file(out, "train")
+    assert corpus.split_file(out, "train", verify=False) == train
+    assert corpus.split_file(out, "heldout") == held  # the other split is still intact
+    assert corpus.main(["check", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.txt has sha256" in err
+    held.unlink()
+    with pytest.raises(ValueError, match="heldout.txt is missing"):
+        corpus.split_file(out, "heldout")
+    with pytest.raises(ValueError, match="split must be one of"):
+        corpus.split_file(out, "test")
+    with pytest.raises(FileNotFoundError, match=r"holds no corpus .* python -m aen_lib.corpus build --out"):
+        corpus.split_file(tmp_path / "nowhere")
+    (out / "manifest.json").write_text(json.dumps({**m, "format": 99}))
+    with pytest.raises(ValueError, match="manifest format 99"):
+        corpus.read_manifest(out)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Cleaners
 # ---------------------------------------------------------------------------------------------------------------
