@@ -30,7 +30,8 @@ from .reference import (FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE, MECHANISM_FILE
 from .results import variant_id
 from .sweep import expand_grid
 
-__all__ = ["CELLS", "EFFECTS", "factorial_frame", "factorial_effects", "mechanism_frame", "FACTORIAL_METRICS"]
+__all__ = ["CELLS", "EFFECTS", "factorial_frame", "factorial_effects", "mechanism_frame", "dead_per_l0", "factorial_summary",
+           "FACTORIAL_METRICS"]
 
 CELLS = {"relu_l1": (False, False), "elastic_net": (True, False), "adaptive_lasso": (False, True),
          "aen": (True, True)}
@@ -138,4 +139,48 @@ def factorial_effects(frame: pd.DataFrame, metrics: Sequence[str] = FACTORIAL_ME
             v = pd.Series(vals, dtype=float)
             rows.append({"metric": metric, "effect": eff, "seeds": len(v), "mean": float(v.mean()),
                          "min": float(v.min()), "max": float(v.max()), "per_seed": vals})
+    return pd.DataFrame(rows)
+
+
+def dead_per_l0(bracket: str | Path, metric: str = "dead_pct_window",
+                target: float = FACTORIAL_TARGET_L0) -> pd.DataFrame:
+    """How fast each method's dead % changes with L0 near the factorial's target, from a ``factorial_bracket`` set
+    (three λ1 per method): the slope of ``metric`` against L0 between the two members nearest ``target`` in L0. The
+    factorial's cells are matched only within a tolerance; multiplying a cell group's L0 offset by these slopes says
+    how much of a main effect the offset alone could explain. Columns: ``method``, ``l0_a``, ``l0_b``, ``slope``
+    (points per unit of L0)."""
+    runs = set_frames([Path(bracket)])[0]
+    if metric not in runs.columns:
+        raise ValueError(f"the set {bracket} has no {metric!r}; choose one of its record columns")
+    rows = []
+    for method, g in runs.groupby("method"):
+        if len(g) < 2:
+            raise ValueError(f"{method} has {len(g)} member(s) in {bracket}; a slope needs two λ1")
+        near = g.assign(dist=(g["l0"] - target).abs()).nsmallest(2, "dist").sort_values("l0")
+        (la, ya), (lb, yb) = near[["l0", metric]].to_numpy(dtype=float)
+        if abs(lb - la) < 1e-9:
+            raise ValueError(f"{method}'s two members nearest L0 {target} have the same L0; no slope")
+        rows.append({"method": method, "l0_a": la, "l0_b": lb, "slope": (yb - ya) / (lb - la)})
+    return pd.DataFrame(rows)
+
+
+def factorial_summary(frame: pd.DataFrame, columns: Sequence[str] = ("l1", "l0", "dead_pct_window", "eval_dead_pct",
+                                                                     "ev", "shrinkage", "support_f1")) -> pd.DataFrame:
+    """One row per cell of :func:`factorial_frame`: the seeds it has and, for each of ``columns``, the mean over
+    seeds and the range as ``"<min>–<max>"`` text (what a table with seed ranges shows). Missing measures stay
+    missing (a set without ``mechanism.json``); a column the frame lacks raises."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"factorial_summary: the frame lacks {missing}; build it with factorial_frame")
+    rows = []
+    for method in CELLS:
+        g = frame[frame["method"] == method]
+        if g.empty:
+            continue
+        row: dict[str, Any] = {"method": method, "seeds": int(g["seed"].nunique())}
+        for c in columns:
+            v = pd.to_numeric(g[c], errors="coerce").dropna()
+            row[c] = float(v.mean()) if len(v) else None
+            row[f"{c} range"] = f"{v.min():.3g}–{v.max():.3g}" if len(v) > 1 else None
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = [
+    "factorial_figure",
     "OKABE_ITO",
     "ARCHITECTURE_COLORS",
     "ARCHITECTURE_LABELS",
@@ -629,5 +630,61 @@ def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: s
     if drawn:
         ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
     ax.set_title("Starting b_dec at the data mean, each SAE against itself", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def factorial_figure(frames: Mapping[float, Any], *, dead: str = "dead_pct_window",
+                     dead_label: str = "dead latents (%)") -> Figure:
+    """The 2 × 2 factorial (:func:`aen_lib.factorial.factorial_frame`, one frame per ρ): for each ρ an interaction
+    plot, dead % of the fixed-weight and adaptive cells joined for ℓ1 alone and ℓ1 + ℓ2 (one faint line per seed, a
+    bold line for the seed mean); last, the main effects of the ℓ2 term and of the adaptive weights and their
+    interaction, every seed a dot and the mean a bar, per ρ. Effects use only seeds whose four cells are matched."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .factorial import factorial_effects
+
+    if not frames:
+        raise ValueError("factorial_figure: no factorial frame given (pass {rho: factorial_frame(folder, rho)})")
+    rhos = sorted(frames)
+    fig, axes = plt.subplots(1, len(rhos) + 1, figsize=(3.3 * (len(rhos) + 1), 3.6))
+    shades = {False: "#1f77b4", True: "#d62728"}
+    for ax, rho in zip(axes, rhos):
+        df = pd.DataFrame(frames[rho])
+        missing = [c for c in ("seed", "l2", "adaptive", dead) if c not in df.columns]
+        if missing:
+            raise ValueError(f"factorial_figure: the frame at ρ = {rho:g} lacks {missing} (pass factorial_frame)")
+        for l2 in (False, True):
+            sub = df[df["l2"] == l2]
+            for _, seed_rows in sub.groupby("seed"):
+                ys = [seed_rows[seed_rows["adaptive"] == a][dead].mean() for a in (False, True)]
+                ax.plot([0, 1], ys, color=shades[l2], alpha=0.3, lw=1)
+            ys = [sub[sub["adaptive"] == a][dead].mean() for a in (False, True)]
+            ax.plot([0, 1], ys, color=shades[l2], lw=2.2, marker="o",
+                    label="ℓ1 + ℓ2 (EN → AEN)" if l2 else "ℓ1 alone (ReLU-ℓ1 → AL)")
+        ax.set_xticks([0, 1], ["fixed weights", "adaptive weights"])
+        ax.set_xlim(-0.3, 1.3)
+        ax.set_title(f"ρ = {rho:g}, {df['seed'].nunique()} seeds", fontsize=10)
+        ax.set_ylabel(dead_label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+    ax = axes[-1]
+    names = {"l2": "ℓ2 term", "adaptive": "adaptive w", "interaction": "interaction"}
+    width = 0.8 / len(rhos)
+    for i, rho in enumerate(rhos):
+        eff = factorial_effects(pd.DataFrame(frames[rho]), metrics=[dead]).set_index("effect")
+        for j, effect in enumerate(names):
+            x = j + (i - (len(rhos) - 1) / 2) * width
+            row = eff.loc[effect]
+            ax.bar(x, row["mean"], width=width * 0.9, color=f"C{i + 2}", alpha=0.5,
+                   label=f"ρ = {rho:g}" if j == 0 else None)
+            ax.scatter([x] * len(row["per_seed"]), list(row["per_seed"].values()), color="black", s=10, zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(names)), list(names.values()), fontsize=8)
+    ax.set_ylabel(f"effect on {dead_label} (points)")
+    ax.set_title("Main effects (dots: seeds)", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig

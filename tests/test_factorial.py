@@ -93,3 +93,78 @@ def test_the_factorial_claims_judge_the_committed_cells_and_flip_on_a_broken_fra
         assert verdict.holds is True, verdict.sentence
         assert claim(claim.counterexample(frame)).holds is False, name
     assert "effect on L0 itself" in CLAIMS["factorial_l2_lowers_death"](frame).sentence
+
+
+FACT09 = REPO / "reference" / "spiked_factorial_rho0.9_seed0"
+
+
+@pytest.mark.skipif(not FACT09.is_dir(), reason="no factorial set at rho 0.9 committed")
+def test_at_rho_09_the_adaptive_weights_not_the_l2_term_lower_death():
+    """What chapter 7 states at ρ = 0.9: the adaptive weights lower dead % on every seed, the ℓ2 term does not (it
+    raises it); each verdict turns over on its deliberately broken frame."""
+    frame = factorial_frame(REPO / "reference", 0.9)
+    assert frame["matched"].all(), frame[["seed", "method", "l0"]]
+    adaptive = CLAIMS["factorial_adaptive_lowers_death"]
+    for metric in ("dead_pct_window", "eval_dead_pct"):
+        v = adaptive(frame, metric=metric)
+        assert v.holds is True, v.sentence
+        assert "effect on L0 itself" in v.sentence
+        assert CLAIMS["factorial_l2_lowers_death"](frame, metric=metric).holds is False
+        assert CLAIMS["factorial_adaptive_smaller_than_l2"](frame, metric=metric).holds is False
+    broken = frame.copy()
+    for seed in broken["seed"].unique():  # adaptive cells given their fixed twins' dead %: no effect left
+        s = broken["seed"] == seed
+        for ad, fixed in (("adaptive_lasso", "relu_l1"), ("aen", "elastic_net")):
+            broken.loc[s & (broken["method"] == ad), "dead_pct_window"] = float(
+                broken.loc[s & (broken["method"] == fixed), "dead_pct_window"].iloc[0])
+    assert adaptive(broken).holds is False
+
+
+def test_factorial_summary_gives_means_and_seed_ranges():
+    from aen_lib.factorial import factorial_summary
+
+    frame = pd.DataFrame(_cells({"relu_l1": 1.0, "elastic_net": 2.0, "adaptive_lasso": 3.0, "aen": 4.0}, seed=0)
+                         + _cells({"relu_l1": 3.0, "elastic_net": 2.0, "adaptive_lasso": 5.0, "aen": 4.0}, seed=1))
+    out = factorial_summary(frame, ["y"]).set_index("method")
+    assert out.loc["relu_l1", "y"] == 2.0 and out.loc["relu_l1", "y range"] == "1–3"
+    assert out.loc["adaptive_lasso", "y"] == 4.0 and out.loc["elastic_net", "y range"] == "2–2"
+    assert list(out["seeds"]) == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="lacks \\['z'\\]"):
+        factorial_summary(frame, ["z"])
+
+
+BRACKET09 = REPO / "reference" / "spiked_factorial_bracket_rho0.9_seed0"
+
+
+@pytest.mark.skipif(not BRACKET09.is_dir(), reason="no bracket set committed")
+def test_dead_per_l0_uses_the_two_members_nearest_the_target():
+    from aen_lib.factorial import dead_per_l0
+    from aen_lib.reference import set_frames
+
+    runs = set_frames([BRACKET09])[0]
+    slopes = dead_per_l0(BRACKET09).set_index("method")
+    for method, g in runs.groupby("method"):
+        g = g.assign(d=(g["l0"] - 22.5).abs()).sort_values("d")
+        far = g.iloc[2]  # the member farthest from the target is not used
+        assert far["l0"] not in (slopes.loc[method, "l0_a"], slopes.loc[method, "l0_b"])
+    # near the target every method's dead % falls as L0 rises (chapter 7 uses this to bound the L0 confound)
+    assert (slopes["slope"] < 0).all(), slopes
+    with pytest.raises(ValueError, match="no 'nonsense'"):
+        dead_per_l0(BRACKET09, metric="nonsense")
+
+
+def test_the_factorial_figure_draws_one_panel_per_rho_and_the_effects():
+    from aen_lib.plotting import factorial_figure
+
+    rows = []
+    for rho_shift in (0.0, 10.0):
+        rows.append(pd.DataFrame([{**r, "l2": CELLS[r["method"]][0], "adaptive": CELLS[r["method"]][1],
+                                   "dead_pct_window": r["y"] + rho_shift}
+                                  for s in (0, 1) for r in _cells({"relu_l1": 1.0, "elastic_net": 2.0,
+                                                                   "adaptive_lasso": 3.0, "aen": 4.0}, seed=s)]))
+    fig = factorial_figure({0.0: rows[0], 0.9: rows[1]})
+    assert len(fig.axes) == 3
+    bars = [p.get_height() for p in fig.axes[2].patches]
+    assert sorted(round(b, 6) for b in bars) == sorted([1.0, 2.0, 0.0] * 2)  # ℓ2, adaptive, interaction per ρ
+    with pytest.raises(ValueError, match="no factorial frame"):
+        factorial_figure({})
