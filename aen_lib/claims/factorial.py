@@ -56,6 +56,26 @@ def _fmt(per: dict[int, float]) -> str:
     return ", ".join(f"{v:+.2f} (seed {s})" for s, v in sorted(per.items()))
 
 
+def _lowers_death(name: str, df: pd.DataFrame, effect: str, subject: str, pronoun: str, metric: str,
+                  margin: float) -> Verdict:
+    """Shared judge of the "<ingredient> lowers death" claims: holds when ``effect``'s main effect on ``metric`` is
+    below ``-margin`` on every complete, matched seed. Matched within the tolerance is not equal, so the verdict also
+    gives the same effect on L0 itself (how far that ingredient's cells sit from the others)."""
+    eff = _effects(df, metric)
+    if eff is None:
+        return Verdict(name, None, {}, "No seed has all four factorial cells matched in L0.")
+    per = _per_seed(eff, effect)
+    holds = bool(max(per.values()) < -margin)
+    numbers = {"metric": metric, "per_seed": per, "max": max(per.values()), "min": min(per.values()),
+               "seeds": len(per)}
+    sentence = f"Main effect of {subject} on {metric}: {_fmt(per)} points"
+    l0 = _effects(df, "l0") if "l0" in df.columns else None
+    if l0 is not None:
+        numbers["l0_effect"] = _per_seed(l0, effect)
+        sentence += f" ({pronoun} effect on L0 itself: {_fmt(numbers['l0_effect'])})"
+    return Verdict(name, holds, numbers, sentence + ".")
+
+
 def _flip_l2(df: pd.DataFrame) -> pd.DataFrame:
     """The ℓ2 cells made two points more starved than their twins without ℓ2: its effect turns positive."""
     out = df.copy()
@@ -74,20 +94,7 @@ def _flip_l2(df: pd.DataFrame) -> pd.DataFrame:
 def factorial_l2_lowers_death(df: pd.DataFrame, *, metric: str = DEAD_COLUMN,
                               margin: float = FACTORIAL_MARGIN) -> Verdict:
     """Holds when the ℓ2 main effect on ``metric`` is below ``-margin`` points on every complete, matched seed."""
-    name = "factorial_l2_lowers_death"
-    eff = _effects(df, metric)
-    if eff is None:
-        return Verdict(name, None, {}, "No seed has all four factorial cells matched in L0.")
-    per = _per_seed(eff, "l2")
-    holds = bool(max(per.values()) < -margin)
-    numbers = {"metric": metric, "per_seed": per, "max": max(per.values()), "min": min(per.values()),
-               "seeds": len(per)}
-    sentence = f"Main effect of the ℓ2 term on {metric}: {_fmt(per)} points"
-    l0 = _effects(df, "l0") if "l0" in df.columns else None
-    if l0 is not None:  # matched within the tolerance is not equal: say how far the ℓ2 cells sit from the others
-        numbers["l0_effect"] = _per_seed(l0, "l2")
-        sentence += f" (its effect on L0 itself: {_fmt(numbers['l0_effect'])})"
-    return Verdict(name, holds, numbers, sentence + ".")
+    return _lowers_death("factorial_l2_lowers_death", df, "l2", "the ℓ2 term", "its", metric, margin)
 
 
 def _flip_adaptive(df: pd.DataFrame) -> pd.DataFrame:
@@ -126,17 +133,5 @@ def factorial_adaptive_lowers_death(df: pd.DataFrame, *, metric: str = DEAD_COLU
                                     margin: float = FACTORIAL_MARGIN) -> Verdict:
     """Holds when the adaptive weights' main effect on ``metric`` is below ``-margin`` points on every complete,
     matched seed. The verdict also reports the adaptive cells' own L0 offset, the confound to read beside it."""
-    name = "factorial_adaptive_lowers_death"
-    eff = _effects(df, metric)
-    if eff is None:
-        return Verdict(name, None, {}, "No seed has all four factorial cells matched in L0.")
-    per = _per_seed(eff, "adaptive")
-    holds = bool(max(per.values()) < -margin)
-    numbers = {"metric": metric, "per_seed": per, "max": max(per.values()), "min": min(per.values()),
-               "seeds": len(per)}
-    sentence = f"Main effect of the adaptive weights on {metric}: {_fmt(per)} points"
-    l0 = _effects(df, "l0") if "l0" in df.columns else None
-    if l0 is not None:
-        numbers["l0_effect"] = _per_seed(l0, "adaptive")
-        sentence += f" (their effect on L0 itself: {_fmt(numbers['l0_effect'])})"
-    return Verdict(name, holds, numbers, sentence + ".")
+    return _lowers_death("factorial_adaptive_lowers_death", df, "adaptive", "the adaptive weights", "their", metric,
+                         margin)
