@@ -30,7 +30,7 @@ from .reference import (FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE, MECHANISM_FILE
 from .results import variant_id
 from .sweep import expand_grid
 
-__all__ = ["CELLS", "EFFECTS", "factorial_frame", "factorial_effects", "mechanism_frame", "dead_per_l0", "factorial_summary",
+__all__ = ["CELLS", "EFFECTS", "factorial_frame", "set_machine", "replicate_spread", "factorial_effects", "mechanism_frame", "dead_per_l0", "factorial_summary",
            "FACTORIAL_METRICS"]
 
 CELLS = {"relu_l1": (False, False), "elastic_net": (True, False), "adaptive_lasso": (False, True),
@@ -66,8 +66,13 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
                     ) -> pd.DataFrame:
     """One row per (seed, cell) of the factorial at ``rho``: the cell's method, ``l2`` and ``adaptive`` flags, its λ1,
     :data:`FACTORIAL_METRICS`, the mechanism measures where its set has them, the set it comes from, and
-    ``matched`` (its L0 within the tolerance of the target). Seeds with no committed cell are left out; a cell
-    trained in two sets must agree in L0 and dead % to 1e-9 or this raises (two sets that disagree are not mixed)."""
+    ``matched`` (its L0 within the tolerance of the target). Seeds with no committed cell are left out.
+
+    A cell trained in two sets is read from one (the factorial set first). Trained with the same commit, torch and CPU
+    model the two must agree in L0 and dead % to 1e-9, or this raises: they should be the same SAE. Trained on
+    different machines they may differ (float rounding differs between CPU kernels and grows over 50,000 steps); then
+    ``replicate_sets`` names both and ``replicate_l0_diff`` / ``replicate_dead_diff`` give their absolute difference,
+    a measured floor under which no difference between cells means anything (:func:`replicate_spread`)."""
     from .reference import FACTORIAL_L1, _factorial_grid
 
     if float(rho) not in FACTORIAL_L1:
@@ -90,11 +95,18 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
             hit = runs[(runs["variant"] == variant_id(cfg)) & (runs["seed"] == seed) & (runs["data_seed"] == seed)]
             if hit.empty:
                 continue
+            replicate: dict[str, Any] = {}
             if len(hit) > 1:
                 spread = hit[["l0", "dead_pct_window"]].max() - hit[["l0", "dead_pct_window"]].min()
                 if (spread > 1e-9).any():
-                    raise ValueError(f"{variant_id(cfg)} (seed {seed}) differs between sets {list(hit['set'])}: "
-                                     f"{spread.to_dict()}; they should train the same SAE")
+                    machines = {s: set_machine(root / s) for s in hit["set"]}
+                    if len(set(machines.values())) < len(machines):
+                        raise ValueError(f"{variant_id(cfg)} (seed {seed}) differs between sets {list(hit['set'])}: "
+                                         f"{spread.to_dict()}, though they were trained with the same commit, "
+                                         f"torch and CPU model ({next(iter(machines.values()))}); they should train "
+                                         f"the same SAE")
+                    replicate = {"replicate_sets": sorted(hit["set"]), "replicate_l0_diff": float(spread["l0"]),
+                                 "replicate_dead_diff": float(spread["dead_pct_window"])}
                 hit = hit.sort_values("study", key=lambda s: s != "factorial")  # prefer the factorial set
             r = hit.iloc[0]
             l2, adaptive = CELLS[cfg.architecture]
@@ -104,11 +116,29 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
             for c in MECHANISM_COLUMNS:
                 row[c] = r[c] if c in r.index else None
             row["matched"] = abs(r["l0"] - FACTORIAL_TARGET_L0) <= FACTORIAL_TOLERANCE * FACTORIAL_TARGET_L0
+            row.update({"replicate_sets": None, "replicate_l0_diff": None, "replicate_dead_diff": None, **replicate})
             rows.append(row)
     if not rows:
         raise ValueError(f"no factorial cell at ρ = {rho:g} for seeds {list(seeds)} under {root}; train them with "
                          f"python -m aen_lib.reference spiked --study factorial --rho {rho:g} --seed <s>")
     return pd.DataFrame(rows)
+
+
+def set_machine(folder: str | Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What could change a set's floating-point results besides its configs: the commits, torch versions and CPU (or
+    device) models of all its invocations, each as a sorted tuple."""
+    calls = json.loads((Path(folder) / "provenance.json").read_text()).get("invocations", [])
+    return (tuple(sorted({c.get("commit", "") for c in calls})), tuple(sorted({c.get("torch", "") for c in calls})),
+            tuple(sorted({f"{c.get('cpu', '')} ({c.get('device', '')})" for c in calls})))
+
+
+def replicate_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells of :func:`factorial_frame` trained twice on different machines: seed, method, the two sets and their
+    absolute differences in L0 and last-window dead %. Empty when no cell was trained twice."""
+    cols = ["seed", "method", "replicate_sets", "replicate_l0_diff", "replicate_dead_diff"]
+    if "replicate_sets" not in frame.columns:
+        return pd.DataFrame(columns=cols)
+    return frame.loc[frame["replicate_sets"].notna(), cols].reset_index(drop=True)
 
 
 def _contrasts(cell: dict[str, float]) -> dict[str, float]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from aen_lib.claims import CLAIMS
-from aen_lib.factorial import CELLS, factorial_effects, factorial_frame
+from aen_lib.factorial import CELLS, factorial_effects, factorial_frame, replicate_spread
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER0 = REPO / "reference" / "spiked_paper_rho0_seed0"
@@ -69,8 +69,34 @@ def test_two_sets_that_disagree_on_a_cell_are_refused(tmp_path):
     r = json.loads(rec.read_text())
     r["final"]["dead_pct_window"] += 1.0
     rec.write_text(json.dumps(r))
-    with pytest.raises(ValueError, match="differs between sets"):
+    with pytest.raises(ValueError, match="differs between sets.*same commit"):
         factorial_frame(tmp_path, 0.0, seeds=(0,))
+
+
+@pytest.mark.skipif(not PAPER0.is_dir(), reason="no paper set committed")
+def test_a_cell_trained_on_two_machines_is_read_once_with_its_spread(tmp_path):
+    """The same doctored copy, but its invocations name another CPU: the cell is kept once (the first set) and the
+    difference is reported as the replicate spread; the other cells, identical, carry none."""
+    for name in ("spiked_paper_rho0_seed0", "spiked_copy_rho0_seed0"):
+        shutil.copytree(PAPER0, tmp_path / name)
+    copy = tmp_path / "spiked_copy_rho0_seed0"
+    prov = json.loads((copy / "provenance.json").read_text())
+    prov["set"] = copy.name
+    for call in prov["invocations"]:
+        call["cpu"] = "Another CPU"
+    (copy / "provenance.json").write_text(json.dumps(prov))
+    rec = next(p for p in sorted(copy.glob("relu_l1-*.json"))
+               if json.loads(p.read_text())["sae_config"]["l1"] == 0.005)
+    r = json.loads(rec.read_text())
+    r["final"]["dead_pct_window"] += 0.25
+    rec.write_text(json.dumps(r))
+    frame = factorial_frame(tmp_path, 0.0, seeds=(0,))
+    assert len(frame) == 4
+    spread = replicate_spread(frame)
+    assert list(spread["method"]) == ["relu_l1"]
+    assert spread["replicate_dead_diff"].iloc[0] == pytest.approx(0.25)
+    assert spread["replicate_l0_diff"].iloc[0] == pytest.approx(0.0)
+    assert sorted(spread["replicate_sets"].iloc[0]) == ["spiked_copy_rho0_seed0", "spiked_paper_rho0_seed0"]
 
 
 def test_a_rho_without_calibration_or_cells_is_named(tmp_path):
