@@ -6,7 +6,10 @@ harvesting pipeline end to end, stage by stage.
   * harvesting block L with a full forward pass (every block and the unembedding run, as with
     ``output_hidden_states=True``);
   * the ratio of the two, and the ideal ratio ``(n_layers + head) / (L + 1)`` ignoring the unembedding;
-  * spliced evaluation (clean + SAE-patched + mean-ablated passes, book: paper facts, language-model protocols) with an identity SAE.
+  * spliced evaluation (clean + SAE-patched + mean-ablated passes, book: paper facts, language-model protocols) with an identity SAE;
+  * with ``--dtype bfloat16`` or ``float16``: the float32 early-exit rate in the same run, the speed-up over it, and
+    how far the low-precision harvest is from float32 (relative Frobenius difference and per-token cosine of the
+    SAE's per-token-normalised inputs, one LM batch).
 
 ``--mode pipeline`` times what the LM chapters run to fill an activation cache, from text to checksummed shards on
 disk: ``write_activation_cache(dir, lm, iter_windows(iter_documents(texts), tokenizer, ...), CacheConfig.for_lm(...))``,
@@ -225,6 +228,24 @@ def print_pipeline(p: dict[str, Any]) -> None:
     print(f"  {'other':<12} {p['other_s'] * 1e3:9.1f} ms {'':>11}       {p['other_share']:7.1%}")
 
 
+def dtype_difference(args: argparse.Namespace, model: nn.Module, layer: int, ids: torch.Tensor) -> dict[str, float]:
+    """How far a low-precision harvest is from float32: the same windows through a float32 copy of the model, both
+    normalised per token as the SAE sees them; also the float32 early-exit rate, measured in this run."""
+    if args.model == "tiny":
+        ref = pythia70m_shaped(args.device, torch.float32)
+        ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    else:
+        ref, _ = load_lm(args.model, dtype=torch.float32, device=args.device)
+    common = dict(batch_size=args.batch_size, progress=False)
+    f32_rate = best_rate(lambda: harvest_activations(ref, ids, layer, early_exit=True, **common), ids.numel(),
+                         args.repeats)
+    a = normalize_per_token(block_output(ref, ids[: args.batch_size], layer)[:, 1:].float())[0].flatten(0, 1)
+    b = normalize_per_token(block_output(model, ids[: args.batch_size], layer)[:, 1:].float())[0].flatten(0, 1)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return {"rel_frobenius": float((a - b).norm() / a.norm()), "cosine_min": float(cos.min()),
+            "cosine_median": float(cos.median()), "float32_tok_s": f32_rate, "rows": int(a.shape[0])}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="tiny", help="'tiny' (random Pythia-70M shape), 'smollm2-135m', path or hub id")
@@ -285,6 +306,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{L / (layer + 1):.2f}x, plus the unembedding)")
         print(f"  spliced evaluation    : {spliced:10.0f} tok/s  ({spliced / full:.2f}x a full forward; "
               "3 passes per batch)")
+        if dtype != torch.float32:
+            res["vs_float32"] = dtype_difference(args, model, layer, ids)
+            d = res["vs_float32"]
+            print(f"  against float32       : the SAE's inputs (per-token normalised, position 0 dropped) differ by "
+                  f"{d['rel_frobenius']:.2e} relative (Frobenius), per-token cosine min {d['cosine_min']:.5f} / "
+                  f"median {d['cosine_median']:.6f}; float32 harvest {d['float32_tok_s']:.0f} tok/s, "
+                  f"{args.dtype} {early / d['float32_tok_s']:.2f}x that")
+            res["speedup_vs_float32"] = early / d["float32_tok_s"]
 
     if args.mode in ("all", "pipeline"):
         import datasets

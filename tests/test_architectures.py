@@ -119,6 +119,36 @@ def test_topk_auxk_reconstructs_the_residual_with_dead_latents_only():
     assert torch.equal(out.h, sae.encode(x))  # the auxiliary codes never enter the reconstruction
 
 
+def test_topk_auxk_stacked_members_match_the_dense_auxiliary_loss():
+    """The auxiliary decode runs over each member's dead latents only; against the dense form over all m latents
+    (live ones' codes at zero), per member of a stack whose members have different dead sets and k_aux, the loss and
+    every gradient agree in float64."""
+    cfgs = [SAEConfig(d_in=6, d_sae=16, architecture="topk_auxk", k=2, seed=s,
+                      options={"auxk_k": ka, "auxk_coef": 0.5, "auxk_dead_tokens": 6}) for s, ka in ((1, 3), (2, 2))]
+    sae = SAE(cfgs, dtype=torch.float64)
+    (run,) = sae.runs  # one run holds both members (same architecture)
+    dead = torch.zeros(2, 16, dtype=torch.bool)
+    dead[0, [1, 4, 9, 10, 15]] = True  # five dead latents in member 0, one in member 1 (fewer than its k_aux)
+    dead[1, [7]] = True
+    with torch.no_grad():
+        run.tokens_since_fired.copy_(torch.where(dead, 9, 0))
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    out, t = sae.loss(x, update=False)
+    got = torch.autograd.grad(t.aux.sum(), [sae.W_enc, sae.b_enc, sae.W_dec], retain_graph=True)
+    aux = []
+    for j, ka in enumerate((3, 2)):
+        masked = out.pre[j].masked_fill(~dead[j], float("-inf"))
+        vals, idx = masked.topk(ka, dim=-1)
+        codes = torch.zeros_like(out.pre[j]).scatter(-1, idx, torch.where(vals.isfinite(), torch.relu(vals), 0.0))
+        e = (x[j] - out.x_hat[j]).detach()
+        aux.append(0.5 * (e - codes @ sae.W_dec[j]).pow(2).mean())
+    want = torch.autograd.grad(torch.stack(aux).sum(), [sae.W_enc, sae.b_enc, sae.W_dec])
+    assert torch.allclose(t.aux, torch.stack(aux), rtol=1e-12, atol=0) and bool((t.aux > 0).all())
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert float(want[2][0, 1].abs().sum()) > 0 and float(want[2][0, 0].abs().sum()) == 0  # dead rows only
+
+
 @pytest.mark.parametrize("bad, match", [({"auxk_coef": -1.0}, "auxk_coef"), ({"auxk_dead": 5}, "takes the options"),
                                         ({"auxk_dead_tokens": 0}, "auxk_dead_tokens")])
 def test_architecture_options_are_validated(bad, match):

@@ -152,6 +152,23 @@ def test_lm_shape_quick_has_every_architecture_and_the_saelens_column(tmp_path):
     assert {(t["arch"], t["metric"]) for t in res["targets"]} == {
         (a, k) for a in rows for k in ("fraction_of_ceiling", "speedup_vs_saelens")}
     assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == 8
+    aux = rows["topk_auxk"]  # its auxiliary decode over the m/2 dead latents is reported apart, never credited
+    assert aux["aux_flops_per_step"] == 6 * B * n * (m // 2)
+    assert aux["fraction_of_ceiling_with_aux"] == pytest.approx(
+        (res["info"]["flops_per_step"] + aux["aux_flops_per_step"]) / aux["seconds_per_step"] / ceiling)
+    assert all("aux_flops_per_step" not in r for a, r in rows.items() if a != "topk_auxk")
+
+
+@pytest.mark.slow
+def test_lm_benchmark_compares_a_bf16_harvest_with_float32(tmp_path):
+    out = tmp_path / "lm.json"
+    _run("bench_lm.py", "--mode", "forward", "--windows", "4", "--window", "16", "--batch-size", "2", "--repeats", "1",
+         "--threads", "1", "--dtype", "bfloat16", "--json", str(out))
+    res = json.loads(out.read_text())
+    d = res["vs_float32"]
+    assert d["rows"] == 2 * 15 and d["float32_tok_s"] > 0  # one LM batch, position 0 dropped
+    assert 0 < d["rel_frobenius"] < 0.05 and 0.99 < d["cosine_min"] <= d["cosine_median"] <= 1.0  # bf16 rounding
+    assert res["speedup_vs_float32"] == pytest.approx(res["harvest_early_exit_tok_s"] / d["float32_tok_s"])
 
 
 @pytest.mark.slow

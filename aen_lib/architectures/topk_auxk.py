@@ -64,12 +64,22 @@ class TopKAuxK(TopK):
         aux = z
         dead = self.dead_mask()
         if ctx.training and bool(dead.any()):
-            masked = pre.masked_fill(~dead.unsqueeze(-2), float("-inf"))
-            vals, idx = masked.topk(self.k_aux_max, dim=-1)  # [Mg, B, k_aux_max]
-            keep = (torch.arange(self.k_aux_max, device=pre.device) < self.k_aux.reshape(-1, 1, 1)) & vals.isfinite()
-            codes = torch.zeros_like(pre).scatter(-1, idx, torch.where(keep, torch.relu(vals), torch.zeros_like(vals)))
+            # Only dead latents can enter ê, so the decode runs over them alone: their columns of `pre` and rows of
+            # W_dec, gathered per member (padded to the member with most dead; the padding is masked like a live
+            # latent). ê is the same sum as over all m latents with the live ones' codes at zero, at a fraction of
+            # the cost whenever few latents are dead.
+            n_dead = int(dead.sum(-1).max())
+            cols = dead.to(torch.uint8).topk(n_dead, dim=-1, sorted=False).indices  # [Mg, D]: dead first, padding after
+            is_dead = dead.gather(-1, cols)
+            pre_d = pre.gather(-1, cols.unsqueeze(-2).expand(-1, pre.shape[-2], -1))  # [Mg, B, D]
+            masked = pre_d.masked_fill(~is_dead.unsqueeze(-2), float("-inf"))
+            k = min(self.k_aux_max, n_dead)
+            vals, idx = masked.topk(k, dim=-1)  # [Mg, B, k]
+            keep = (torch.arange(k, device=pre.device) < self.k_aux.reshape(-1, 1, 1)) & vals.isfinite()
+            codes = torch.zeros_like(pre_d).scatter(-1, idx, torch.where(keep, torch.relu(vals), torch.zeros_like(vals)))
+            w_d = w_dec.gather(-2, cols.unsqueeze(-1).expand(-1, -1, w_dec.shape[-1]))  # [Mg, D, n]
             e = (x - x_hat).detach()  # [Mg, B, n]: the residual is a constant target
-            e_hat = torch.bmm(codes, w_dec)
+            e_hat = torch.bmm(codes, w_d)
             aux = self.coef.to(pre.dtype) * (e - e_hat).pow(2).mean(dim=(-2, -1))
         if ctx.update:
             with torch.no_grad():
