@@ -555,8 +555,22 @@ def _info_sections(files: list[Path]) -> Iterator[str]:
                 yield " ".join([collapse(lines[a])] + paras)
 
 
+def _when_installed(package: str, files: Callable[[], list[Path]]) -> Callable[[], list[Path]]:
+    """``files``, or none when dpkg says ``package`` is not installed: another package can leave a few files at the
+    same paths (perl's core modules install one ``.pod`` of perl-doc's), and a build from those would quietly lack
+    most of the source. Where there is no dpkg (not Debian), the files decide."""
+    def present() -> list[Path]:
+        found = files()
+        if found and shutil.which("dpkg-query") and _dpkg_version(package) is None:
+            return []
+        return found
+    return present
+
+
 def _source(name: str, package: str, kind: str, license: str, files: Callable[[], list[Path]],
             documents: Callable[[list[Path]], Iterable[str]], description: str, **kw: Any) -> Source:
+    if kind == "debian":
+        files = _when_installed(package, files)
     return Source(name=name, package=package, kind=kind, license=license, files=files, documents=documents,
                   description=description, **kw)
 

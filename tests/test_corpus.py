@@ -372,3 +372,19 @@ def test_asciidoc_and_markdown_text():
           "```\ncode\n```\n\nPlain.\n")
     paras = [" ".join(p.split()) for p in markdown_text(md).split("\n\n") if p.strip()]
     assert paras == ["A.1 What is it?", "\"Quoted\" text with bold and a link.", "Plain."]
+
+
+def test_a_debian_source_counts_as_missing_when_its_package_is_not_installed(tmp_path, monkeypatch):
+    """A file at the source's path is not enough: perl's core modules leave one .pod where perl-doc puts hundreds."""
+    import aen_lib.corpus as corpus
+
+    (tmp_path / "a.pod").write_text("=head1 NAME\n\nleft behind by another package\n")
+    files = lambda: [tmp_path / "a.pod"]  # noqa: E731
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(corpus, "_dpkg_version", lambda package: None)
+    assert corpus._when_installed("perl-doc", files)() == []
+    monkeypatch.setattr(corpus, "_dpkg_version", lambda package: "5.36.0-7")
+    assert corpus._when_installed("perl-doc", files)() == [tmp_path / "a.pod"]
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)  # no dpkg: the files decide
+    monkeypatch.setattr(corpus, "_dpkg_version", lambda package: None)
+    assert corpus._when_installed("perl-doc", files)() == [tmp_path / "a.pod"]
