@@ -36,8 +36,9 @@ import torch
 
 from .activation_cache import ActivationCache, CacheConfig, activation_cache_dir, write_activation_cache
 
-__all__ = ["LM_NAME", "LM_WINDOW", "harvest_config", "harvest", "harvest_record", "compare_harvests",
-           "corpus_documents", "DEFAULT_CACHE_ROOT", "DEFAULT_CORPUS", "main"]
+__all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "harvest_config", "harvest",
+           "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics", "dead_curve_settled",
+           "run_lm_set", "lm_set_name", "DEFAULT_CACHE_ROOT", "DEFAULT_CORPUS", "main"]
 
 LM_NAME = "smollm2-135m"
 """The registry's offline model (:func:`aen_lib.lm.lookup_model`)."""
@@ -53,11 +54,12 @@ RECORD_NAME = "harvest_record.json"
 PROBE_ROWS = 2
 
 
-def corpus_documents(corpus: str | os.PathLike[str]) -> Iterator[str]:
-    """The training split's documents, one per line, in the manifest's order (its checksum verified first)."""
+def corpus_documents(corpus: str | os.PathLike[str], split: str = "train") -> Iterator[str]:
+    """A split's documents (``"train"`` or ``"heldout"``), one per line, in the manifest's order (the split's
+    checksum verified first)."""
     from .corpus import split_file
 
-    path = split_file(Path(corpus).expanduser(), "train")
+    path = split_file(Path(corpus).expanduser(), split)
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             line = line.rstrip("\n")
@@ -65,19 +67,19 @@ def corpus_documents(corpus: str | os.PathLike[str]) -> Iterator[str]:
                 yield line
 
 
-def _corpus_id(corpus: str | os.PathLike[str]) -> str:
+def _corpus_id(corpus: str | os.PathLike[str], split: str = "train") -> str:
     from .corpus import read_manifest
 
     m = read_manifest(Path(corpus).expanduser())
-    return f"aen-corpus:train:{m['splits']['train']['sha256'][:16]}"
+    return f"aen-corpus:{split}:{m['splits'][split]['sha256'][:16]}"
 
 
 def harvest_config(lm: torch.nn.Module, tokenizer: Any, corpus: str | os.PathLike[str], *, layer: int,
-                   model: str = LM_NAME) -> CacheConfig:
-    """The cache key of a harvest of ``corpus``'s training split: the LM (name, dtype, weight and tokenizer
-    fingerprints), the block, the window, the normalisation, the storage dtype and the corpus split's checksum."""
+                   model: str = LM_NAME, split: str = "train") -> CacheConfig:
+    """The cache key of a harvest of one of ``corpus``'s splits: the LM (name, dtype, weight and tokenizer
+    fingerprints), the block, the window, the normalisation, the storage dtype and the split's checksum."""
     return CacheConfig.for_lm(lm, tokenizer, model=model, layer=layer, window=LM_WINDOW, normalization="per_token_l2",
-                              drop_first=1, dtype=HARVEST_STORAGE, dataset=_corpus_id(corpus))
+                              drop_first=1, dtype=HARVEST_STORAGE, dataset=_corpus_id(corpus, split))
 
 
 def load_harvest_lm(model: str = LM_NAME, lm_dtype: str = HARVEST_LM_DTYPE) -> tuple[torch.nn.Module, Any, int]:
@@ -93,17 +95,18 @@ def load_harvest_lm(model: str = LM_NAME, lm_dtype: str = HARVEST_LM_DTYPE) -> t
 
 def harvest(corpus: str | os.PathLike[str] = DEFAULT_CORPUS, cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT,
             *, windows: int | None = None, model: str = LM_NAME, lm_dtype: str = HARVEST_LM_DTYPE,
-            batch_size: int = 16, progress: bool = True, lm: Any = None) -> tuple[ActivationCache, dict[str, Any]]:
-    """Harvest (or continue harvesting) the first ``windows`` windows (None: all) of ``corpus``'s training split;
+            batch_size: int = 16, progress: bool = True, lm: Any = None, split: str = "train"
+            ) -> tuple[ActivationCache, dict[str, Any]]:
+    """Harvest (or continue harvesting) the first ``windows`` windows (None: all) of one of ``corpus``'s splits;
     returns the cache and its harvest record, also written as ``harvest_record.json`` in the cache folder.
 
     ``lm`` = ``(model, tokenizer, layer)`` replaces the registry's model (tests use a tiny one)."""
     from .text import iter_windows
 
     lm_model, tok, layer = lm if lm is not None else load_harvest_lm(model, lm_dtype)
-    cfg = harvest_config(lm_model, tok, corpus, layer=layer, model=model)
+    cfg = harvest_config(lm_model, tok, corpus, layer=layer, model=model, split=split)
     folder = activation_cache_dir(cfg, Path(cache_root).expanduser())
-    stream = iter_windows(corpus_documents(corpus), tok, LM_WINDOW, eos_token_id=tok.eos_token_id)
+    stream = iter_windows(corpus_documents(corpus, split), tok, LM_WINDOW, eos_token_id=tok.eos_token_id)
     cache = write_activation_cache(folder, lm_model, stream, cfg, max_windows=windows, batch_size=batch_size,
                                    progress=progress, tokenizer=tok)
     record = harvest_record(cache)
@@ -112,16 +115,25 @@ def harvest(corpus: str | os.PathLike[str] = DEFAULT_CORPUS, cache_root: str | o
 
 
 def harvest_record(cache: ActivationCache | str | os.PathLike[str]) -> dict[str, Any]:
-    """What identifies a harvest's contents on any machine: its key, windows and rows, the checksum over its shards'
-    checksums, each shard's sum and sum of squares (float64) and its first :data:`PROBE_ROWS` rows."""
+    """What identifies a harvest's contents on any machine: its key, windows and rows, a checksum of its contents
+    (sha256 over every stored tensor's bytes, shard after shard, so a harvest resumed midway, whose shards break
+    elsewhere, checks equal to one written in one go), each shard's sum and sum of squares (float64) and its first
+    :data:`PROBE_ROWS` rows."""
     if not isinstance(cache, ActivationCache):
         cache = ActivationCache(cache)
-    h = hashlib.sha256()
+    per_field: dict[str, Any] = {}  # one running hash per stored tensor: shard boundaries do not count
     moments = []
-    for i, s in enumerate(cache.shards):
-        h.update(s["sha256"].encode())
-        a = cache.load_shard(i).acts.double()
+    for i in range(len(cache.shards)):
+        shard = cache.load_shard(i)
+        for name, t in shard.to_tensors().items():
+            t = t.contiguous()
+            per_field.setdefault(name, hashlib.sha256()).update(
+                (t.view(torch.int16) if t.dtype in (torch.float16, torch.bfloat16) else t).numpy().tobytes())
+        a = shard.acts.double()
         moments.append({"rows": int(a.shape[0]), "sum": float(a.sum()), "sum_sq": float(a.pow(2).sum())})
+    h = hashlib.sha256()
+    for name in sorted(per_field):
+        h.update(f"{name}:{per_field[name].hexdigest()};".encode())
     probe = cache.load_shard(0).acts[:PROBE_ROWS].float().tolist() if cache.shards else []
     return {"config": cache.config.to_dict(), "complete": bool(cache.complete), "windows": int(cache.n_windows),
             "rows": int(cache.n_tokens), "shards": len(cache.shards), "checksum": h.hexdigest(),
@@ -149,6 +161,166 @@ def compare_harvests(recorded: dict[str, Any], new: dict[str, Any]) -> dict[str,
     return out
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Training a language-model set
+# --------------------------------------------------------------------------------------------------------------
+
+LM_SAE = dict(d_in=576, d_sae=4608, warmup_steps=400, ramp_steps=200)
+"""SmolLM2-135M's residual width and the paper's 8x dictionary; the paper's Pythia warm-up of 4,000 steps (+2,000
+ramp) out of 25,000 scaled to the same fractions of :data:`LM_TRAIN`'s 2,500 steps."""
+LM_TRAIN = dict(steps=2_500, batch_size=4_096, lr=1e-3, grad_clip=1.0, dead_window_steps=1_000, log_every=50,
+                final_avg_logs=5)
+"""2,500 Adam steps of 4,096 tokens = 10.24M tokens per SAE (1/20 of the paper's 204.8M for Pythia-70M); the
+paper's lr 1e-3 and clip 1.0; the dead-latent window 1,000 steps (4.1M tokens), 40% of training as the paper's
+10,000 of 25,000 steps."""
+LM_TRAIN_WINDOWS = 73_728
+"""Training windows the sets read: the first 73,728 of the corpus's training split (9.36M rows after position 0
+of every window is dropped), so 2,500 steps are 1.09 passes; a cache holding more windows gives the same stream."""
+LM_CHECKPOINT_EVERY = 200
+
+
+@dataclass(frozen=True)
+class LMStudy:
+    """One language-model set: its grid over :data:`LM_SAE` (``{architecture: {field: [values]}}``) and purpose."""
+
+    grid: dict[str, dict[str, list[Any]]]
+    purpose: str
+
+
+LM_STUDIES: dict[str, LMStudy] = {
+    "pilot": LMStudy({"topk": {"k": [32]}},
+                     "TopK k=32 alone, to choose the scale: its dead % must have stopped moving (within 1 point over "
+                     "the last quarter of training) for the set's numbers to describe a trained SAE"),
+}
+
+
+def lm_set_name(study: str, seed: int, steps: int | None = None) -> str:
+    return f"lm_smollm2_{study}_seed{seed}" + (f"_steps{steps}" if steps else "")
+
+
+def heldout_metrics(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+    """L0, explained variance and dead latents of a trained SAE on held-out rows ``x [N, d]`` (float32): ``dead`` is
+    the share of latents with no activation above 1e-12 on any held-out row (the training metric's threshold)."""
+    from .metrics import DEAD_THRESHOLD
+
+    sae = sae.eval()
+    fired = None
+    l0_sum, sse, n = 0.0, 0.0, 0
+    mean = x.double().mean(0)
+    sst = float((x.double() - mean).pow(2).sum())
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].float()
+            out = sae(xb)
+            h, x_hat = out.h.reshape(xb.shape[0], -1), out.x_hat.reshape(xb.shape)
+            active = h.abs() > DEAD_THRESHOLD
+            fired = active.any(0) if fired is None else fired | active.any(0)
+            l0_sum += float(active.sum())
+            sse += float((xb.double() - x_hat.double()).pow(2).sum())
+            n += xb.shape[0]
+    return {"heldout_rows": n, "heldout_l0": l0_sum / n, "heldout_ev": 1.0 - sse / sst,
+            "heldout_dead_pct": 100.0 * float((~fired).float().mean())}
+
+
+def dead_curve_settled(history: Sequence[dict[str, Any]], steps: int, *, tolerance: float = 1.0,
+                       metric: str = "dead_pct_window") -> dict[str, Any]:
+    """Whether a run's dead % has stopped moving: its range over the logged points of the last quarter of training
+    is at most ``tolerance`` points. Returns ``settled``, ``range`` and the quarter's first and last values."""
+    tail = [h for h in history if h.get("step", 0) >= 0.75 * steps and h.get(metric) is not None]
+    if len(tail) < 2:
+        raise ValueError(f"fewer than two logged points in the last quarter of {steps} steps; log more often")
+    vals = [float(h[metric]) for h in tail]
+    rng = max(vals) - min(vals)
+    return {"settled": bool(rng <= tolerance), "range": rng, "first": vals[0], "last": vals[-1],
+            "points": len(vals), "tolerance": tolerance}
+
+
+def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT,
+               corpus: str | os.PathLike[str] = DEFAULT_CORPUS, out_root: str | os.PathLike[str] = "reference",
+               work_root: str | os.PathLike[str] | None = None, steps: int | None = None, progress: bool = True,
+               command: str = "", train_windows: int = LM_TRAIN_WINDOWS) -> Path | None:
+    """Train (or continue) one language-model set on the harvested training cache and, once complete, write its
+    records and provenance under ``out_root/<set>/``; returns that folder, or None when it exists already (nothing
+    is overwritten). The training and held-out caches must have been harvested (``python -m aen_lib.lmref harvest``
+    with ``--split train`` and ``--split heldout``); a cache too short is refused with the command that extends it."""
+    from .io import atomic_write
+    from .reference import DEFAULT_WORK, InvocationLedger, outlier_severity
+    from .results import member_record, variant_id
+    from .runlock import RunLock
+    from .sources import cache_source
+    from .sweep import expand_grid, train_sweep
+    from .train import TrainConfig
+
+    if study not in LM_STUDIES:
+        raise ValueError(f"unknown language-model study {study!r}; known: {sorted(LM_STUDIES)}")
+    spec = LM_STUDIES[study]
+    name = lm_set_name(study, seed, steps) + ("" if train_windows == LM_TRAIN_WINDOWS else f"_windows{train_windows}")
+    out = Path(out_root) / name
+    if (out / "provenance.json").exists():
+        return None
+    lm_model, tok, layer = load_harvest_lm()
+    caches = {}
+    for split in ("train", "heldout"):
+        folder = activation_cache_dir(harvest_config(lm_model, tok, corpus, layer=layer, split=split),
+                                      Path(cache_root).expanduser())
+        need = train_windows if split == "train" else 1
+        cmd = f"python -m aen_lib.lmref harvest --split {split} --cache-root {cache_root}"
+        if not (folder / ActivationCache.MANIFEST).is_file():
+            raise FileNotFoundError(f"no {split} activation cache at {folder}; harvest it first: {cmd}")
+        cache = ActivationCache(folder)
+        if cache.n_windows < need:
+            raise ValueError(f"the {split} cache at {folder} holds {cache.n_windows:,} windows, the set needs "
+                             f"{need:,}; continue the harvest: {cmd}")
+        caches[split] = cache
+    del lm_model
+    tcfg = TrainConfig(**{**LM_TRAIN, **({"steps": steps} if steps else {})}, progress=progress, seed=seed)
+    configs = expand_grid(dict(LM_SAE), spec.grid, seeds=[seed])
+    source = cache_source(caches["train"], tcfg.batch_size, max_windows=train_windows, loop=True)
+    work = Path(work_root) if work_root else DEFAULT_WORK
+    work = work / name
+    work.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cpu")
+    with RunLock(work):
+        ledger = InvocationLedger(work / "invocations", sweep_dir=work / "sweep", device=dev)
+        with ledger:
+            result = train_sweep(configs, source, tcfg, device=dev, checkpoint_dir=work / "sweep",
+                                 checkpoint_every=LM_CHECKPOINT_EVERY)
+        calls = ledger.settle(total=len(configs) * tcfg.steps)
+    heldout = caches["heldout"].load().acts.float()
+    train_records = {split: harvest_record(c) for split, c in caches.items()}
+    wall = sum(c["seconds"] for c in calls)
+    total = sum(c["member_steps"] for c in calls)
+    provenance = {
+        "record_version": 1, "set": name, "command": command, "study": study, "kind": "language_model",
+        "protocol": {"sae": dict(LM_SAE), "grid": spec.grid, "train": tcfg.to_dict(), "train_windows": train_windows,
+                     "train_rows": int(source.n_rows), "passes": tcfg.steps * tcfg.batch_size / source.n_rows,
+                     "fraction_of_paper_tokens": tcfg.steps * tcfg.batch_size / 204.8e6},
+        "harvest": {split: {k: v for k, v in r.items() if k not in ("shard_moments", "probe_rows")}
+                    for split, r in train_records.items()},
+        "inputs": {"outlier_severity_heldout": outlier_severity(heldout)},
+        "members": len(configs), "workers": 1, "invocations": calls, "wall_seconds": round(wall, 1),
+        "member_steps": total, "member_steps_per_s": round(total / wall, 3) if wall else None,
+    }
+    files = {}
+    for m in result.members:
+        try:
+            settled: dict[str, Any] | None = dead_curve_settled(m.history, tcfg.steps)
+        except ValueError:  # a short run logs too few points to judge
+            settled = None
+        extra = {"set": name, "skipped_steps": m.skipped_steps, **heldout_metrics(m.sae, heldout),
+                 "dead_settled": settled}
+        files[f"{variant_id(m.cfg)}.json"] = member_record(m.cfg, m.final, m.history,
+                                                           train_config=tcfg.replace(progress=False),
+                                                           data=provenance["harvest"]["train"]["config"], extra=extra)
+    out.mkdir(parents=True, exist_ok=False)
+    for fname, rec in files.items():
+        atomic_write(out / fname, lambda p, r=rec: p.write_text(json.dumps(r, indent=1, allow_nan=True) + "\n"))
+    for split, r in train_records.items():  # the full records, for a later re-harvest to compare with
+        atomic_write(out / f"harvest_{split}.json", lambda p, r=r: p.write_text(json.dumps(r) + "\n"))
+    atomic_write(out / "provenance.json", lambda p: p.write_text(json.dumps(provenance, indent=1) + "\n"))
+    return out
+
+
 def _describe(record: dict[str, Any]) -> str:
     c = record["config"]
     return (f"{record['windows']:,} windows, {record['rows']:,} rows of {c['d_model']} ({c['model']} block "
@@ -163,10 +335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     h.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="a corpus built by python -m aen_lib.corpus build")
     h.add_argument("--cache-root", default=str(DEFAULT_CACHE_ROOT), help="where the cache folder goes")
     h.add_argument("--windows", type=int, default=None, help="harvest the first N windows only (default: all)")
+    h.add_argument("--split", default="train", choices=["train", "heldout"])
     h.add_argument("--lm-dtype", default=HARVEST_LM_DTYPE, choices=["bfloat16", "float32"])
     h.add_argument("--batch-size", type=int, default=16, help="windows per LM forward")
     h.add_argument("--compare", default=None, help="a recorded harvest_record.json to compare this harvest with")
     h.add_argument("--no-progress", action="store_true")
+    t = sub.add_parser("train", help="train (or continue) one language-model set on the harvested cache")
+    t.add_argument("--study", default="pilot", choices=sorted(LM_STUDIES))
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=None, help="fewer steps (a smoke run; the set's name says so)")
+    t.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    t.add_argument("--cache-root", default=str(DEFAULT_CACHE_ROOT))
+    t.add_argument("--out", default="reference", help="where the finished set's records go")
+    t.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
+    t.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     from . import configure_openmp
 
@@ -176,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recorded = json.loads(Path(args.compare).read_text()) if args.compare else None
         try:
             cache, record = harvest(args.corpus, args.cache_root, windows=args.windows, lm_dtype=args.lm_dtype,
-                                    batch_size=args.batch_size, progress=not args.no_progress)
+                                    batch_size=args.batch_size, progress=not args.no_progress, split=args.split)
         except (FileNotFoundError, ValueError) as e:
             print(f"aen_lib.lmref: {e}", file=sys.stderr)
             return 2
@@ -185,6 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmp = compare_harvests(recorded, record)
             print("matches the recorded harvest" if cmp["match"] else f"differs from the recorded harvest: {cmp}")
             return 0 if cmp["match"] else 1
+    if args.stage == "train":
+        import shlex
+
+        cmd = "python -m aen_lib.lmref " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        try:
+            out = run_lm_set(args.study, args.seed, cache_root=args.cache_root, corpus=args.corpus, out_root=args.out,
+                             work_root=args.work, steps=args.steps, progress=not args.no_progress, command=cmd)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"aen_lib.lmref: {e}", file=sys.stderr)
+            return 2
+        print(f"records written to {out}" if out else f"{lm_set_name(args.study, args.seed, args.steps)} exists "
+              f"under {args.out}; nothing was overwritten")
     return 0
 
 

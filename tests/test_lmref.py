@@ -1,0 +1,102 @@
+"""The language-model reference pipeline (aen_lib.lmref): harvest records that a re-harvest can be checked against,
+the held-out metrics, and the pilot's 'has the dead % stopped moving' judgement."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_fixtures import pydoc_texts, tiny_lm_dirs, tiny_tokenizer  # noqa: F401  (fixtures)
+
+from aen_lib.config import SAEConfig
+from aen_lib.corpus import Source, build_corpus
+from aen_lib.lmref import compare_harvests, dead_curve_settled, harvest, heldout_metrics
+from aen_lib.model import SAE
+
+
+@pytest.fixture
+def corpus(tmp_path, tiny_tokenizer):
+    docs = pydoc_texts(80)
+    (tmp_path / "src.txt").write_text("\n".join(docs))
+    src = Source(name="pydoc_part", package="python", kind="stdlib", license="PSF-2.0",
+                 files=lambda: [tmp_path / "src.txt"],
+                 documents=lambda files: files[0].read_text().split("\n"))
+    build_corpus(tmp_path / "corpus", [src], heldout_tokens=500, tokenizer=tiny_tokenizer)
+    return tmp_path / "corpus"
+
+
+@pytest.fixture
+def tiny(tiny_lm_dirs, single_thread):
+    from aen_lib.lm import load_lm
+
+    model, tok = load_lm(tiny_lm_dirs["llama"], dtype=torch.float32, device="cpu")
+    return model, tok, 1
+
+
+from lm_fixtures import single_thread  # noqa: E402,F401
+
+
+def test_a_reharvest_matches_and_a_resumed_harvest_equals_one_in_one_go(tmp_path, corpus, tiny):
+    _, whole = harvest(corpus, tmp_path / "a", lm=tiny, progress=False)
+    assert whole["windows"] > 6 and whole["rows"] == whole["windows"] * (128 - 1)
+    harvest(corpus, tmp_path / "b", lm=tiny, windows=3, progress=False)  # stopped early, then continued
+    cache, resumed = harvest(corpus, tmp_path / "b", lm=tiny, progress=False)
+    assert compare_harvests(whole, resumed)["match"]
+    assert (cache.path / "harvest_record.json").is_file()
+    assert json.loads((cache.path / "harvest_record.json").read_text())["checksum"] == whole["checksum"]
+    _, held = harvest(corpus, tmp_path / "a", lm=tiny, split="heldout", progress=False)
+    assert held["config"]["dataset"].startswith("aen-corpus:heldout:") and held["checksum"] != whole["checksum"]
+
+
+def test_a_differing_harvest_reports_its_largest_difference(tmp_path, corpus, tiny):
+    _, rec = harvest(corpus, tmp_path / "a", lm=tiny, windows=4, progress=False)
+    other = copy.deepcopy(rec)
+    other["checksum"] = "0" * 64
+    other["probe_rows"][1][5] += 0.25
+    other["shard_moments"][0]["sum_sq"] *= 1.01
+    cmp = compare_harvests(rec, other)
+    assert not cmp["match"] and cmp["same_key"]
+    assert cmp["probe_max_abs_diff"] == pytest.approx(0.25, abs=1e-6)
+    assert cmp["moment_max_rel_diff"] == pytest.approx(0.01, rel=1e-6)
+    longer = copy.deepcopy(rec)
+    longer["windows"] += 1
+    assert not compare_harvests(rec, longer)["match"]  # same checksum, other windows: not the same harvest
+    keyed = copy.deepcopy(rec)
+    keyed["config"]["lm_dtype"] = "bfloat16"
+    assert compare_harvests(rec, keyed)["key_differences"] == ["lm_dtype"]
+
+
+def test_heldout_metrics_of_an_sae_with_a_known_answer():
+    """Encoder [I, -I], decoder [I; -I]: x_hat = relu(x) - relu(-x) = x, so EV is 1; on inputs with positive
+    coordinates only the second half never fires (50% dead) and L0 is the count of non-zero coordinates."""
+    sae = SAE(SAEConfig(d_in=4, d_sae=8, l1=0.0))
+    eye = torch.eye(4)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.b_enc.zero_()
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_dec.zero_()
+    x = torch.rand(300, 4) + 0.1
+    x[:100, 3] = 0.0  # a third of the rows have three non-zero coordinates
+    m = heldout_metrics(sae, x, batch_size=64)
+    assert m["heldout_rows"] == 300
+    assert m["heldout_ev"] == pytest.approx(1.0, abs=1e-6)
+    assert m["heldout_dead_pct"] == pytest.approx(50.0)
+    assert m["heldout_l0"] == pytest.approx((100 * 3 + 200 * 4) / 300)
+    x[5, 0] = -1.0  # one negative coordinate wakes latent 4
+    assert heldout_metrics(sae, x)["heldout_dead_pct"] == pytest.approx(100 * 3 / 8)
+
+
+def test_the_pilot_judgement_flips_when_the_dead_curve_still_moves():
+    flat = [{"step": s, "dead_pct_window": 13.0 + 0.1 * (s % 3)} for s in range(0, 2501, 50)]
+    ok = dead_curve_settled(flat, 2500)
+    assert ok["settled"] and ok["range"] == pytest.approx(0.2) and ok["points"] == 13  # steps 1,900 ... 2,500
+    falling = [{"step": s, "dead_pct_window": 80.0 - s / 50} for s in range(0, 2501, 50)]
+    bad = dead_curve_settled(falling, 2500)
+    assert not bad["settled"] and bad["range"] == pytest.approx(12.0) and bad["first"] > bad["last"]
+    with pytest.raises(ValueError, match="fewer than two logged points"):
+        dead_curve_settled(flat[:3], 2500)
