@@ -932,11 +932,10 @@ def bias_centring_equivalence(*, rho: float = 0.9, steps: int = 300, n: int = 64
     return pd.DataFrame(rows)
 
 
-def seed_ranges(root: str | Path, rho: float, device: str = "cpu",
-                metrics: Sequence[str] = ("l0", "dead_pct_window", "eval_dead_pct", "ev")) -> pd.DataFrame:
-    """The SAEs of :data:`SEEDS_GRID` at one ρ over every committed seed: seed 0 from the paper set, further seeds
-    from the ``seeds`` sets. One row per SAE (variant) with ``seeds`` (how many), and each metric's ``<m>_min``,
-    ``<m>_max`` and ``<m>_mean`` over seeds. Raises ``ValueError`` when no seeds set is committed at this ρ."""
+def seeds_frame(root: str | Path, rho: float, device: str = "cpu") -> pd.DataFrame:
+    """One row per trained SAE of :data:`SEEDS_GRID` at one ρ and every committed seed (seed 0 from the paper set,
+    restricted to the seeds grid's variants so that every seed is judged on the same SAEs; further seeds from the
+    ``seeds`` sets), in :func:`set_frames`'s columns. Raises ``ValueError`` when no seeds set is committed at this ρ."""
     root = Path(root)
     folders = [f for f in committed_sets(root, device=device, study="paper") + committed_sets(root, device=device,
                                                                                                study="seeds")
@@ -946,7 +945,15 @@ def seed_ranges(root: str | Path, rho: float, device: str = "cpu",
                          f"python -m aen_lib.reference spiked --study seeds --rho {rho:g} --seed 1")
     runs, _ = set_frames(folders)
     keep = set(runs.loc[runs["study"] == "seeds", "variant"])
-    runs = runs[runs["variant"].isin(keep)]
+    return runs[runs["variant"].isin(keep)].reset_index(drop=True)
+
+
+def seed_ranges(root: str | Path, rho: float, device: str = "cpu",
+                metrics: Sequence[str] = ("l0", "dead_pct_window", "eval_dead_pct", "ev")) -> pd.DataFrame:
+    """The SAEs of :data:`SEEDS_GRID` at one ρ over every committed seed (:func:`seeds_frame`). One row per SAE
+    (variant) with ``seeds`` (how many), and each metric's ``<m>_min``, ``<m>_max`` and ``<m>_mean`` over seeds.
+    Raises ``ValueError`` when no seeds set is committed at this ρ."""
+    runs = seeds_frame(root, rho, device)
     agg = runs.groupby(["variant", "method", "label"])[list(metrics)].agg(["min", "max", "mean"])
     agg.columns = [f"{a}_{b}" for a, b in agg.columns]
     agg["seeds"] = runs.groupby(["variant", "method", "label"])["seed"].nunique()

@@ -25,6 +25,6 @@ from . import outlier, synthetic  # noqa: F401  (register their claims)
 from . import paper_size  # noqa: F401
 from . import aen_sae, geometry, reweighting, starvation  # noqa: F401
 from . import factorial  # noqa: F401
-from .core import CLAIMS, DEAD_COLUMN, DEAD_MARGIN, DEAD_VARIANT, Claim, Verdict, register
+from .core import CLAIMS, DEAD_COLUMN, DEAD_MARGIN, DEAD_VARIANT, Claim, Verdict, over_seeds, register
 
-__all__ = ["CLAIMS", "DEAD_COLUMN", "DEAD_MARGIN", "DEAD_VARIANT", "Claim", "Verdict", "register"]
+__all__ = ["CLAIMS", "DEAD_COLUMN", "DEAD_MARGIN", "DEAD_VARIANT", "Claim", "Verdict", "over_seeds", "register"]

@@ -87,3 +87,33 @@ def register(name: str, statement: str, *, source: str, counterexample: Callable
     return wrap
 
 
+
+
+def over_seeds(name: str, frame: pd.DataFrame, **kwargs: Any) -> Verdict:
+    """Judge the claim ``name`` on each seed of ``frame`` (a ``seed`` column) apart and combine the verdicts: it
+    holds when it holds on every seed where it is testable, does not hold when it fails on any, and is not testable
+    when no seed can test it. ``numbers`` gives ``per_seed`` ({seed: holds}), ``seeds``, ``holding`` and each seed's
+    own ``verdicts`` ({seed: Verdict}); the sentence names the seeds on which it fails."""
+    if name not in CLAIMS:
+        raise ValueError(f"unknown claim {name!r}; registered: {sorted(CLAIMS)}")
+    if "seed" not in frame.columns:
+        raise ValueError(f"over_seeds({name!r}) needs a 'seed' column; the frame has {sorted(frame.columns)}")
+    verdicts = {int(s): CLAIMS[name](g, **kwargs) for s, g in frame.groupby("seed")}
+    if not verdicts:
+        raise ValueError(f"over_seeds({name!r}): the frame has no rows")
+    tested = {s: v.holds for s, v in verdicts.items() if v.holds is not None}
+    failing = [s for s, h in tested.items() if h is False]
+    holds = None if not tested else not failing
+    seeds = sorted(verdicts)
+    names = ", ".join(str(s) for s in seeds)
+    if holds is None:
+        sentence = f"{CLAIMS[name].statement}: not testable on seeds {names}."
+    elif holds:
+        sentence = (f"{CLAIMS[name].statement}: holds on every seed that tests it "
+                    f"({len(tested)} of {len(seeds)}: seeds {', '.join(str(s) for s in sorted(tested))}).")
+    else:
+        sentence = (f"{CLAIMS[name].statement}: fails on seed{'s' if len(failing) > 1 else ''} "
+                    f"{', '.join(str(s) for s in failing)} (holds on {sum(tested.values())} of {len(tested)} "
+                    f"tested).")
+    return Verdict(name, holds, {"per_seed": {s: v.holds for s, v in verdicts.items()}, "seeds": seeds,
+                                 "holding": sum(bool(h) for h in tested.values()), "verdicts": verdicts}, sentence)
