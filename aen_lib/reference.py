@@ -55,7 +55,7 @@ from .results import member_record, variant_id
 from .sweep import expand_grid, train_sweep
 from .train import TrainConfig
 
-SPIKED_PAPER_GRID: dict[str, dict[str, list[Any]]] = {
+REFERENCE_SPIKED_GRID: dict[str, dict[str, list[Any]]] = {
     "relu_l1": {"l1": [0.01, 0.005, 0.001]},
     "elastic_net": {"l1": [0.005], "l2": [0.001]},
     "adaptive_lasso": {"l1": [0.005], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
@@ -64,7 +64,7 @@ SPIKED_PAPER_GRID: dict[str, dict[str, list[Any]]] = {
     "topk_auxk": {"k": [8, 16, 32]},
 }
 """The minimum grid of the paper-size synthetic reference sets (16 SAEs per ρ; the authors' full v1 grid is
-:data:`aen_lib.sweep.PAPER_SPIKED_GRID`)."""
+:data:`aen_lib.sweep.AUTHORS_SPIKED_GRID`)."""
 
 SEEDS_GRID: dict[str, dict[str, list[Any]]] = {
     "relu_l1": {"l1": [0.005]},
@@ -73,7 +73,7 @@ SEEDS_GRID: dict[str, dict[str, list[Any]]] = {
     "topk": {"k": [8, 16, 32]},
     "topk_auxk": {"k": [32]},
 }
-"""The subset of :data:`SPIKED_PAPER_GRID` trained again at further seeds (8 SAEs), so that every verdict on the
+"""The subset of :data:`REFERENCE_SPIKED_GRID` trained again at further seeds (8 SAEs), so that every verdict on the
 paper's statements can give a seed range."""
 
 OUTLIER_GRID: dict[str, dict[str, list[Any]]] = {
@@ -83,7 +83,7 @@ OUTLIER_GRID: dict[str, dict[str, list[Any]]] = {
 }
 """The SAEs trained again with the input mean taken out of the picture (6 SAEs; Simon, Adams & Zou 2026 tie feature
 death to the activation mean): once with the pre-encoder bias started at the data mean, once on mean-centred inputs.
-Their configs are those of the same SAEs in :data:`SPIKED_PAPER_GRID`, so each pairs with its plain twin."""
+Their configs are those of the same SAEs in :data:`REFERENCE_SPIKED_GRID`, so each pairs with its plain twin."""
 
 
 SENSITIVITY_AXES: dict[str, list[Any]] = {"gamma": [0.5, 1.0], "ema_beta": [0.999, 0.9999],
@@ -154,7 +154,7 @@ class Study:
 
 
 STUDIES: dict[str, Study] = {
-    "paper": Study(SPIKED_PAPER_GRID, doc="the paper's statements"),
+    "paper": Study(REFERENCE_SPIKED_GRID, doc="the paper's statements"),
     "seeds": Study(SEEDS_GRID, doc="seed ranges: 8 SAEs of the paper grid at another seed"),
     "biasmean": Study(OUTLIER_GRID, b_dec_init="mean", doc="the outlier explanation: pre-encoder bias at the data mean"),
     "centred": Study(OUTLIER_GRID, inputs="centred", doc="the outlier explanation: mean-centred inputs"),

@@ -19,7 +19,7 @@ CPU) to an uninterrupted sweep. A folder that holds a different sweep is refused
 
 Typical use::
 
-    configs = expand_grid(dict(d_in=256, d_sae=1024, warmup_steps=10_000), PAPER_SPIKED_GRID, seeds=[0])
+    configs = expand_grid(dict(d_in=256, d_sae=1024, warmup_steps=10_000), AUTHORS_SPIKED_GRID, seeds=[0])
     result = train_sweep(configs, SpikedDictionaryData(SpikedDictionaryConfig(rho=0.0, seed=0)),
                          TrainConfig(steps=50_000, batch_size=256), device="cuda", checkpoint_dir="runs/rho0")
     result.members[3].final["dead_pct"], result.members[3].sae   # metrics and a plain SAE (aen_lib.io.save_sae)
@@ -49,7 +49,7 @@ from .sources import DataSource
 from .train import CHECKPOINT_VERSION, TrainConfig, Trainer, final_metrics, load_checkpoint
 
 __all__ = [
-    "PAPER_SPIKED_GRID",
+    "AUTHORS_SPIKED_GRID",
     "expand_grid",
     "MemberResult",
     "SweepResult",
@@ -60,7 +60,7 @@ __all__ = [
     "train_sweep",
 ]
 
-PAPER_SPIKED_GRID: dict[str, dict[str, list[Any]]] = {
+AUTHORS_SPIKED_GRID: dict[str, dict[str, list[Any]]] = {
     "relu_l1": {"l1": [0.01, 0.005, 0.001, 0.0005]},
     "elastic_net": {"l1": [0.01, 0.005, 0.001], "l2": [0.001, 0.0005, 0.0001]},
     "adaptive_lasso": {"l1": [0.01, 0.005, 0.001], "gamma": [0.5, 1.0], "ema_beta": [0.999, 0.9999],

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
             from torch.profiler import ProfilerActivity, profile
 
             from aen_lib.sweep import expand_grid
-            cfgs = expand_grid(dict(reference.SPIKED_PAPER_SAE), reference.SPIKED_PAPER_GRID, seeds=[0])
+            cfgs = expand_grid(dict(reference.SPIKED_PAPER_SAE), reference.REFERENCE_SPIKED_GRID, seeds=[0])
             sae = model_mod.SAE(cfgs)
             src = data_mod.SpikedDictionaryData(data_mod.SpikedDictionaryConfig(n=N, m=M, k=16, rho=args.rho, seed=0))
             tr = train.Trainer(sae, src, train.TrainConfig(steps=10**9, batch_size=BATCH, progress=False))

@@ -36,13 +36,13 @@ from bench_core import FixedBatch, matmul_ceiling, timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
 from aen_lib.planner import sae_step_flops  # noqa: E402
-from aen_lib.sweep import CPU_MAX_TENSOR_BYTES, PAPER_SPIKED_GRID, expand_grid, plan_chunks  # noqa: E402
+from aen_lib.sweep import CPU_MAX_TENSOR_BYTES, AUTHORS_SPIKED_GRID, expand_grid, plan_chunks  # noqa: E402
 from aen_lib.train import TrainConfig, Trainer  # noqa: E402
 
 
 def members(n: int, m: int, count: int, k_scale: float) -> list[SAEConfig]:
     """``count`` configs spread evenly over the paper grid, plus BatchTopK and JumpReLU (TopK k scaled to m)."""
-    grid = {a: dict(v) for a, v in PAPER_SPIKED_GRID.items()}
+    grid = {a: dict(v) for a, v in AUTHORS_SPIKED_GRID.items()}
     grid["topk"] = {"k": sorted({max(1, min(m, round(k * k_scale))) for k in grid["topk"]["k"]})}
     allc = expand_grid(dict(d_in=n, d_sae=m, warmup_steps=0), grid)
     idx = sorted({round(i * (len(allc) - 1) / max(1, count - 4)) for i in range(max(1, count - 3))})

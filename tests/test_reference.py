@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.reference import SPIKED_PAPER_GRID, STUDIES, check_set, committed_sets, main, run_spiked, set_study
+from aen_lib.reference import REFERENCE_SPIKED_GRID, STUDIES, check_set, committed_sets, main, run_spiked, set_study
 from aen_lib.sweep import expand_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_set_frames_reads_a_set_into_runs_and_provenance(tiny_set):
     from aen_lib.reference import set_frames
 
     runs, prov = set_frames([tiny_set])
-    assert len(runs) == 16 and set(runs["method"]) == set(SPIKED_PAPER_GRID) and (runs["rho"] == 0.0).all()
+    assert len(runs) == 16 and set(runs["method"]) == set(REFERENCE_SPIKED_GRID) and (runs["rho"] == 0.0).all()
     assert {"l0", "dead_pct", "ev", "support_f1", "dictionary_mean_cos"} <= set(runs.columns)
     assert prov.loc[0, "SAEs"] == 16 and prov.loc[0, "invocations"] == 1 and prov.loc[0, "wall hours"] > 0
     with pytest.raises(ValueError, match="no set folders"):

@@ -10,7 +10,7 @@ from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
 from aen_lib.io import load_sae, save_sae
 from aen_lib.architectures import ARCHITECTURES
 from aen_lib.planner import sae_memory
-from aen_lib.sweep import PAPER_SPIKED_GRID, expand_grid, largest_tensor_bytes, member_bytes, plan_chunks, train_sweep
+from aen_lib.sweep import AUTHORS_SPIKED_GRID, expand_grid, largest_tensor_bytes, member_bytes, plan_chunks, train_sweep
 from aen_lib.train import TrainConfig, Trainer, train
 
 DATA = SpikedDictionaryConfig(n=8, m=32, k=2, rho=0.3, seed=1)
@@ -170,7 +170,7 @@ def test_export_and_restack_reproduce_the_stack(tmp_path):
 
 
 def test_expand_grid_counts_and_values():
-    cfgs = expand_grid(dict(d_in=256, d_sae=1024, warmup_steps=10_000), PAPER_SPIKED_GRID, seeds=[0, 1])
+    cfgs = expand_grid(dict(d_in=256, d_sae=1024, warmup_steps=10_000), AUTHORS_SPIKED_GRID, seeds=[0, 1])
     counts = {}
     for c in cfgs:
         counts[c.architecture] = counts.get(c.architecture, 0) + 1
