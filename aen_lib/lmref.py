@@ -199,15 +199,16 @@ def lm_set_name(study: str, seed: int, steps: int | None = None) -> str:
 
 
 def heldout_metrics(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
-    """L0, explained variance and dead latents of a trained SAE on held-out rows ``x [N, d]`` (float32): ``dead`` is
-    the share of latents with no activation above 1e-12 on any held-out row (the training metric's threshold)."""
-    from .metrics import DEAD_THRESHOLD
+    """L0, explained variance (the paper's residual-centred formula over all rows,
+    :class:`aen_lib.metrics.StreamingExplainedVariance` with ``centre_residual=True``) and dead latents of a trained
+    SAE on held-out rows ``x [N, d]``: ``dead`` is the share of latents with no activation above 1e-12 on any held-out
+    row (the training metric's threshold)."""
+    from .metrics import DEAD_THRESHOLD, StreamingExplainedVariance
 
     sae = sae.eval()
     fired = None
-    l0_sum, sse, n = 0.0, 0.0, 0
-    mean = x.double().mean(0)
-    sst = float((x.double() - mean).pow(2).sum())
+    l0_sum, n = 0.0, 0
+    ev = StreamingExplainedVariance()
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].float()
@@ -216,9 +217,9 @@ def heldout_metrics(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[s
             active = h.abs() > DEAD_THRESHOLD
             fired = active.any(0) if fired is None else fired | active.any(0)
             l0_sum += float(active.sum())
-            sse += float((xb.double() - x_hat.double()).pow(2).sum())
+            ev.update(xb, x_hat)
             n += xb.shape[0]
-    return {"heldout_rows": n, "heldout_l0": l0_sum / n, "heldout_ev": 1.0 - sse / sst,
+    return {"heldout_rows": n, "heldout_l0": l0_sum / n, "heldout_ev": float(ev.compute(centre_residual=True)),
             "heldout_dead_pct": 100.0 * float((~fired).float().mean())}
 
 
