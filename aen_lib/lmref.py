@@ -350,7 +350,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--out", default="reference", help="where the finished set's records go")
     t.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     t.add_argument("--no-progress", action="store_true")
+    st = sub.add_parser("status", help="how far a language-model set has come: steps, speed, hours left, last metrics")
+    st.add_argument("--study", default="pilot", choices=sorted(LM_STUDIES))
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--steps", type=int, default=None)
+    st.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     args = ap.parse_args(argv)
+    if args.stage == "status":
+        from .reference import DEFAULT_WORK, latest_metrics, set_status
+
+        work = (Path(args.work) if args.work else DEFAULT_WORK) / lm_set_name(args.study, args.seed, args.steps)
+        try:
+            state = set_status(work)
+        except ValueError as e:
+            print(f"aen_lib.lmref: {e}", file=sys.stderr)
+            return 2
+        left = f", {state['hours_left']:.2f} h left" if state["hours_left"] is not None else ""
+        print(f"{state['set']}: step {state['steps']:,} of {state['of_steps']:,} saved, "
+              f"{'running' if state['running'] else 'not running'}, {state['invocations']} invocation(s){left}; "
+              f"continue with: {state['continue']}")
+        print(latest_metrics(work).to_string(index=False))
+        return 0
     from . import configure_openmp
 
     configure_openmp()

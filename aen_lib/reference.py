@@ -772,7 +772,20 @@ def provenance_table(folders: Sequence[str | Path]) -> str:
 
 
 def continue_command(work: Path, plan: dict[str, Any]) -> str:
-    """The command that continues the set in ``work`` (from its manifest: ρ, seed, device, a smoke run's steps)."""
+    """The command that continues the set in ``work`` (from its manifest: ρ, seed, device, a smoke run's steps; a
+    language-model set, ``lm_...``, is continued by :mod:`aen_lib.lmref`)."""
+    if work.name.startswith("lm_"):
+        import re
+
+        m = re.fullmatch(r"lm_smollm2_(.+?)_seed(\d+)(?:_steps(\d+))?(?:_windows(\d+))?", work.name)
+        if m is None:
+            return f"(unknown language-model set {work.name}; see python -m aen_lib.lmref train --help)"
+        words = ["python -m aen_lib.lmref train", f"--study {m.group(1)}", f"--seed {m.group(2)}"]
+        if m.group(3):
+            words.append(f"--steps {m.group(3)}")
+        if work.parent != DEFAULT_WORK:
+            words.append(f"--work {work.parent}")
+        return " ".join(words)
     data = plan["data"] if isinstance(plan.get("data"), dict) else {}
     if isinstance(data.get("source"), dict):  # a wrapped source (e.g. centred inputs) names the spiked config inside
         data = data["source"]

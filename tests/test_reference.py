@@ -593,3 +593,13 @@ def test_a_part_that_fails_is_named(tmp_path):
 
     with pytest.raises(RuntimeError, match="part 0 of 2 failed"):
         _run_parts(tmp_path, ["spiked", "--rho", "2.0", "--steps", "2", "--work", str(tmp_path)], 2)
+
+
+def test_a_language_model_set_is_continued_by_lmref(tmp_path):
+    from aen_lib.reference import DEFAULT_WORK, continue_command
+
+    assert continue_command(DEFAULT_WORK / "lm_smollm2_pilot_seed0", {}) == \
+        "python -m aen_lib.lmref train --study pilot --seed 0"
+    assert continue_command(tmp_path / "lm_smollm2_grid_topk_seed1_steps40", {}) == \
+        f"python -m aen_lib.lmref train --study grid_topk --seed 1 --steps 40 --work {tmp_path}"
+    assert "unknown language-model set" in continue_command(tmp_path / "lm_other", {})
