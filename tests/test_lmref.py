@@ -100,3 +100,15 @@ def test_the_pilot_judgement_flips_when_the_dead_curve_still_moves():
     assert not bad["settled"] and bad["range"] == pytest.approx(12.0) and bad["first"] > bad["last"]
     with pytest.raises(ValueError, match="fewer than two logged points"):
         dead_curve_settled(flat[:3], 2500)
+
+
+def test_every_language_model_study_fits_a_few_hours_of_one_core():
+    """At about 1.2 s per SAE step (576 x 4,608, batch 4,096, one thread: README, performance), each set must finish
+    within five hours, since its checkpoints stay on the machine that trains it."""
+    from aen_lib.lmref import LM_SAE, LM_STUDIES, LM_TRAIN
+    from aen_lib.sweep import expand_grid
+
+    for name, study in LM_STUDIES.items():
+        members = len(expand_grid(dict(LM_SAE), study.grid, seeds=[0]))
+        hours = members * (study.steps or LM_TRAIN["steps"]) * 1.2 / 3600
+        assert 0 < hours <= 5.0, (name, members, hours)
