@@ -83,7 +83,8 @@ class TrainConfig(ConfigBase):
     progress: bool = True
     """Show a tqdm progress bar with step, loss, L0 and dead %."""
     seed: int = 0
-    """Seed of torch/python/numpy RNGs at the start of training."""
+    """The run's seed as recorded with it. It draws nothing: the initialisation draws from ``SAEConfig.seed`` and the
+    data from its source's own generator, and the trainer leaves the global torch/Python/NumPy RNGs alone."""
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -259,9 +260,7 @@ class Trainer:
                                                 device=self.device) if cfg.dead_window_tokens else None)
         self.ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         self.bar = bar
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
+        # no global reseeding: every random draw of training (initialisation, data, shuffles) has its own generator
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -309,7 +308,8 @@ class Trainer:
         self.histories = [list(h) for h in state["histories"]]
         mine = state["per_rank"][self.reducer.rank]
         self.data.load_state_dict(mine["data"])
-        set_rng_state(mine["rng"])
+        # mine["rng"] (the global RNG states at save time) is kept in checkpoints for older readers and not restored:
+        # training draws from its own generators, and the caller's global RNG is not the trainer's to set
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write the full training state atomically (temp file, then rename); rank 0 writes, every rank waits."""

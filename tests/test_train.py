@@ -196,3 +196,27 @@ def test_grad_clip_bounds_the_update():
     tr.opt.step = spy
     tr.train_step()
     assert seen[0] == pytest.approx(1e-3, rel=1e-4)  # the raw gradient is far larger: the clip acted
+
+
+def test_training_leaves_the_global_rngs_alone_and_does_not_depend_on_them():
+    """The trainer draws from its own generators: two runs with different global RNG states give the same SAE, and
+    the caller's global torch, Python and NumPy states are what they were before."""
+    import random
+
+    import numpy as np
+
+    def run(global_seed: int):
+        torch.manual_seed(global_seed); random.seed(global_seed); np.random.seed(global_seed)
+        before = (torch.get_rng_state().clone(), random.getstate(), np.random.get_state()[1].copy())
+        data = SpikedDictionaryData(SpikedDictionaryConfig(n=8, m=16, k=2, rho=0.5, seed=3))
+        sae = SAE(SAEConfig(d_in=8, d_sae=16, architecture="aen", l1=0.01, l2=0.001, warmup_steps=5, ramp_steps=5,
+                            ema_beta=0.9, seed=4))
+        train(sae, data, TrainConfig(steps=30, batch_size=16, log_every=10, dead_window_steps=10, progress=False,
+                                     seed=5))
+        after = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1])
+        assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
+        return sae
+
+    a, b = run(0), run(12345)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
