@@ -648,14 +648,21 @@ def set_study(folder: str | Path) -> str:
     return json.loads((Path(folder) / "provenance.json").read_text()).get("study", "paper")
 
 
-def committed_sets(root: str | Path, device: str | None = None, study: str | None = "paper") -> list[Path]:
+def committed_sets(root: str | Path, device: str | None = None, study: str | None = "paper",
+                   kind: str = "spiked") -> list[Path]:
     """The set folders under ``root`` (each holds a provenance.json) of one study (default: the paper's grid;
     ``None``: every study); with ``device`` ("cpu", "cuda"), only the sets whose last invocation trained on that
-    device type."""
+    device type. ``kind`` is ``"spiked"`` (the synthetic sets, the default), ``"language_model"`` (the
+    :mod:`aen_lib.lmref` sets, whose studies are :data:`aen_lib.lmref.LM_STUDIES`) or ``"any"``."""
+    if kind not in ("spiked", "language_model", "any"):
+        raise ValueError(f"kind={kind!r}; allowed: 'spiked', 'language_model', 'any'")
     root = Path(root)
-    if study is not None:
+    if study is not None and kind == "spiked":
         _study(study)
     sets = sorted(p.parent for p in root.glob("*/provenance.json")) if root.is_dir() else []
+    if kind != "any":
+        sets = [f for f in sets
+                if json.loads((f / "provenance.json").read_text()).get("kind", "spiked") == kind]
     if study is not None:
         sets = [f for f in sets if set_study(f) == study]
     if device is None:
@@ -1050,7 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(provenance_table(sets))
         return 0
     if args.kind == "check":
-        sets = committed_sets(args.root, study=None)
+        sets = committed_sets(args.root, study=None, kind="any")
         for folder in sets:
             prov = check_set(folder)
             print(f"{folder.name}: {prov['members']} SAEs, {prov['wall_seconds'] / 3600:.1f} h, "

@@ -603,3 +603,21 @@ def test_a_language_model_set_is_continued_by_lmref(tmp_path):
     assert continue_command(tmp_path / "lm_smollm2_grid_topk_seed1_steps40", {}) == \
         f"python -m aen_lib.lmref train --study grid_topk --seed 1 --steps 40 --work {tmp_path}"
     assert "unknown language-model set" in continue_command(tmp_path / "lm_other", {})
+
+
+def test_a_language_model_set_beside_the_synthetic_ones_is_checked_but_never_read_as_one(tmp_path):
+    """A committed lm_ set (kind 'language_model') is verified by check, and kept out of every synthetic reader."""
+    from aen_lib.factorial import factorial_frame
+
+    shutil.copytree(REPO / "reference" / "spiked_paper_rho0_seed0", tmp_path / "spiked_paper_rho0_seed0")
+    lm = tmp_path / "lm_smollm2_pilot_seed0"
+    lm.mkdir()
+    (lm / "provenance.json").write_text(json.dumps({"set": lm.name, "kind": "language_model", "study": "pilot",
+                                                     "members": 0, "invocations": [], "wall_seconds": 0.0,
+                                                     "member_steps": 0, "member_steps_per_s": None}))
+    assert committed_sets(tmp_path, study=None) == [tmp_path / "spiked_paper_rho0_seed0"]
+    assert committed_sets(tmp_path, study=None, kind="language_model") == [lm]
+    assert len(committed_sets(tmp_path, study=None, kind="any")) == 2
+    assert len(factorial_frame(tmp_path, 0.0, seeds=(0,))) == 4
+    with pytest.raises(ValueError, match="kind='other'"):
+        committed_sets(tmp_path, kind="other")
