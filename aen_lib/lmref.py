@@ -344,6 +344,35 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
     return out
 
 
+def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
+    """A markdown table of committed language-model sets, one row per SAE: set, SAE, steps, tokens, held-out L0, EV
+    and dead %, the last window's dead % in training, and whether it settled over the last quarter (its range)."""
+    rows = ["| set | SAE | steps | tokens | held-out L0 | held-out EV | held-out dead % | dead % (last window) "
+            "| dead % moved over the last quarter | invocations | wall h | hardware |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for folder in folders:
+        folder = Path(folder)
+        prov = json.loads((folder / "provenance.json").read_text())
+        calls = prov.get("invocations", [])
+        hw = sorted({f"{c.get('cpu', '?')} ({c.get('device', '?')})" for c in calls})
+        train = prov["protocol"]["train"]
+        for rec_path in sorted(folder.glob("*-*.json")):
+            if rec_path.name.startswith("harvest_"):
+                continue
+            rec = json.loads(rec_path.read_text())
+            ex, fin = rec["extra"], rec["final"]
+            settled = ex.get("dead_settled")
+            moved = (f"{settled['range']:.2f} points ({'settled' if settled['settled'] else 'not settled'})"
+                     if settled else "not judged (short run)")
+            dead_w = fin.get("dead_pct_window")
+            rows.append(f"| `{prov['set']}` | {rec['label']} | {train['steps']:,} | "
+                        f"{train['steps'] * train['batch_size']:,} | {ex['heldout_l0']:.1f} | {ex['heldout_ev']:.3f} | "
+                        f"{ex['heldout_dead_pct']:.1f} | "
+                        f"{'—' if dead_w is None or dead_w != dead_w else f'{dead_w:.1f}'} | {moved} | {len(calls)} | "
+                        f"{prov['wall_seconds'] / 3600:.1f} | {', '.join(hw)} |")
+    return "\n".join(rows)
+
+
 def _describe(record: dict[str, Any]) -> str:
     c = record["config"]
     return (f"{record['windows']:,} windows, {record['rows']:,} rows of {c['d_model']} ({c['model']} block "
@@ -372,12 +401,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--out", default="reference", help="where the finished set's records go")
     t.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     t.add_argument("--no-progress", action="store_true")
+    tb = sub.add_parser("table", help="the committed language-model sets as a markdown table (one row per SAE)")
+    tb.add_argument("root", nargs="?", default="reference")
     st = sub.add_parser("status", help="how far a language-model set has come: steps, speed, hours left, last metrics")
     st.add_argument("--study", default="pilot", choices=sorted(LM_STUDIES))
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--steps", type=int, default=None)
     st.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     args = ap.parse_args(argv)
+    if args.stage == "table":
+        from .reference import committed_sets
+
+        sets = committed_sets(args.root, study=None, kind="language_model")
+        if not sets:
+            print(f"no committed language-model set under {args.root}")
+            return 1
+        print(lm_table(sets))
+        return 0
     if args.stage == "status":
         from .reference import DEFAULT_WORK, latest_metrics, set_status
 

@@ -112,3 +112,23 @@ def test_every_language_model_study_fits_a_few_hours_of_one_core():
         members = len(expand_grid(dict(LM_SAE), study.grid, seeds=[0]))
         hours = members * (study.steps or LM_TRAIN["steps"]) * 1.2 / 3600
         assert 0 < hours <= 5.0, (name, members, hours)
+
+
+def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tmp_path):
+    from aen_lib.lmref import lm_table
+
+    folder = tmp_path / "lm_smollm2_pilot_seed0"
+    folder.mkdir()
+    (folder / "provenance.json").write_text(json.dumps({
+        "set": folder.name, "kind": "language_model", "wall_seconds": 7200.0,
+        "protocol": {"train": {"steps": 2500, "batch_size": 4096}},
+        "invocations": [{"cpu": "Some CPU", "device": "cpu"}, {"cpu": "Some CPU", "device": "cpu"}]}))
+    rec = {"label": "topk k=32", "final": {"dead_pct_window": 13.94},
+           "extra": {"heldout_l0": 31.96, "heldout_ev": 0.7123, "heldout_dead_pct": 20.5,
+                     "dead_settled": {"settled": False, "range": 1.75}}}
+    (folder / "topk-abc.json").write_text(json.dumps(rec))
+    (folder / "harvest_train.json").write_text("{}")  # harvest records are not SAEs
+    lines = lm_table([folder]).splitlines()
+    assert len(lines) == 3
+    assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | 13.9 | "
+                        "1.75 points (not settled) | 2 | 2.0 | Some CPU (cpu) |")
