@@ -168,11 +168,13 @@ def compare_harvests(recorded: dict[str, Any], new: dict[str, Any]) -> dict[str,
 LM_SAE = dict(d_in=576, d_sae=4608, warmup_steps=400, ramp_steps=200)
 """SmolLM2-135M's residual width and the paper's 8x dictionary; the paper's Pythia warm-up of 4,000 steps (+2,000
 ramp) out of 25,000 scaled to the same fractions of :data:`LM_TRAIN`'s 2,500 steps."""
-LM_TRAIN = dict(steps=2_500, batch_size=4_096, lr=1e-3, grad_clip=1.0, dead_window_steps=1_000, log_every=50,
+LM_TRAIN = dict(steps=2_500, batch_size=4_096, lr=1e-3, grad_clip=1.0, dead_window_steps=500, log_every=50,
                 final_avg_logs=5)
 """2,500 Adam steps of 4,096 tokens = 10.24M tokens per SAE (1/20 of the paper's 204.8M for Pythia-70M); the
-paper's lr 1e-3 and clip 1.0; the dead-latent window 1,000 steps (4.1M tokens), 40% of training as the paper's
-10,000 of 25,000 steps."""
+paper's lr 1e-3 and clip 1.0; the dead-latent window 500 steps (2.05M tokens), which divides the run into five
+complete windows, so the final dead % covers the last 2.05M tokens and the last quarter of training spans three
+windows. (The paper's 10,000-step window over 25,000 steps leaves its last window half-filled, and the authors log
+that half window; the pilot set ran with a 1,000-step window, as its provenance records.)"""
 LM_TRAIN_WINDOWS = 73_728
 """Training windows the sets read: the first 73,728 of the corpus's training split (9.36M rows after position 0
 of every window is dropped), so 2,500 steps are 1.09 passes; a cache holding more windows gives the same stream."""
