@@ -246,17 +246,23 @@ def heldout_metrics(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[s
             "heldout_dead_pct": 100.0 * float((~fired).float().mean())}
 
 
-def dead_curve_settled(history: Sequence[dict[str, Any]], steps: int, *, tolerance: float = 1.0,
-                       metric: str = "dead_pct_window") -> dict[str, Any]:
-    """Whether a run's dead % has stopped moving: its range over the logged points of the last quarter of training
-    is at most ``tolerance`` points. Returns ``settled``, ``range`` and the quarter's first and last values."""
-    tail = [h for h in history if h.get("step", 0) >= 0.75 * steps and h.get(metric) is not None]
-    if len(tail) < 2:
-        raise ValueError(f"fewer than two logged points in the last quarter of {steps} steps; log more often")
-    vals = [float(h[metric]) for h in tail]
+def dead_curve_settled(history: Sequence[dict[str, Any]], steps: int, *, tolerance: float = 1.0) -> dict[str, Any]:
+    """Whether a run's dead % has stopped moving, from its logged history: the dead % of every *complete* window
+    (the logs where ``dead_window_fill`` is 1) that ends in the last quarter of training, with the complete window
+    before the first of them, must lie within ``tolerance`` points. Returns ``settled``, ``range``, ``windows``
+    ({end step: dead %} of those windows) and ``first``/``last``. Raises ``ValueError`` when fewer than two complete
+    windows can be compared."""
+    full = [(int(h["step"]), float(h["dead_pct"])) for h in history
+            if h.get("dead_window_fill") is not None and float(h["dead_window_fill"]) >= 1.0 and h.get("dead_pct") is not None]
+    late = [k for k, (s, _) in enumerate(full) if s >= 0.75 * steps]
+    if not late or late[0] == 0 and len(late) < 2:
+        raise ValueError(f"fewer than two complete dead windows to compare in the last quarter of {steps} steps; "
+                         "use a window that divides the run into several")
+    chosen = full[max(late[0] - 1, 0):]
+    vals = [d for _, d in chosen]
     rng = max(vals) - min(vals)
-    return {"settled": bool(rng <= tolerance), "range": rng, "first": vals[0], "last": vals[-1],
-            "points": len(vals), "tolerance": tolerance}
+    return {"settled": bool(rng <= tolerance), "range": rng, "windows": {s: d for s, d in chosen},
+            "first": vals[0], "last": vals[-1], "points": len(vals), "tolerance": tolerance}
 
 
 def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT,
@@ -363,7 +369,10 @@ def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
                 continue
             rec = json.loads(rec_path.read_text())
             ex, fin = rec["extra"], rec["final"]
-            settled = ex.get("dead_settled")
+            try:  # judged from the logged history, so a record of any version reads alike
+                settled: dict[str, Any] | None = dead_curve_settled(rec.get("history", []), train["steps"])
+            except ValueError:
+                settled = ex.get("dead_settled")
             moved = (f"{settled['range']:.2f} points ({'settled' if settled['settled'] else 'not settled'})"
                      if settled else "not judged (short run)")
             dead_w = fin.get("dead_pct_window")

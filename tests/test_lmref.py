@@ -92,15 +92,19 @@ def test_heldout_metrics_of_an_sae_with_a_known_answer():
 
 
 def test_the_pilot_judgement_flips_when_the_dead_curve_still_moves():
-    flat = [{"step": s, "dead_pct_window": 13.0 + 0.1 * (s % 3)} for s in range(0, 2501, 50)]
-    ok = dead_curve_settled(flat, 2500)
-    assert ok["settled"] and ok["range"] == pytest.approx(0.2) and ok["points"] == 13  # steps 1,900 ... 2,500
-    falling = [{"step": s, "dead_pct_window": 80.0 - s / 50} for s in range(0, 2501, 50)]
-    bad = dead_curve_settled(falling, 2500)
-    assert not bad["settled"] and bad["range"] == pytest.approx(12.0) and bad["first"] > bad["last"]
-    with pytest.raises(ValueError, match="fewer than two logged points"):
-        dead_curve_settled(flat[:3], 2500)
+    """Logs every 50 steps, a 500-step window: the complete windows end at 500, 1000, ..., 2500; those ending in the
+    last quarter (2000, 2500) and the one before them (1500) are compared."""
+    def history(dead_at_end):
+        return [{"step": s, "dead_window_fill": ((s - 1) % 500 + 1) / 500,
+                 "dead_pct": dead_at_end(s) if s % 500 == 0 else 99.0} for s in range(50, 2501, 50)]
 
+    ok = dead_curve_settled(history(lambda s: 13.0 + 0.1 * (s // 500)), 2500)
+    assert ok["settled"] and ok["range"] == pytest.approx(0.2) and sorted(ok["windows"]) == [1500, 2000, 2500]
+    bad = dead_curve_settled(history(lambda s: 80.0 - s / 50), 2500)
+    assert not bad["settled"] and bad["range"] == pytest.approx(20.0) and bad["first"] > bad["last"]
+    partial = [h for h in history(lambda s: 13.0) if h["step"] < 1000]  # one complete window only
+    with pytest.raises(ValueError, match="fewer than two complete dead windows"):
+        dead_curve_settled(partial, 2500)
 
 def test_every_language_model_study_fits_a_few_hours_of_one_core():
     """At about 1.2 s per SAE step (576 x 4,608, batch 4,096, one thread: README, performance), each set must finish
