@@ -391,6 +391,25 @@ def _describe(record: dict[str, Any]) -> str:
             f"{'complete' if record['complete'] else 'stopped at the window limit'}; checksum {record['checksum'][:16]}")
 
 
+_MACHINE_FLAGS = ("--corpus", "--cache-root", "--work")
+
+
+def recorded_command(argv: Sequence[str]) -> str:
+    """The train command as a record keeps it: folders are this machine's, so ``--corpus``,
+    ``--cache-root`` and ``--work`` (either spelling) are left out."""
+    import shlex
+
+    words, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in _MACHINE_FLAGS:
+            skip = True
+        elif not a.startswith(tuple(f + "=" for f in _MACHINE_FLAGS)):
+            words.append(a)
+    return "python -m aen_lib.lmref " + " ".join(shlex.quote(a) for a in words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aen_lib.lmref", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -464,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "train":
         import shlex
 
-        cmd = "python -m aen_lib.lmref " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        cmd = recorded_command(argv if argv is not None else sys.argv[1:])
         try:
             out = run_lm_set(args.study, args.seed, cache_root=args.cache_root, corpus=args.corpus, out_root=args.out,
                              work_root=args.work, steps=args.steps, progress=not args.no_progress, command=cmd)

@@ -136,3 +136,11 @@ def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tm
     assert len(lines) == 3
     assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | 13.9 | "
                         "1.75 points (not settled) | 2 | 2.0 | Some CPU (cpu) |")
+
+
+def test_recorded_command_drops_machine_folders():
+    from aen_lib.lmref import recorded_command
+
+    cmd = recorded_command(["train", "--study", "pilot", "--corpus", "/x/corpus", "--cache-root=/y", "--seed", "1",
+                            "--work", "/z", "--no-progress"])
+    assert cmd == "python -m aen_lib.lmref train --study pilot --seed 1 --no-progress"
