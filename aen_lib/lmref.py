@@ -481,8 +481,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("matches the recorded harvest" if cmp["match"] else f"differs from the recorded harvest: {cmp}")
             return 0 if cmp["match"] else 1
     if args.stage == "train":
-        import shlex
-
         cmd = recorded_command(argv if argv is not None else sys.argv[1:])
         try:
             out = run_lm_set(args.study, args.seed, cache_root=args.cache_root, corpus=args.corpus, out_root=args.out,
