@@ -15,6 +15,12 @@ The pipeline, one command per stage (``python -m aen_lib.lmref <stage>``):
   of the shard moments.
 * ``train``: one set of SAEs (a study of :data:`LM_STUDIES`) on the first windows of that cache, resumably, with
   the set's provenance (commit, command, invocations with wall and CPU seconds, threads, device, the harvest record).
+  Each record holds held-out L0/EV/dead %, the dead-latent window in tokens, and every latent's firing count over
+  the window training ended in with its density histogram (the adaptive weights' mean and shares at w_max / w_min
+  are in the history).
+* ``evaluate``: after training, the set's SAEs on the held-out split (:func:`evaluate_lm_set`): firing counts,
+  dead % silent and out of reach, and the spliced evaluation (CE clean, patched, mean- and zero-ablated, KL), into
+  the set's ``evaluation.json``.
 
 The model here is SmolLM2-135M-Instruct from a Q4_1 GGUF file dequantised to floating point (the offline stand-in,
 :mod:`aen_lib.lm`), run in bfloat16 on CPUs with native bf16 instructions (3.5x the float32 rate there, activations
@@ -33,12 +39,15 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+from torch import Tensor
 
 from .activation_cache import ActivationCache, CacheConfig, activation_cache_dir, write_activation_cache
 
 __all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "harvest_config", "harvest",
            "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics", "dead_curve_settled",
-           "run_lm_set", "lm_set_name", "DEFAULT_CACHE_ROOT", "DEFAULT_CORPUS", "main"]
+           "run_lm_set", "lm_set_name", "training_mean", "final_window_record",
+           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "DEFAULT_CACHE_ROOT",
+           "DEFAULT_CORPUS", "main"]
 
 LM_NAME = "smollm2-135m"
 """The registry's offline model (:func:`aen_lib.lm.lookup_model`)."""
@@ -189,6 +198,22 @@ class LMStudy:
     purpose: str
     steps: int | None = None
     """Training steps when not :data:`LM_TRAIN`'s (a calibration set's short runs)."""
+    b_dec_init: str = "zero"
+    """``"zero"`` (the paper) or ``"mean"``: every SAE's pre-encoder bias starts at the mean of the training rows
+    (:func:`training_mean`), the remedy SAELens and others apply and the outlier explanation's first test."""
+    inputs: str = "raw"
+    """``"raw"`` (the paper) or ``"centred"``: the training mean is subtracted from every training and held-out row
+    (and added back after the SAE in spliced evaluation), the outlier explanation's second test."""
+
+    def __post_init__(self) -> None:
+        if self.b_dec_init not in ("zero", "mean"):
+            raise ValueError(f"b_dec_init must be 'zero' or 'mean', got {self.b_dec_init!r}")
+        if self.inputs not in ("raw", "centred"):
+            raise ValueError(f"inputs must be 'raw' or 'centred', got {self.inputs!r}")
+
+    @property
+    def needs_mean(self) -> bool:
+        return self.b_dec_init == "mean" or self.inputs == "centred"
 
 
 _ADAPTIVE = {"gamma": [0.5], "ema_beta": [0.999], "ref_top_pct": [0.05]}
@@ -211,10 +236,52 @@ LM_STUDIES: dict[str, LMStudy] = {
                                     "aen": {"l1": [0.02, 0.005, 0.00125], "l2": [0.001], **_ADAPTIVE}},
                                    "calibration of the adaptive SAEs: the same λ1, 1,200 steps each, so that 600 steps "
                                    "run with the weights on after the 400-step warm-up and 200-step ramp", steps=1_200),
+    "l1_matched": LMStudy({"relu_l1": {"l1": [0.003, 0.004]},
+                           "elastic_net": {"l1": [0.005, 0.0063], "l2": [0.001]}},
+                          "the fixed-weight ℓ1 SAEs near L0 32 at full length: two λ1 each around the bracket's "
+                          "log-log interpolation (ReLU-ℓ1 0.0037; the elastic net 0.0063 and, since its L0 was "
+                          "still falling at 600 steps, the lower 0.005); the one closest to 32 is the matched-L0 "
+                          "row, as in the paper's table"),
+    "topk_biasmean": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 with the pre-encoder bias "
+                             "started at the training rows' mean", b_dec_init="mean"),
+    "topk_centred": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 on mean-centred rows",
+                            inputs="centred"),
 }
 """The language-model sets, each sized to finish within a few hours on one CPU core (about 1.2 s per SAE step at
 576 x 4,608, batch 4,096). The matched-L0 grid of the ℓ1 family, AEN near L0 16 and 128, AEN at β 0.999, a second
 seed and the mean-centred variants follow from the bracket's λ1."""
+
+
+def training_mean(cache: ActivationCache, windows: int, *, progress: bool = False) -> Tensor:
+    """``[d]`` float64 mean of the rows of the first ``windows`` windows of ``cache`` (the rows a set trains on)."""
+    total, n = None, 0
+    for shard in cache.iter_shards():
+        keep = shard.window_index < windows
+        if not bool(keep.any()):
+            break
+        a = shard.acts[keep].double()
+        total = a.sum(0) if total is None else total + a.sum(0)
+        n += int(a.shape[0])
+    if total is None or n == 0:
+        raise ValueError(f"the cache at {cache.path} holds no rows in its first {windows} windows")
+    return total / n
+
+
+def _set_mean(work: Path, cache: ActivationCache, windows: int) -> Tensor:
+    """The training mean of a set, computed once and kept in its work folder (``mean.pt``, keyed by the cache's
+    checksum-bearing config and the window count, so another cache's mean is never reused)."""
+    path = work / "mean.pt"
+    key = {"config": cache.config.to_dict(), "windows": windows}
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("key") == key:
+            return saved["mean"]
+        raise ValueError(f"{path} holds the mean of another cache or window count; move it away to recompute")
+    from .io import atomic_write
+
+    mean = training_mean(cache, windows)
+    atomic_write(path, lambda p: torch.save({"key": key, "mean": mean}, p))
+    return mean
 
 
 def lm_set_name(study: str, seed: int, steps: int | None = None) -> str:
@@ -265,14 +332,30 @@ def dead_curve_settled(history: Sequence[dict[str, Any]], steps: int, *, toleran
             "first": vals[0], "last": vals[-1], "points": len(vals), "tolerance": tolerance}
 
 
+def final_window_record(window: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a record keeps of the dead-latent window training ended in: its steps and tokens, every latent's firing
+    count over it and their :func:`aen_lib.metrics.firing_density_histogram`; None where the counts are unknown."""
+    from .metrics import firing_density_histogram
+
+    if window is None or window.get("firing_counts") is None or not window.get("tokens"):
+        return None
+    counts = window["firing_counts"]
+    return {"steps": int(window["steps"]), "tokens": int(window["tokens"]),
+            "firing_counts": [int(round(float(c))) for c in counts.tolist()],
+            "density_histogram": firing_density_histogram(counts, int(window["tokens"]))}
+
+
 def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT,
                corpus: str | os.PathLike[str] = DEFAULT_CORPUS, out_root: str | os.PathLike[str] = "reference",
                work_root: str | os.PathLike[str] | None = None, steps: int | None = None, progress: bool = True,
-               command: str = "", train_windows: int = LM_TRAIN_WINDOWS) -> Path | None:
+               command: str = "", train_windows: int = LM_TRAIN_WINDOWS, lm: Any = None,
+               sae_base: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None) -> Path | None:
     """Train (or continue) one language-model set on the harvested training cache and, once complete, write its
     records and provenance under ``out_root/<set>/``; returns that folder, or None when it exists already (nothing
     is overwritten). The training and held-out caches must have been harvested (``python -m aen_lib.lmref harvest``
-    with ``--split train`` and ``--split heldout``); a cache too short is refused with the command that extends it."""
+    with ``--split train`` and ``--split heldout``); a cache too short is refused with the command that extends it.
+    ``lm`` = ``(model, tokenizer, layer)``, ``sae_base`` (replacing :data:`LM_SAE`) and ``train_overrides`` (on
+    :data:`LM_TRAIN`) let tests run the whole pipeline on a tiny model."""
     from .io import atomic_write
     from .reference import DEFAULT_WORK, InvocationLedger, outlier_severity
     from .results import member_record, variant_id
@@ -288,7 +371,7 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
     out = Path(out_root) / name
     if (out / "provenance.json").exists():
         return None
-    lm_model, tok, layer = load_harvest_lm()
+    lm_model, tok, layer = lm if lm is not None else load_harvest_lm()
     caches = {}
     for split in ("train", "heldout"):
         folder = activation_cache_dir(harvest_config(lm_model, tok, corpus, layer=layer, split=split),
@@ -304,28 +387,42 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
         caches[split] = cache
     del lm_model
     steps_run = steps or spec.steps
-    tcfg = TrainConfig(**{**LM_TRAIN, **({"steps": steps_run} if steps_run else {})}, progress=progress, seed=seed)
-    configs = expand_grid(dict(LM_SAE), spec.grid, seeds=[seed])
-    source = cache_source(caches["train"], tcfg.batch_size, max_windows=train_windows, loop=True)
+    tcfg = TrainConfig(**{**LM_TRAIN, **(train_overrides or {}), **({"steps": steps_run} if steps_run else {})},
+                       progress=progress, seed=seed)
+    base = dict(sae_base if sae_base is not None else LM_SAE)
+    configs = expand_grid(base, spec.grid, seeds=[seed])
+    source: Any = cache_source(caches["train"], tcfg.batch_size, max_windows=train_windows, loop=True)
+    n_rows = int(source.n_rows)
     work = Path(work_root) if work_root else DEFAULT_WORK
     work = work / name
     work.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cpu")
+    mean = _set_mean(work, caches["train"], train_windows) if spec.needs_mean else None
+    if spec.inputs == "centred":
+        from .sources import CentredSource
+
+        source = CentredSource(source, mean.float())
+    b_dec = mean.float() if spec.b_dec_init == "mean" else None
     with RunLock(work):
         ledger = InvocationLedger(work / "invocations", sweep_dir=work / "sweep", device=dev)
         with ledger:
             result = train_sweep(configs, source, tcfg, device=dev, checkpoint_dir=work / "sweep",
-                                 checkpoint_every=LM_CHECKPOINT_EVERY)
+                                 checkpoint_every=LM_CHECKPOINT_EVERY, b_dec_init=b_dec)
         calls = ledger.settle(total=len(configs) * tcfg.steps)
     heldout = caches["heldout"].load().acts.float()
+    if spec.inputs == "centred":
+        heldout = heldout - mean.float()
     train_records = {split: harvest_record(c) for split, c in caches.items()}
     wall = sum(c["seconds"] for c in calls)
     total = sum(c["member_steps"] for c in calls)
     provenance = {
         "record_version": 1, "set": name, "command": command, "study": study, "kind": "language_model",
-        "protocol": {"sae": dict(LM_SAE), "grid": spec.grid, "train": tcfg.to_dict(), "train_windows": train_windows,
-                     "train_rows": int(source.n_rows), "passes": tcfg.steps * tcfg.batch_size / source.n_rows,
-                     "fraction_of_paper_tokens": tcfg.steps * tcfg.batch_size / 204.8e6},
+        "protocol": {"sae": base, "grid": spec.grid, "train": tcfg.to_dict(), "train_windows": train_windows,
+                     "train_rows": n_rows, "passes": tcfg.steps * tcfg.batch_size / n_rows,
+                     "fraction_of_paper_tokens": tcfg.steps * tcfg.batch_size / 204.8e6,
+                     "dead_window_tokens": tcfg.dead_window_steps * tcfg.batch_size,
+                     "b_dec_init": spec.b_dec_init, "inputs": spec.inputs,
+                     "training_mean_norm": None if mean is None else float(mean.norm())},
         "harvest": {split: {k: v for k, v in r.items() if k not in ("shard_moments", "probe_rows")}
                     for split, r in train_records.items()},
         "inputs": {"outlier_severity_heldout": outlier_severity(heldout)},
@@ -339,7 +436,8 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
         except ValueError:  # a short run logs too few points to judge
             settled = None
         extra = {"set": name, "skipped_steps": m.skipped_steps, **heldout_metrics(m.sae, heldout),
-                 "dead_settled": settled}
+                 "dead_settled": settled, "dead_window_tokens": tcfg.dead_window_steps * tcfg.batch_size,
+                 "final_window": final_window_record(m.final_window)}
         files[f"{variant_id(m.cfg)}.json"] = member_record(m.cfg, m.final, m.history,
                                                            train_config=tcfg.replace(progress=False),
                                                            data=provenance["harvest"]["train"]["config"], extra=extra)
@@ -350,6 +448,156 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
         atomic_write(out / f"harvest_{split}.json", lambda p, r=r: p.write_text(json.dumps(r) + "\n"))
     atomic_write(out / "provenance.json", lambda p: p.write_text(json.dumps(provenance, indent=1) + "\n"))
     return out
+
+
+EVAL_WINDOWS = 512
+"""Held-out windows of the spliced evaluation (65,536 tokens): on one CPU core the LM's full forward passes (clean,
+mean- and zero-ablated, one per SAE) take about a minute per 10,000 tokens each."""
+EVALUATION_NAME = "evaluation.json"
+
+
+class _CentredSAE(torch.nn.Module):
+    """An SAE trained on mean-centred rows, seen from outside: ``x -> SAE(x - mean) + mean`` (and its codes)."""
+
+    def __init__(self, sae: Any, mean: Tensor) -> None:
+        super().__init__()
+        self.sae = sae
+        self.register_buffer("mean", mean.float())
+
+    @property
+    def W_enc(self) -> Tensor:
+        return self.sae.W_enc
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.sae.encode(x - self.mean.to(x.dtype))
+
+    def pre_activation(self, x: Tensor) -> Tensor:
+        return self.sae.pre_activation(x - self.mean.to(x.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.sae(x - self.mean.to(x.dtype))
+        return out.x_hat + self.mean.to(x.dtype)
+
+
+def trained_saes(work: str | os.PathLike[str]) -> dict[str, Any]:
+    """The trained SAEs of a finished set, by record name (``<variant id>.json``), from its work folder's finished
+    chunks (``sweep/chunk_*/done.pt``). Raises ``FileNotFoundError`` when the folder holds no finished chunk (the
+    checkpoints live outside the repository: a set trained on another machine must be trained again here)."""
+    from .config import SAEConfig
+    from .model import SAE
+    from .results import variant_id
+    from .train import load_checkpoint
+
+    done = sorted(Path(work).glob("sweep/chunk_*/done.pt"))
+    if not done:
+        raise FileNotFoundError(f"no finished chunk under {work}/sweep: the trained SAEs are not on this machine")
+    out = {}
+    for path in done:
+        state = load_checkpoint(path)
+        cfgs = [SAEConfig.from_dict(c) for c in state["sae_cfgs"]]
+        stack = SAE(cfgs)
+        stack.load_state_dict(state["sae"])
+        for j, cfg in enumerate(cfgs):
+            out[f"{variant_id(cfg)}.json"] = stack.member(j).eval()
+    return out
+
+
+def heldout_windows(corpus: str | os.PathLike[str], tokenizer: Any, cache: ActivationCache,
+                    max_windows: int) -> Tensor:
+    """``[n, 128]`` token ids of the first ``max_windows`` held-out windows, packed as the harvest packed them, and
+    checked against the held-out cache's stored tokens (positions 1..127), so the spliced evaluation scores the
+    very tokens the held-out metrics use."""
+    from .text import iter_windows
+
+    wins = []
+    for w in iter_windows(corpus_documents(corpus, "heldout"), tokenizer, LM_WINDOW, eos_token_id=tokenizer.eos_token_id):
+        wins.append(w)
+        if len(wins) >= max_windows:
+            break
+    ids = torch.stack(wins)
+    stored = cache.load_shard(0)
+    for i in range(min(ids.shape[0], int(stored.window_index.max()) + 1)):
+        rows = stored.window_index == i
+        if not torch.equal(stored.token_ids[rows], ids[i, stored.position[rows]]):
+            raise ValueError(f"held-out window {i} packs differently from the held-out cache at {cache.path}: the "
+                             "corpus or the tokenizer changed since the harvest; harvest the held-out split again")
+    return ids
+
+
+def evaluate_lm_set(folder: str | os.PathLike[str], *, work_root: str | os.PathLike[str] | None = None,
+                    corpus: str | os.PathLike[str] = DEFAULT_CORPUS,
+                    cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT, max_windows: int = EVAL_WINDOWS,
+                    batch_size: int = 8, progress: bool = True, command: str = "", lm: Any = None) -> Path | None:
+    """Evaluate a finished language-model set's SAEs after training and write ``evaluation.json`` beside its records
+    (returns its path, or None when it exists: nothing is overwritten). Per SAE, on the held-out split:
+
+    * every latent's firing count over the held-out rows, their density histogram, and the dead % by the
+      definitions a training window cannot give: silent on every held-out row, and out of reach (pre-activation
+      ``<= 0`` on every held-out row);
+    * the spliced evaluation (:func:`aen_lib.evaluation.spliced_evaluation_many`) on the first ``max_windows``
+      held-out windows: clean, patched, mean- and zero-ablated CE, CE recovered against both, KL.
+
+    The trained SAEs come from the set's work folder (:func:`trained_saes`); the file records the commit, command,
+    seconds, threads and the LM's dtype. ``lm`` = ``(model, tokenizer, layer)`` replaces the registry's model (tests)."""
+    import time
+
+    from .evaluation import spliced_evaluation_many
+    from .features import firing_statistics
+    from .io import atomic_write
+    from .metrics import DEAD_THRESHOLD, firing_density_histogram, latent_reach
+    from .reference import DEFAULT_WORK, _git_state
+
+    folder = Path(folder)
+    prov = json.loads((folder / "provenance.json").read_text())
+    if prov.get("kind") != "language_model":
+        raise ValueError(f"{folder} is not a language-model set (its provenance says kind={prov.get('kind')!r})")
+    target = folder / EVALUATION_NAME
+    if target.exists():
+        return None
+    if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+        raise ValueError(f"max_windows must be an int >= 1, got {max_windows!r}")
+    t0 = time.perf_counter()
+    spec = LM_STUDIES.get(prov["study"])
+    inputs = prov["protocol"].get("inputs", "raw")
+    work = (Path(work_root) if work_root else DEFAULT_WORK) / prov["set"]
+    saes = trained_saes(work)
+    missing = sorted(p.name for p in folder.glob("*-*.json") if not p.name.startswith("harvest_") and p.name not in saes)
+    if missing:
+        raise ValueError(f"the work folder {work} has no trained SAE for {missing}: it holds another set")
+    saes = {k: v for k, v in saes.items() if (folder / k).exists()}
+    lm_model, tok, layer = lm if lm is not None else load_harvest_lm()
+    hcfg = harvest_config(lm_model, tok, corpus, layer=layer, split="heldout")
+    hold_dir = activation_cache_dir(hcfg, Path(cache_root).expanduser())
+    if hcfg.to_dict() != prov["harvest"]["heldout"]["config"]:
+        raise ValueError(f"the held-out cache this machine would use ({hold_dir}) has another key than the set's "
+                         "harvest record: the model, tokenizer or corpus differ")
+    cache = ActivationCache(hold_dir)
+    x = cache.load().acts.float()
+    if inputs == "centred":
+        mean = _set_mean(work, ActivationCache(activation_cache_dir(
+            harvest_config(lm_model, tok, corpus, layer=layer, split="train"), Path(cache_root).expanduser())),
+            prov["protocol"]["train_windows"])
+        saes = {k: _CentredSAE(v, mean) for k, v in saes.items()}
+    per: dict[str, Any] = {}
+    for name, sae in saes.items():
+        stats = firing_statistics(sae, x)
+        reach = latent_reach(sae, x, thresh=DEAD_THRESHOLD)
+        per[name] = {"heldout_tokens": stats.n_tokens, "firing_counts": [int(c) for c in stats.counts.tolist()],
+                     "density_histogram": firing_density_histogram(stats.counts, stats.n_tokens),
+                     "dead_silent_heldout_pct": reach["eval_dead_pct"],
+                     "dead_out_of_reach_heldout_pct": reach["eval_negative_pct"]}
+    ids = heldout_windows(corpus, tok, cache, max_windows)
+    spliced = spliced_evaluation_many(lm_model, saes, ids, layer, batch_size=batch_size, progress=progress)
+    for name, r in spliced.items():
+        per[name]["spliced"] = r.to_dict()
+    commit, dirty = _git_state(Path(__file__).resolve().parent.parent)
+    calls = {"commit": commit, "uncommitted": dirty, "command": command, "seconds": round(time.perf_counter() - t0, 1),
+             "threads": torch.get_num_threads(),
+             "lm_dtype": str(next(lm_model.parameters()).dtype).removeprefix("torch."), "windows": int(ids.shape[0]),
+             "tokens_scored": int(ids.shape[0] * (LM_WINDOW - 2)), "study_known": spec is not None}
+    body = {"record_version": 1, "set": prov["set"], "provenance": calls, "saes": per}
+    atomic_write(target, lambda p: p.write_text(json.dumps(body, indent=1) + "\n"))
+    return target
 
 
 def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
@@ -431,6 +679,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--out", default="reference", help="where the finished set's records go")
     t.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     t.add_argument("--no-progress", action="store_true")
+    ev = sub.add_parser("evaluate", help="after training: held-out firing counts, dead % by definition and the "
+                        "spliced evaluation of a finished set's SAEs, into evaluation.json beside its records")
+    ev.add_argument("folder", help="a committed set, e.g. reference/lm_smollm2_pilot_seed0")
+    ev.add_argument("--max-windows", type=int, default=EVAL_WINDOWS, help="held-out windows the LM is run on")
+    ev.add_argument("--batch-size", type=int, default=8, help="windows per LM forward")
+    ev.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    ev.add_argument("--cache-root", default=str(DEFAULT_CACHE_ROOT))
+    ev.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
+    ev.add_argument("--no-progress", action="store_true")
     tb = sub.add_parser("table", help="the committed language-model sets as a markdown table (one row per SAE)")
     tb.add_argument("root", nargs="?", default="reference")
     st = sub.add_parser("status", help="how far a language-model set has come: steps, speed, hours left, last metrics")
@@ -480,6 +737,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmp = compare_harvests(recorded, record)
             print("matches the recorded harvest" if cmp["match"] else f"differs from the recorded harvest: {cmp}")
             return 0 if cmp["match"] else 1
+    if args.stage == "evaluate":
+        cmd = recorded_command(argv if argv is not None else sys.argv[1:])
+        try:
+            path = evaluate_lm_set(args.folder, work_root=args.work, corpus=args.corpus, cache_root=args.cache_root,
+                                   max_windows=args.max_windows, batch_size=args.batch_size,
+                                   progress=not args.no_progress, command=cmd)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"aen_lib.lmref: {e}", file=sys.stderr)
+            return 2
+        print(f"evaluation written to {path}" if path else f"{args.folder}/{EVALUATION_NAME} exists; nothing was "
+              "overwritten")
+        return 0
     if args.stage == "train":
         cmd = recorded_command(argv if argv is not None else sys.argv[1:])
         try:

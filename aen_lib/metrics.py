@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -40,6 +41,7 @@ __all__ = [
     "gini",
     "top_mass",
     "feature_utilisation",
+    "firing_density_histogram",
 ]
 
 DEAD_THRESHOLD = 1e-12
@@ -208,6 +210,10 @@ class DeadLatentTracker:
         unit: ``"steps"`` or ``"tokens"`` (tokens = rows of ``h``, or the ``tokens`` passed to update).
         threshold: firing threshold on |h| (default 1e-12).
         device: device of the per-latent buffer (default: that of the first ``h``).
+
+    Firing counts: :meth:`update` may also be given ``fired [m]``, how many rows of the batch each latent fired on
+    (|h| > threshold); the tracker then sums them over the window (:meth:`window_counts`), the raw material of a
+    firing-density histogram. Counts are kept only while every update of the window passed them.
     """
 
     def __init__(
@@ -235,6 +241,7 @@ class DeadLatentTracker:
         self.total_tokens = 0
         self.windows_completed = 0
         self.last_window_dead: Tensor | None = None  # [m] bool mask of the last completed window
+        self.counts: Tensor | None = torch.zeros(d_sae, dtype=torch.float64, device=self.device)  # [m] rows fired
 
     @property
     def window_complete(self) -> bool:
@@ -246,12 +253,14 @@ class DeadLatentTracker:
         self.last_window_dead = self.max_abs <= self.threshold
         self.windows_completed += 1
         self.max_abs = torch.zeros_like(self.max_abs)
+        self.counts = torch.zeros_like(self.max_abs, dtype=torch.float64)
         self.steps_in_window = 0
         self.tokens_in_window = 0
 
     @torch.no_grad()
-    def update(self, h: Tensor, tokens: int | None = None) -> None:
-        """Add one training step's codes ``h [B, m]``; ``tokens`` defaults to the number of rows B."""
+    def update(self, h: Tensor, tokens: int | None = None, fired: Tensor | None = None) -> None:
+        """Add one training step's codes ``h [B, m]``; ``tokens`` defaults to the number of rows B. ``fired [m]``:
+        rows of the batch on which each latent fired (class docstring); without it the window's counts are unknown."""
         h2 = _as_2d("h", h)
         if h2.shape[1] != self.d_sae:
             raise ValueError(f"h has {h2.shape[1]} latents but the tracker has d_sae={self.d_sae}")
@@ -267,6 +276,12 @@ class DeadLatentTracker:
         # max |h| per latent as one reduction (no |h| temporary of the batch's size)
         batch_max = torch.linalg.vector_norm(h2.detach(), float("inf"), dim=0).to(self.max_abs.dtype)
         self.max_abs = torch.maximum(self.max_abs, batch_max)
+        if fired is None:
+            self.counts = None
+        elif self.counts is not None:
+            if fired.shape != (self.d_sae,):
+                raise ValueError(f"fired must have shape ({self.d_sae},), got {tuple(fired.shape)}")
+            self.counts = self.counts.to(fired.device) + fired.to(torch.float64)
         self.steps_in_window += 1
         self.tokens_in_window += tokens
         self.total_steps += 1
@@ -275,6 +290,11 @@ class DeadLatentTracker:
     def dead_mask(self) -> Tensor:
         """``[m]`` bool: latents whose max |h| over the current window is ≤ threshold (all True if empty)."""
         return self.max_abs <= self.threshold
+
+    def window_counts(self) -> Tensor | None:
+        """``[m]`` float64: rows each latent fired on over the current window, or None where some update of the
+        window came without ``fired`` (or the state was restored from a tracker that kept no counts)."""
+        return None if self.counts is None else self.counts.clone()
 
     def dead_fraction(self) -> Tensor:
         """Share of dead latents over the current window (0-dim float tensor; ×100 for the paper's dead %)."""
@@ -294,6 +314,7 @@ class DeadLatentTracker:
             "total_tokens": self.total_tokens,
             "windows_completed": self.windows_completed,
             "last_window_dead": None if self.last_window_dead is None else self.last_window_dead.clone(),
+            "counts": None if self.counts is None else self.counts.clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -307,6 +328,8 @@ class DeadLatentTracker:
             setattr(self, key, int(state[key]))
         lw = state["last_window_dead"]
         self.last_window_dead = None if lw is None else lw.to(dev).clone()
+        c = state.get("counts")  # absent in states saved before counts were kept: this window's counts are unknown
+        self.counts = None if c is None else c.to(dev).clone()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -541,6 +564,29 @@ def feature_utilisation(h_or_rates: Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
+def firing_density_histogram(counts: Tensor, tokens: int, *, lowest_decade: int = -7) -> dict[str, Any]:
+    """How often the latents fire, as a histogram of log10 firing density (the usual SAE feature-density plot).
+
+    ``counts [m]``: tokens each latent fired on out of ``tokens``. Returns ``never`` (latents with count 0), and for
+    each decade ``e`` of ``decades`` (``lowest_decade .. -1``) the latents whose density ``counts / tokens`` lies in
+    ``[10**e, 10**(e+1))`` (densities below ``10**lowest_decade`` go to the lowest decade, a density of exactly 1 to
+    the top one), so ``never + sum(latents) == m``. ``tokens`` and ``m`` are kept so the histogram reads alone."""
+    if not isinstance(counts, Tensor) or counts.dim() != 1:
+        raise ValueError(f"counts must be a 1-d tensor [m], got {getattr(counts, 'shape', type(counts).__name__)}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
+    if bool((counts < 0).any()) or float(counts.max()) > tokens:
+        raise ValueError(f"counts must lie in [0, tokens={tokens}]; got [{float(counts.min())}, {float(counts.max())}]")
+    if isinstance(lowest_decade, bool) or not isinstance(lowest_decade, int) or lowest_decade >= 0:
+        raise ValueError(f"lowest_decade must be a negative int, got {lowest_decade!r}")
+    c = counts.double()
+    fired = c[c > 0] / tokens
+    e = torch.floor(torch.log10(fired)).clamp(lowest_decade, -1).long() - lowest_decade
+    per = torch.bincount(e, minlength=-lowest_decade) if fired.numel() else torch.zeros(-lowest_decade, dtype=torch.long)
+    return {"tokens": tokens, "m": int(counts.numel()), "never": int((c == 0).sum()),
+            "decades": list(range(lowest_decade, 0)), "latents": [int(v) for v in per.tolist()]}
+
+
 def latent_reach(sae: "torch.nn.Module", x: Tensor, thresh: float = 1e-6, batch_size: int = 2048) -> dict[str, float]:
     """Which latents the data can reach, on samples ``x [B, n]`` (fresh ones, not training batches).
 

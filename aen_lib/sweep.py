@@ -213,6 +213,9 @@ class MemberResult:
     final: dict[str, float]
     skipped_steps: int
     sae: SAE
+    final_window: dict[str, Any] | None = None
+    """The dead-latent window training ended in (:meth:`aen_lib.train.Trainer.final_window`: steps, tokens,
+    per-latent ``firing_counts``); None for a chunk finished before it was recorded."""
 
 
 @dataclass
@@ -357,6 +360,7 @@ def train_sweep(
             state = load_checkpoint(done, map_location=dev)
             stack.load_state_dict(state["sae"])
             histories, skipped = state["histories"], [int(s) for s in state["skipped"]]
+            windows = state.get("final_windows") or [None] * len(idx)
             resumed.append(c_i)
             if bar is not None:
                 bar.update(len(idx) * cfg.steps)
@@ -373,9 +377,11 @@ def train_sweep(
             work += len(idx) * (cfg.steps - trainer.step)
             res = trainer.run()
             histories, skipped = res.histories, res.skipped
+            windows = res.extra.get("final_window") or [None] * len(idx)
             if done is not None:
                 final_state = {"version": CHECKPOINT_VERSION, "sae_cfgs": [configs[i].to_dict() for i in idx], "sae": stack.state_dict(),
-                               "histories": histories, "skipped": skipped, "seconds": res.seconds}
+                               "histories": histories, "skipped": skipped, "seconds": res.seconds,
+                               "final_windows": windows}
                 if reducer.is_main:
                     atomic_write(done, lambda p: torch.save(final_state, p))
                     (folder / "checkpoint.pt").unlink(missing_ok=True)  # type: ignore[operator]
@@ -383,7 +389,7 @@ def train_sweep(
         for j, i in enumerate(idx):
             results[i] = MemberResult(cfg=configs[i], history=histories[j],
                                       final=final_metrics(histories[j], cfg.final_avg_logs), skipped_steps=skipped[j],
-                                      sae=stack.member(j, device=export_device))
+                                      sae=stack.member(j, device=export_device), final_window=windows[j])
         del stack
         if dev.type == "cuda":
             torch.cuda.empty_cache()

@@ -379,13 +379,17 @@ class Trainer:
     @torch.no_grad()
     def _update_dead(self, out: SAEOutput, ok: Tensor, tokens: int) -> None:
         mm, m = self.sae.n_members, self.sae.d_sae
-        h = out.h.detach().reshape(mm, -1, m)
-        batch_max = h.abs().amax(dim=1).float()  # [M, m]: max |h| over the batch (several times faster than an ∞-norm)
-        batch_max = torch.where(ok.reshape(-1, 1), batch_max, torch.zeros_like(batch_max))  # skipped: contributes nothing
+        a = out.h.detach().reshape(mm, -1, m).abs()
+        batch_max = a.amax(dim=1).float()  # [M, m]: max |h| over the batch (several times faster than an ∞-norm)
+        fired = (a > self.dead.threshold).sum(dim=1).float()  # [M, m]: rows each latent fired on
+        keep = ok.reshape(-1, 1)
+        batch_max = torch.where(keep, batch_max, torch.zeros_like(batch_max))  # skipped: contributes nothing
+        fired = torch.where(keep, fired, torch.zeros_like(fired))
         batch_max = self.reducer.max(batch_max).reshape(1, -1)
-        self.dead.update(batch_max, tokens=tokens)
+        fired = self.reducer.sum(fired).reshape(-1)
+        self.dead.update(batch_max, tokens=tokens, fired=fired)
         if self.dead_tokens is not None:
-            self.dead_tokens.update(batch_max, tokens=tokens)
+            self.dead_tokens.update(batch_max, tokens=tokens, fired=fired)
 
     def _log(self, x: Tensor, out: SAEOutput, terms: LossTerms) -> None:
         mm, m = self.sae.n_members, self.sae.d_sae
@@ -460,7 +464,18 @@ class Trainer:
             skipped=[int(s) for s in self.skipped],
             steps=self.step,
             seconds=time.perf_counter() - t0,
+            extra={"final_window": self.final_window()},
         )
+
+    def final_window(self) -> list[dict[str, Any]]:
+        """Per member, the dead-latent window training ended in (the last, possibly partial, window): its steps and
+        tokens, and the rows each latent fired on over it (``firing_counts``, None where unknown, e.g. after a resume
+        from a checkpoint that kept no counts)."""
+        mm, m = self.sae.n_members, self.sae.d_sae
+        counts = self.dead.window_counts()
+        rows = counts.reshape(mm, m).cpu() if counts is not None else None
+        return [{"steps": int(self.dead.steps_in_window), "tokens": int(self.dead.tokens_in_window),
+                 "firing_counts": rows[j] if rows is not None else None} for j in range(mm)]
 
 
 def _progress(cfg: TrainConfig, start: int, members: int) -> Any:

@@ -143,3 +143,55 @@ def test_recorded_command_drops_machine_folders():
     cmd = recorded_command(["train", "--study", "pilot", "--corpus", "/x/corpus", "--cache-root=/y", "--seed", "1",
                             "--work", "/z", "--no-progress"])
     assert cmd == "python -m aen_lib.lmref train --study pilot --seed 1 --no-progress"
+
+
+def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_path, corpus, tiny, monkeypatch):
+    """The whole pipeline on a tiny model: harvest both splits, train a centred study with the bias at the mean, and
+    evaluate it after training. The records hold the final window's firing counts (TopK: exactly k per token), the
+    window in tokens, the mean's norm; the evaluation's held-out counts agree with the held-out dead % and the
+    spliced CE is finite and ordered as a splice must be for an SAE that reconstructs something."""
+    from aen_lib.lmref import LM_STUDIES, LMStudy, evaluate_lm_set, run_lm_set, training_mean
+
+    model, tok, layer = tiny
+    for split in ("train", "heldout"):
+        harvest(corpus, tmp_path / "caches", lm=tiny, split=split, progress=False)
+    d = model.config.hidden_size
+    monkeypatch.setitem(LM_STUDIES, "tiny_centred", LMStudy({"topk": {"k": [3]}}, "test", b_dec_init="mean",
+                                                            inputs="centred"))
+    kw = dict(cache_root=tmp_path / "caches", corpus=corpus, out_root=tmp_path / "reference", work_root=tmp_path / "work",
+              progress=False, train_windows=4, lm=tiny, sae_base=dict(d_in=d, d_sae=4 * d),
+              train_overrides=dict(steps=12, batch_size=32, dead_window_steps=5, log_every=4, final_avg_logs=1))
+    out = run_lm_set("tiny_centred", 0, **kw)
+    assert run_lm_set("tiny_centred", 0, **kw) is None  # a finished set is never overwritten
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["protocol"]["inputs"] == "centred" and prov["protocol"]["b_dec_init"] == "mean"
+    assert prov["protocol"]["dead_window_tokens"] == 5 * 32
+    (rec_path,) = [p for p in out.glob("topk-*.json")]
+    rec = json.loads(rec_path.read_text())
+    fw = rec["extra"]["final_window"]
+    assert fw["steps"] == 2 and fw["tokens"] == 64  # 12 steps in windows of 5: the last holds 2
+    assert sum(fw["firing_counts"]) == 3 * 64 and len(fw["firing_counts"]) == 4 * d
+    assert fw["density_histogram"]["never"] + sum(fw["density_histogram"]["latents"]) == 4 * d
+    from aen_lib.activation_cache import ActivationCache
+
+    (train_dir,) = [p.parent for p in (tmp_path / "caches").rglob("manifest.json")
+                    if "train" in json.loads(p.read_text())["config"]["dataset"]]
+    rows = ActivationCache(train_dir).load()
+    want = rows.acts[rows.window_index < 4].double().mean(0)
+    assert torch.allclose(training_mean(ActivationCache(train_dir), 4), want)
+    assert prov["protocol"]["training_mean_norm"] == pytest.approx(float(want.norm()))
+
+    path = evaluate_lm_set(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches",
+                           max_windows=3, batch_size=2, progress=False, lm=tiny)
+    assert evaluate_lm_set(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches",
+                           max_windows=3, progress=False, lm=tiny) is None
+    ev = json.loads(path.read_text())
+    e = ev["saes"][rec_path.name]
+    assert sum(e["firing_counts"]) == 3 * e["heldout_tokens"]  # TopK: k latents per held-out token
+    silent = 100.0 * sum(c == 0 for c in e["firing_counts"]) / (4 * d)
+    assert e["dead_silent_heldout_pct"] == pytest.approx(silent)
+    assert e["dead_silent_heldout_pct"] == pytest.approx(rec["extra"]["heldout_dead_pct"])
+    assert e["dead_out_of_reach_heldout_pct"] <= e["dead_silent_heldout_pct"] + 1e-9
+    sp = e["spliced"]
+    assert sp["n_windows"] == 3 and all(sp[k] == sp[k] for k in ("ce_clean", "ce_patched", "kl"))
+    assert sp["kl"] >= 0 and ev["provenance"]["windows"] == 3

@@ -131,6 +131,38 @@ def test_dead_tracker_token_window():
     assert t.total_tokens == 134 and t.steps_in_window == 1
 
 
+def test_dead_tracker_firing_counts_follow_the_window():
+    g = torch.Generator().manual_seed(1)
+    hs = [torch.relu(torch.randn(5, 4, generator=g) - 0.8) for _ in range(5)]
+    t = DeadLatentTracker(4, window=2, unit="steps")
+    for h in hs:
+        t.update(h, fired=(h.abs() > t.threshold).sum(0))
+    # five updates in windows of two: the current window holds the fifth batch only
+    assert t.steps_in_window == 1
+    assert t.window_counts().tolist() == (hs[4] > 0).sum(0).double().tolist()
+    # never fired in the window <=> counted zero times
+    assert torch.equal(t.window_counts() == 0, t.dead_mask())
+    t2 = DeadLatentTracker(4, window=3, unit="steps")
+    for h in hs[:3]:
+        t2.update(h, fired=(h > 0).sum(0))
+    assert t2.window_counts().tolist() == sum((h > 0).sum(0) for h in hs[:3]).double().tolist()
+    state = t2.state_dict()
+    t3 = DeadLatentTracker(4, window=3, unit="steps")
+    t3.load_state_dict(state)
+    assert torch.equal(t3.window_counts(), t2.window_counts())
+    del state["counts"]  # a state saved before counts were kept: this window's counts are unknown
+    t3.load_state_dict(state)
+    assert t3.window_counts() is None
+    t4 = DeadLatentTracker(4, window=2, unit="steps")
+    t4.update(hs[0])  # an update without counts makes the window's counts unknown ...
+    t4.update(hs[1], fired=(hs[1] > 0).sum(0))
+    assert t4.window_counts() is None
+    t4.update(hs[2], fired=(hs[2] > 0).sum(0))  # ... until the next window starts
+    assert t4.window_counts().tolist() == (hs[2] > 0).sum(0).double().tolist()
+    with pytest.raises(ValueError, match="fired must have shape"):
+        t2.update(hs[0], fired=torch.ones(3))
+
+
 def test_dead_tracker_state_dict_resume_and_validation():
     g = torch.Generator().manual_seed(0)
     hs = [torch.relu(torch.randn(4, 6, generator=g) - 1.2) for _ in range(7)]
@@ -358,3 +390,20 @@ def test_latent_reach_tells_latents_out_of_reach_from_outcompeted_ones():
     assert r["eval_dead_pct"] == r["eval_negative_pct"] == pytest.approx(100 * 6 / 8)
     with pytest.raises(ValueError, match=r"\[B, n\]"):
         latent_reach(sae, x[0])
+
+
+def test_firing_density_histogram_bins_by_decade():
+    from aen_lib.metrics import firing_density_histogram
+
+    tokens = 1_000_000
+    counts = torch.tensor([0, 0, 1, 9, 10, 999, 1000, 100_000, 999_999, 1_000_000])
+    h = firing_density_histogram(counts, tokens, lowest_decade=-6)
+    assert h["decades"] == [-6, -5, -4, -3, -2, -1] and h["never"] == 2 and h["m"] == 10
+    # densities 1e-6, 9e-6 | 1e-5 | 9.99e-4 | 1e-3 | - | 0.1, 0.999999, 1.0 (the top decade takes a density of 1)
+    assert h["latents"] == [2, 1, 1, 1, 0, 3]
+    assert h["never"] + sum(h["latents"]) == counts.numel()
+    assert firing_density_histogram(torch.tensor([1, 5]), 10**9, lowest_decade=-3)["latents"] == [2, 0, 0]
+    for bad, match in ((torch.tensor([-1, 2]), "must lie in"), (torch.tensor([11]), "must lie in"),
+                       (torch.ones(2, 2), "1-d")):
+        with pytest.raises(ValueError, match=match):
+            firing_density_histogram(bad, 10)

@@ -288,3 +288,24 @@ def test_killed_sweep_resumes_bit_identical(tmp_path, kill_at):
     assert again.member_steps == 0 and torch.equal(again.members[3].sae.W_enc, resumed.members[3].sae.W_enc)
     with pytest.raises(ValueError, match="different sweep"):
         train_sweep(every_architecture()[:3], SpikedDictionaryData(DATA), tc, checkpoint_dir=folder)
+
+
+def test_final_window_firing_counts_are_recorded_and_survive_a_finished_resume(tmp_path):
+    """Every row of a TopK SAE fires exactly k latents, so the final window's counts sum to k x its tokens; a latent
+    the window calls dead has count 0 (and only those); the counts come back when a finished sweep is loaded."""
+    cfgs = [SAEConfig(**BASE, architecture="topk", k=3, seed=0), SAEConfig(**BASE, architecture="relu_l1", l1=5e-2, seed=1)]
+    tc = TC.replace(steps=25)  # windows of 10: training ends 5 steps into the third
+    res = train_sweep(cfgs, SpikedDictionaryData(DATA), tc, checkpoint_dir=tmp_path / "s")
+    for m in res.members:
+        fw = m.final_window
+        assert fw["steps"] == 5 and fw["tokens"] == 5 * tc.batch_size
+        c = fw["firing_counts"]
+        assert c.shape == (32,) and bool((c >= 0).all())
+        assert math.isclose(float(c.max()), float(c.max().round()))  # whole rows
+    topk, relu = res.members
+    assert float(topk.final_window["firing_counts"].sum()) == 3 * 5 * tc.batch_size
+    assert 0 < float(relu.final_window["firing_counts"].sum()) < 32 * 5 * tc.batch_size
+    again = train_sweep(cfgs, SpikedDictionaryData(DATA), tc, checkpoint_dir=tmp_path / "s")
+    assert again.member_steps == 0
+    for a, b in zip(res.members, again.members):
+        assert torch.equal(a.final_window["firing_counts"], b.final_window["firing_counts"])
