@@ -46,7 +46,7 @@ from .activation_cache import ActivationCache, CacheConfig, activation_cache_dir
 __all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "harvest_config", "harvest",
            "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics", "dead_curve_settled",
            "run_lm_set", "lm_set_name", "training_mean", "final_window_record",
-           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "DEFAULT_CACHE_ROOT",
+           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "lm_frame", "lm_dead_windows", "DEFAULT_CACHE_ROOT",
            "DEFAULT_CORPUS", "main"]
 
 LM_NAME = "smollm2-135m"
@@ -598,6 +598,84 @@ def evaluate_lm_set(folder: str | os.PathLike[str], *, work_root: str | os.PathL
     body = {"record_version": 1, "set": prov["set"], "provenance": calls, "saes": per}
     atomic_write(target, lambda p: p.write_text(json.dumps(body, indent=1) + "\n"))
     return target
+
+
+def _member_records(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for rec_path in sorted(folder.glob("*-*.json")):
+        if not rec_path.name.startswith("harvest_"):
+            yield rec_path.name, json.loads(rec_path.read_text())
+
+
+def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
+    """One row per SAE of the committed language-model sets ``folders``: ``set, study, seed, method, label, variant,
+    l1, l2, k, steps, tokens`` (per SAE), the held-out ``heldout_l0 / heldout_ev / heldout_dead_pct``, the training
+    ``l0, ev, shrinkage`` (mean of the last logs), ``dead_pct_window`` (the last complete window) with
+    ``dead_window_tokens``, whether the dead curve ``settled`` over the last quarter (and its ``dead_range``), and
+    where the set has an ``evaluation.json``: ``dead_out_of_reach_pct`` and the spliced ``ce_clean, ce_patched,
+    ce_mean_ablated, ce_zero_ablated, ce_recovered_mean, ce_recovered_zero, kl``."""
+    import pandas as pd
+
+    rows = []
+    for folder in folders:
+        folder = Path(folder)
+        prov = json.loads((folder / "provenance.json").read_text())
+        train = prov["protocol"]["train"]
+        ev_path = folder / EVALUATION_NAME
+        evaluation = json.loads(ev_path.read_text())["saes"] if ev_path.exists() else {}
+        for name, rec in _member_records(folder):
+            ex, fin, cfg = rec["extra"], rec["final"], rec["sae_config"]
+            try:
+                settled: dict[str, Any] | None = dead_curve_settled(rec.get("history", []), train["steps"])
+            except ValueError:
+                settled = None
+            row = {"set": prov["set"], "study": prov["study"], "seed": rec["seed"], "method": rec["method"],
+                   "label": rec["label"], "variant": rec["variant"], "l1": cfg["l1"], "l2": cfg["l2"], "k": cfg["k"],
+                   "ema_beta": cfg["ema_beta"], "steps": train["steps"], "tokens": train["steps"] * train["batch_size"],
+                   "b_dec_init": prov["protocol"].get("b_dec_init", "zero"),
+                   "inputs": prov["protocol"].get("inputs", "raw"),
+                   "heldout_l0": ex["heldout_l0"], "heldout_ev": ex["heldout_ev"],
+                   "heldout_dead_pct": ex["heldout_dead_pct"], "l0": fin["l0"], "ev": fin["ev"],
+                   "shrinkage": fin["shrinkage"], "dead_pct_window": fin.get("dead_pct_window"),
+                   "dead_window_tokens": train["dead_window_steps"] * train["batch_size"],
+                   "settled": None if settled is None else settled["settled"],
+                   "dead_range": None if settled is None else settled["range"]}
+            e = evaluation.get(name)
+            if e is not None:
+                sp = e["spliced"]
+                row.update({"dead_out_of_reach_pct": e["dead_out_of_reach_heldout_pct"], "ce_clean": sp["ce_clean"],
+                            "ce_patched": sp["ce_patched"], "ce_mean_ablated": sp["ce_ablated"],
+                            "ce_zero_ablated": sp["ce_zero_ablated"],
+                            "ce_recovered_mean": sp["ce_recovered_mean_ablation"],
+                            "ce_recovered_zero": sp["ce_recovered_zero_ablation"], "kl": sp["kl"],
+                            "spliced_tokens": sp["n_tokens"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lm_dead_windows(folders: Sequence[str | os.PathLike[str]], *, complete_only: bool = True) -> Any:
+    """The dead-% curve of every SAE of ``folders``, one row per complete dead window logged in training: ``set,
+    label, variant, step, tokens`` (at the window's end), ``window_tokens``, ``fill`` and ``dead_pct`` over that
+    window, with the training ``l0`` and ``ev`` of that log. ``complete_only=False`` keeps every log, each with the
+    dead % over its window so far (``fill`` < 1: partly filled, the paper's figure convention)."""
+    import pandas as pd
+
+    rows = []
+    for folder in folders:
+        folder = Path(folder)
+        prov = json.loads((folder / "provenance.json").read_text())
+        train = prov["protocol"]["train"]
+        for _, rec in _member_records(folder):
+            for h in rec.get("history", []):
+                fill = h.get("dead_window_fill")
+                if fill is not None and (float(fill) >= 1.0 or not complete_only):
+                    rows.append({"set": prov["set"], "label": rec["label"], "variant": rec["variant"],
+                                 "method": rec["method"], "step": int(h["step"]),
+                                 "tokens": int(h["step"]) * train["batch_size"],
+                                 "window_tokens": train["dead_window_steps"] * train["batch_size"],
+                                 "fill": float(fill), "dead_pct": float(h["dead_pct"]), "l0": float(h["l0"]),
+                                 "ev": float(h["ev"])})
+    return pd.DataFrame(rows, columns=["set", "label", "variant", "method", "step", "tokens", "window_tokens", "fill",
+                                       "dead_pct", "l0", "ev"])
 
 
 def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:

@@ -688,3 +688,71 @@ def factorial_figure(frames: Mapping[float, Any], *, dead: str = "dead_pct_windo
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The committed language-model sets (chapter 8)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_tokens: float | None = None) -> Figure:
+    """Dead %, L0 and EV against training tokens for each SAE of ``curves`` (:func:`aen_lib.lmref.lm_dead_windows`
+    with ``complete_only=False``): every log as a thin line (its dead % over the window so far), the complete windows
+    as markers. ``paper_dead`` draws the paper's final dead % at ``paper_tokens`` as a reference mark (another model,
+    another corpus: a position, not a target)."""
+    import matplotlib.pyplot as plt
+
+    need = {"label", "method", "tokens", "fill", "dead_pct", "l0", "ev"}
+    if missing := need - set(curves.columns):
+        raise ValueError(f"lm_training_figure needs the columns {sorted(missing)} (aen_lib.lmref.lm_dead_windows)")
+    if curves.empty:
+        raise ValueError("lm_training_figure got no logged rows")
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6))
+    for label, g in curves.groupby("label", sort=False):
+        g = g.sort_values("tokens")
+        color = architecture_color(str(g["method"].iloc[0]))
+        full = g[g["fill"] >= 1.0]
+        axes[0].plot(g["tokens"] / 1e6, g["dead_pct"], color=color, lw=0.8, alpha=0.5)
+        axes[0].plot(full["tokens"] / 1e6, full["dead_pct"], ls="none", marker="o", color=color, label=str(label))
+        axes[1].plot(g["tokens"] / 1e6, g["l0"], color=color, lw=1.2, label=str(label))
+        axes[2].plot(g["tokens"] / 1e6, g["ev"], color=color, lw=1.2, label=str(label))
+    if paper_dead is not None:
+        x = (paper_tokens or curves["tokens"].max()) / 1e6
+        axes[0].axhline(paper_dead, color="grey", ls=":", lw=1)
+        axes[0].annotate(f"paper, Pythia-70M, {x:,.1f}M tokens: {paper_dead:g}%", (0.02, paper_dead),
+                         xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 3),
+                         fontsize=8, color="grey")
+    axes[0].set_ylabel("dead latents (%)\nline: window so far; dots: complete windows")
+    axes[1].set_ylabel("L0 (training batch)")
+    axes[2].set_ylabel("explained variance (training batch)")
+    for ax in axes:
+        ax.set_xlabel("training tokens (millions)")
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def l1_bracket_figure(frame: Any, *, target: float = 32.0) -> Figure:
+    """Held-out L0 against λ1 (both log scales) for each ℓ1 architecture of ``frame`` (:func:`aen_lib.lmref.lm_frame`),
+    with the target L0 as a dashed line: the calibration from which the matched-L0 λ1 are read."""
+    import matplotlib.pyplot as plt
+
+    need = {"method", "l1", "heldout_l0", "steps"}
+    if missing := need - set(frame.columns):
+        raise ValueError(f"l1_bracket_figure needs the columns {sorted(missing)} (aen_lib.lmref.lm_frame)")
+    d = frame[frame["l1"] > 0]
+    if d.empty:
+        raise ValueError("l1_bracket_figure got no ℓ1 SAE")
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for (method, steps), g in d.groupby(["method", "steps"]):
+        g = g.sort_values("l1")
+        ax.plot(g["l1"], g["heldout_l0"].clip(lower=0.1), marker=ARCHITECTURE_MARKERS[method],
+                color=architecture_color(method), label=f"{architecture_label(method)}, {steps:,} steps")
+    ax.axhline(target, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("λ1")
+    ax.set_ylabel("held-out L0")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

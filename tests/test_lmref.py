@@ -160,7 +160,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
                                                             inputs="centred"))
     kw = dict(cache_root=tmp_path / "caches", corpus=corpus, out_root=tmp_path / "reference", work_root=tmp_path / "work",
               progress=False, train_windows=4, lm=tiny, sae_base=dict(d_in=d, d_sae=4 * d),
-              train_overrides=dict(steps=12, batch_size=32, dead_window_steps=5, log_every=4, final_avg_logs=1))
+              train_overrides=dict(steps=12, batch_size=32, dead_window_steps=5, log_every=5, final_avg_logs=1))
     out = run_lm_set("tiny_centred", 0, **kw)
     assert run_lm_set("tiny_centred", 0, **kw) is None  # a finished set is never overwritten
     prov = json.loads((out / "provenance.json").read_text())
@@ -195,3 +195,43 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     sp = e["spliced"]
     assert sp["n_windows"] == 3 and all(sp[k] == sp[k] for k in ("ce_clean", "ce_patched", "kl"))
     assert sp["kl"] >= 0 and ev["provenance"]["windows"] == 3
+
+    from aen_lib.lmref import lm_dead_windows, lm_frame
+
+    frame = lm_frame([out])
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["inputs"] == "centred" and row["k"] == 3 and row["tokens"] == 12 * 32
+    assert row["heldout_dead_pct"] == pytest.approx(rec["extra"]["heldout_dead_pct"])
+    assert row["ce_patched"] == pytest.approx(sp["ce_patched"]) and row["dead_window_tokens"] == 5 * 32
+    full = lm_dead_windows([out])
+    logs = lm_dead_windows([out], complete_only=False)
+    assert list(full["step"]) == [h["step"] for h in rec["history"] if h["dead_window_fill"] >= 1.0]
+    assert len(full) == 2 and len(logs) == len(rec["history"]) == 3 and (full["fill"] == 1.0).all()
+
+
+def test_lm_figures_draw_every_sae_and_refuse_frames_without_their_columns():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from aen_lib.plotting import l1_bracket_figure, lm_training_figure
+
+    curves = pd.DataFrame([{"label": lab, "method": m, "tokens": s * 4096, "fill": (s % 500) / 500 or 1.0,
+                            "dead_pct": d + s / 100, "l0": 32.0, "ev": 0.7}
+                           for lab, m, d in (("topk k=32", "topk", 1.0), ("aen", "aen", 0.5))
+                           for s in range(50, 2501, 50)])
+    fig = lm_training_figure(curves, paper_dead=13.9, paper_tokens=204.8e6)
+    dead_ax = fig.axes[0]
+    assert len(dead_ax.lines) == 2 * 2 + 1  # per SAE a line and its complete windows; the paper's mark
+    assert len(dead_ax.lines[1].get_xdata()) == 5  # five complete 500-step windows
+    with pytest.raises(ValueError, match="needs the columns"):
+        lm_training_figure(curves.drop(columns=["fill"]))
+    frame = pd.DataFrame([{"method": m, "l1": l1, "heldout_l0": l0, "steps": 600}
+                          for m, l1, l0 in (("relu_l1", 0.005, 18.8), ("relu_l1", 0.00125, 211.9),
+                                            ("elastic_net", 0.005, 80.5), ("topk", 0.0, 32.0))])
+    fig = l1_bracket_figure(frame)
+    assert len(fig.axes[0].lines) == 3  # two ℓ1 architectures and the target; TopK has no λ1
+    with pytest.raises(ValueError, match="no ℓ1 SAE"):
+        l1_bracket_figure(frame[frame["l1"] == 0])
