@@ -21,6 +21,8 @@ The pipeline, one command per stage (``python -m aen_lib.lmref <stage>``):
 * ``evaluate``: after training, the set's SAEs on the held-out split (:func:`evaluate_lm_set`): firing counts,
   dead % silent and out of reach, and the spliced evaluation (CE clean, patched, mean- and zero-ablated, KL), into
   the set's ``evaluation.json``.
+* ``features``: after training, a random sample of each SAE's alive latents with their strongest held-out contexts
+  and the tokens their atoms promote and suppress (:func:`latent_samples`), into the set's ``features.json``.
 
 The model here is SmolLM2-135M-Instruct from a Q4_1 GGUF file dequantised to floating point (the offline stand-in,
 :mod:`aen_lib.lm`), run in bfloat16 on CPUs with native bf16 instructions (3.5x the float32 rate there, activations
@@ -46,7 +48,7 @@ from .activation_cache import ActivationCache, CacheConfig, activation_cache_dir
 __all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "harvest_config", "harvest",
            "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics", "dead_curve_settled",
            "run_lm_set", "lm_set_name", "training_mean", "final_window_record",
-           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "lm_frame", "lm_dead_windows", "DEFAULT_CACHE_ROOT",
+           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "lm_frame", "lm_dead_windows", "latent_samples", "DEFAULT_CACHE_ROOT",
            "DEFAULT_CORPUS", "main"]
 
 LM_NAME = "smollm2-135m"
@@ -600,6 +602,84 @@ def evaluate_lm_set(folder: str | os.PathLike[str], *, work_root: str | os.PathL
     return target
 
 
+FEATURES_NAME = "features.json"
+SAMPLED_LATENTS = 12
+"""Alive latents sampled per SAE for the set's features file."""
+DENSE_SHARE = 0.1
+"""A latent firing on more than this share of held-out tokens counts as dense (SAEBench's ``freq_over_10_percent``)."""
+
+
+def latent_samples(folder: str | os.PathLike[str], *, work_root: str | os.PathLike[str] | None = None,
+                   corpus: str | os.PathLike[str] = DEFAULT_CORPUS,
+                   cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT, n: int = SAMPLED_LATENTS,
+                   contexts: int = 6, logit_tokens: int = 8, seed: int = 0, lm: Any = None,
+                   command: str = "") -> Path | None:
+    """What a finished set's latents respond to, as small text beside its records (``features.json``; returns its
+    path, or None when it exists: nothing is overwritten). Per SAE: ``n`` latents drawn at random (``seed``) among
+    those that fire on the held-out tokens, each with its held-out firing count, its ``contexts`` strongest held-out
+    contexts (text, the firing token in ``[[...]]``) and the ``logit_tokens`` tokens its decoder atom promotes and
+    suppresses most through the unembedding (:func:`aen_lib.features.logit_effect`); and the counts of dense latents
+    (firing on more than :data:`DENSE_SHARE` of held-out tokens) and of silent ones."""
+    from .features import (feature_contexts, firing_statistics, logit_effect, render_contexts_text,
+                           top_activations, top_logit_tokens, unembedding_directions)
+    from .io import atomic_write
+    from .reference import DEFAULT_WORK, _git_state
+
+    folder = Path(folder)
+    prov = json.loads((folder / "provenance.json").read_text())
+    if prov.get("kind") != "language_model":
+        raise ValueError(f"{folder} is not a language-model set (its provenance says kind={prov.get('kind')!r})")
+    target = folder / FEATURES_NAME
+    if target.exists():
+        return None
+    for name, value, low in (("n", n, 1), ("contexts", contexts, 1), ("logit_tokens", logit_tokens, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    work = (Path(work_root) if work_root else DEFAULT_WORK) / prov["set"]
+    saes = {k: v for k, v in trained_saes(work).items() if (folder / k).exists()}
+    lm_model, tok, layer = lm if lm is not None else load_harvest_lm()
+    hcfg = harvest_config(lm_model, tok, corpus, layer=layer, split="heldout")
+    if hcfg.to_dict() != prov["harvest"]["heldout"]["config"]:
+        raise ValueError("the held-out cache this machine would use has another key than the set's harvest record: "
+                         "the model, tokenizer or corpus differ")
+    data = ActivationCache(activation_cache_dir(hcfg, Path(cache_root).expanduser())).load()
+    if prov["protocol"].get("inputs", "raw") == "centred":
+        mean = _set_mean(work, ActivationCache(activation_cache_dir(
+            harvest_config(lm_model, tok, corpus, layer=layer, split="train"), Path(cache_root).expanduser())),
+            prov["protocol"]["train_windows"])
+        saes = {k: _CentredSAE(v, mean) for k, v in saes.items()}
+    x = data.acts.float()
+    unembed = unembedding_directions(lm_model)
+    gen = torch.Generator().manual_seed(seed)
+    per: dict[str, Any] = {}
+    for name, sae in saes.items():
+        stats = firing_statistics(sae, x)
+        alive = torch.nonzero(stats.counts > 0).flatten()
+        pick = alive[torch.randperm(alive.numel(), generator=gen)[:n]].sort().values
+        inner = sae.sae if isinstance(sae, _CentredSAE) else sae
+        effects = logit_effect(inner.W_dec[pick].detach(), unembed)
+        logits = top_logit_tokens(effects, tok, k=logit_tokens)
+        vals, rows = top_activations(sae, x, pick, k=contexts)
+        latents = []
+        for j, f in enumerate(pick.tolist()):
+            ctx = feature_contexts(sae, data, f, rows[j], tok, values=vals[j])
+            latents.append({"latent": f, "heldout_count": int(stats.counts[f]),
+                            "max_activation": float(stats.max[f]),
+                            "contexts": render_contexts_text(ctx).splitlines(),
+                            "promotes": [[t, round(v, 4)] for t, v in logits[j]["up"]],
+                            "suppresses": [[t, round(v, 4)] for t, v in logits[j]["down"]]})
+        per[name] = {"alive": int(alive.numel()), "silent": int((stats.counts == 0).sum()),
+                     "dense": int((stats.counts > DENSE_SHARE * stats.n_tokens).sum()),
+                     "heldout_tokens": stats.n_tokens, "sampled": latents}
+    commit, dirty = _git_state(Path(__file__).resolve().parent.parent)
+    body = {"record_version": 1, "set": prov["set"],
+            "provenance": {"commit": commit, "uncommitted": dirty, "command": command, "seed": seed,
+                           "dense_share": DENSE_SHARE},
+            "saes": per}
+    atomic_write(target, lambda p: p.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n"))
+    return target
+
+
 def _member_records(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for rec_path in sorted(folder.glob("*-*.json")):
         if not rec_path.name.startswith("harvest_"):
@@ -766,6 +846,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--cache-root", default=str(DEFAULT_CACHE_ROOT))
     ev.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     ev.add_argument("--no-progress", action="store_true")
+    fe = sub.add_parser("features", help="after training: a random sample of each SAE's alive latents with their "
+                        "strongest held-out contexts and logit tokens, into features.json beside its records")
+    fe.add_argument("folder", help="a committed set, e.g. reference/lm_smollm2_pilot_seed0")
+    fe.add_argument("--latents", type=int, default=SAMPLED_LATENTS, help="alive latents sampled per SAE")
+    fe.add_argument("--seed", type=int, default=0)
+    fe.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    fe.add_argument("--cache-root", default=str(DEFAULT_CACHE_ROOT))
+    fe.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     tb = sub.add_parser("table", help="the committed language-model sets as a markdown table (one row per SAE)")
     tb.add_argument("root", nargs="?", default="reference")
     st = sub.add_parser("status", help="how far a language-model set has come: steps, speed, hours left, last metrics")
@@ -825,6 +913,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"aen_lib.lmref: {e}", file=sys.stderr)
             return 2
         print(f"evaluation written to {path}" if path else f"{args.folder}/{EVALUATION_NAME} exists; nothing was "
+              "overwritten")
+        return 0
+    if args.stage == "features":
+        cmd = recorded_command(argv if argv is not None else sys.argv[1:])
+        try:
+            path = latent_samples(args.folder, work_root=args.work, corpus=args.corpus, cache_root=args.cache_root,
+                                  n=args.latents, seed=args.seed, command=cmd)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"aen_lib.lmref: {e}", file=sys.stderr)
+            return 2
+        print(f"features written to {path}" if path else f"{args.folder}/{FEATURES_NAME} exists; nothing was "
               "overwritten")
         return 0
     if args.stage == "train":

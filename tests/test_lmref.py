@@ -209,6 +209,21 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     assert list(full["step"]) == [h["step"] for h in rec["history"] if h["dead_window_fill"] >= 1.0]
     assert len(full) == 2 and len(logs) == len(rec["history"]) == 3 and (full["fill"] == 1.0).all()
 
+    from aen_lib.lmref import latent_samples
+
+    fpath = latent_samples(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches", n=4,
+                           contexts=3, logit_tokens=5, lm=tiny)
+    feats = json.loads(fpath.read_text())["saes"][rec_path.name]
+    assert feats["silent"] == sum(c == 0 for c in e["firing_counts"]) and feats["alive"] + feats["silent"] == 4 * d
+    assert len(feats["sampled"]) == min(4, feats["alive"])
+    for lat in feats["sampled"]:
+        assert lat["heldout_count"] == e["firing_counts"][lat["latent"]] > 0  # sampled among the alive
+        assert 1 <= len(lat["contexts"]) <= 3 and all("[[" in c for c in lat["contexts"])
+        assert len(lat["promotes"]) == len(lat["suppresses"]) == 5
+        assert lat["promotes"][0][1] >= lat["promotes"][-1][1]
+    assert latent_samples(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches",
+                          lm=tiny) is None  # never overwritten
+
 
 def test_lm_figures_draw_every_sae_and_refuse_frames_without_their_columns():
     import matplotlib
