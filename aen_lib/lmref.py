@@ -760,21 +760,29 @@ def lm_dead_windows(folders: Sequence[str | os.PathLike[str]], *, complete_only:
 
 def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
     """A markdown table of committed language-model sets, one row per SAE: set, SAE, steps, tokens, held-out L0, EV
-    and dead %, the last window's dead % in training, and whether it settled over the last quarter (its range)."""
-    rows = ["| set | SAE | steps | tokens | held-out L0 | held-out EV | held-out dead % | dead % (last window) "
-            "| dead % moved over the last quarter | invocations | wall h | hardware |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    and dead %, and once the set is evaluated (``evaluation.json``) the share out of reach and the CE recovered
+    against mean ablation, the last window's dead % in training, and whether it settled over the last quarter (its
+    range)."""
+    rows = ["| set | SAE | steps | tokens | held-out L0 | held-out EV | held-out dead % | out of reach % "
+            "| CE recovered (mean abl.) | dead % (last window) | dead % moved over the last quarter | invocations "
+            "| wall h | hardware |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for folder in folders:
         folder = Path(folder)
         prov = json.loads((folder / "provenance.json").read_text())
         calls = prov.get("invocations", [])
         hw = sorted({f"{c.get('cpu', '?')} ({c.get('device', '?')})" for c in calls})
         train = prov["protocol"]["train"]
+        ev_path = folder / EVALUATION_NAME
+        evaluation = json.loads(ev_path.read_text())["saes"] if ev_path.exists() else {}
         for rec_path in sorted(folder.glob("*-*.json")):
             if rec_path.name.startswith("harvest_"):
                 continue
             rec = json.loads(rec_path.read_text())
             ex, fin = rec["extra"], rec["final"]
+            e = evaluation.get(rec_path.name)
+            reach = "—" if e is None else f"{e['dead_out_of_reach_heldout_pct']:.1f}"
+            ce_rec = "—" if e is None else f"{e['spliced']['ce_recovered_mean_ablation']:.3f}"
             try:  # judged from the logged history, so a record of any version reads alike
                 settled: dict[str, Any] | None = dead_curve_settled(rec.get("history", []), train["steps"])
             except ValueError:
@@ -784,7 +792,7 @@ def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
             dead_w = fin.get("dead_pct_window")
             rows.append(f"| `{prov['set']}` | {rec['label']} | {train['steps']:,} | "
                         f"{train['steps'] * train['batch_size']:,} | {ex['heldout_l0']:.1f} | {ex['heldout_ev']:.3f} | "
-                        f"{ex['heldout_dead_pct']:.1f} | "
+                        f"{ex['heldout_dead_pct']:.1f} | {reach} | {ce_rec} | "
                         f"{'—' if dead_w is None or dead_w != dead_w else f'{dead_w:.1f}'} | {moved} | {len(calls)} | "
                         f"{prov['wall_seconds'] / 3600:.1f} | {', '.join(hw)} |")
     return "\n".join(rows)

@@ -133,8 +133,12 @@ def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tm
     (folder / "harvest_train.json").write_text("{}")  # harvest records are not SAEs
     lines = lm_table([folder]).splitlines()
     assert len(lines) == 3
-    assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | 13.9 | "
+    assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | — | — | 13.9 | "
                         "1.75 points (not settled) | 2 | 2.0 | Some CPU (cpu) |")
+    (folder / "evaluation.json").write_text(json.dumps({"saes": {"topk-abc.json": {
+        "dead_out_of_reach_heldout_pct": 4.56, "spliced": {"ce_recovered_mean_ablation": 0.9412}}}}))
+    assert lm_table([folder]).splitlines()[2].startswith(
+        "| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | 4.6 | 0.941 | 13.9 |")
 
 
 def test_recorded_command_drops_machine_folders():
