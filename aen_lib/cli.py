@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--architecture", default="aen", help="relu_l1 | elastic_net | adaptive_lasso | aen | topk | topk_auxk | batchtopk | jumprelu")
+    from .architectures import SPECS  # after configure_openmp (main), so torch's OpenMP starts with sleeping waits
+
+    p.add_argument("--architecture", default="aen", help=" | ".join(SPECS) + " (the registered architectures)")
     p.add_argument("--l1", type=float, default=5e-3, help="λ1 (l1 family)")
     p.add_argument("--l2", type=float, default=None, help="λ2 (elastic_net, aen; default 1e-4 for them, else 0)")
     p.add_argument("--k", type=int, default=16, help="k (topk, batchtopk)")
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_openmp()  # before the first torch import, or it has no effect (see its docstring)
     args = build_parser().parse_args(argv)
 
+    from .architectures import architecture_spec
     from .config import SAEConfig
     from .data import SpikedDictionaryConfig, SpikedDictionaryData
     from .io import save_sae
@@ -170,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainConfig, Trainer
 
     try:
-        l2 = args.l2 if args.l2 is not None else (1e-4 if args.architecture in ("elastic_net", "aen") else 0.0)
-        uses_l1 = args.architecture in ("relu_l1", "elastic_net", "adaptive_lasso", "aen")
+        spec = architecture_spec(args.architecture)  # ValueError naming the registered architectures
+        # the fields the architecture reads; the others at 0 (an explicit --l2 is passed on, for the config to judge)
+        given = {f: (v if f in spec.uses else type(v)(0))
+                 for f, v in {"l1": args.l1, "k": args.k, "l0": args.l0}.items()}
+        given["l2"] = args.l2 if args.l2 is not None else float(spec.cli_defaults.get("l2", 0.0))
         sae_cfg = SAEConfig(
-            d_in=args.n, d_sae=args.m, architecture=args.architecture,
-            l1=args.l1 if uses_l1 else 0.0, l2=l2, k=args.k if args.architecture in ("topk", "topk_auxk", "batchtopk") else 0,
-            l0=args.l0 if args.architecture == "jumprelu" else 0.0,
+            d_in=args.n, d_sae=args.m, architecture=args.architecture, **given,
             gamma=args.gamma, ema_beta=args.ema_beta, ref_top_pct=args.ref_top_pct,
             warmup_steps=args.warmup_steps, ramp_steps=args.ramp_steps, seed=args.seed,
         )

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .palette import OKABE_ITO, TOL_OLIVE  # noqa: F401  (re-exported: the book's colours)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -65,53 +67,36 @@ __all__ = [
     "twin_dead_figure",
 ]
 
-OKABE_ITO: dict[str, str] = {
-    "black": "#000000",
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "bluish_green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "reddish_purple": "#CC79A7",
-}
+class _SpecView(Mapping[str, str]):
+    """A read-only ``{architecture: value}`` view of one field of the architecture registry
+    (:data:`aen_lib.architectures.SPECS`), read live, so an architecture registered later appears in it."""
 
-# Yellow is left out: it is hard to see on a white background. The Okabe-Ito palette has seven usable colours; the
-# eighth architecture, TopK with the AuxK auxiliary loss, takes olive from Paul Tol's colour-blind-safe "muted" scheme.
-TOL_OLIVE = "#999933"
+    def __init__(self, field: str) -> None:
+        self.field = field
 
-ARCHITECTURE_COLORS: dict[str, str] = {
-    "relu_l1": OKABE_ITO["orange"],
-    "elastic_net": OKABE_ITO["sky_blue"],
-    "adaptive_lasso": OKABE_ITO["bluish_green"],
-    "aen": OKABE_ITO["vermillion"],
-    "topk": OKABE_ITO["blue"],
-    "topk_auxk": TOL_OLIVE,
-    "batchtopk": OKABE_ITO["reddish_purple"],
-    "jumprelu": OKABE_ITO["black"],
-}
+    @staticmethod
+    def _specs() -> Mapping[str, Any]:
+        from .architectures import SPECS  # imported on first use: importing plotting stays torch-free
 
-ARCHITECTURE_LABELS: dict[str, str] = {
-    "relu_l1": "ReLU + ℓ1",
-    "elastic_net": "Elastic net",
-    "adaptive_lasso": "Adaptive lasso",
-    "aen": "AEN (ours)",
-    "topk": "TopK",
-    "topk_auxk": "TopK + AuxK",
-    "batchtopk": "BatchTopK",
-    "jumprelu": "JumpReLU",
-}
+        return SPECS
 
-ARCHITECTURE_MARKERS: dict[str, str] = {
-    "relu_l1": "o",
-    "elastic_net": "s",
-    "adaptive_lasso": "D",
-    "aen": "*",
-    "topk": "^",
-    "topk_auxk": ">",
-    "batchtopk": "v",
-    "jumprelu": "P",
-}
+    def __getitem__(self, name: str) -> str:
+        return getattr(self._specs()[name], self.field)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._specs()))
+
+    def __len__(self) -> int:
+        return len(self._specs())
+
+    def __repr__(self) -> str:
+        return f"{dict(self)!r}"
+
+
+ARCHITECTURE_COLORS: Mapping[str, str] = _SpecView("color")
+"""The book-wide colour of every registered architecture (declared in its architecture file)."""
+ARCHITECTURE_LABELS: Mapping[str, str] = _SpecView("label")
+ARCHITECTURE_MARKERS: Mapping[str, str] = _SpecView("marker")
 
 
 def _check_arch(architecture: str) -> None:

@@ -6,11 +6,16 @@ state, its SAELens export, and its activation count for the memory planner. One 
 serves a contiguous run of members of an :class:`aen_lib.model.SAE`; a single SAE is a run of one member, a sweep
 stack holds several runs, and a DDP rank runs the same code with a reducer (:mod:`aen_lib.reduce`).
 
-Adding an architecture = one new module here that subclasses :class:`Architecture` and decorates it with
-:func:`register_architecture`, plus its import below. Nothing else in the library changes.
+Adding an architecture = one module that subclasses :class:`Architecture` and decorates it with
+:func:`register_architecture`, giving each of its names an :class:`ArchitectureSpec` (display name, colour, marker,
+whether the paper trains it, the config fields it reads); a built-in one is also imported below. Config validation,
+the planner, SAELens export, plotting and the ``aen-train`` command line all read the registry, so nothing else in
+the library changes (``tests/test_architecture_registry.py`` registers a throwaway one from a temporary module).
 """
 
-from .base import ARCHITECTURES, Architecture, StepContext, get_architecture, register_architecture
-from . import l1, topk, batchtopk, jumprelu, topk_auxk  # noqa: F401  (registers the built-in architectures)
+from .base import (ARCHITECTURES, CONFIG_FIELDS, SPECS, Architecture, ArchitectureSpec, StepContext,
+                   architecture_spec, get_architecture, register_architecture, unregister_architecture)
+from . import l1, topk, topk_auxk, batchtopk, jumprelu  # noqa: F401  (registers the built-in architectures)
 
-__all__ = ["ARCHITECTURES", "Architecture", "StepContext", "get_architecture", "register_architecture"]
+__all__ = ["ARCHITECTURES", "CONFIG_FIELDS", "SPECS", "Architecture", "ArchitectureSpec", "StepContext",
+           "architecture_spec", "get_architecture", "register_architecture", "unregister_architecture"]

@@ -9,23 +9,74 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import fail
+from ..palette import FALLBACK_GREY
 from ..reduce import LOCAL, Reducer
 
 ARCHITECTURES: dict[str, type["Architecture"]] = {}
 """Registered architecture name -> class (several names may share one class, e.g. the l1 family)."""
 
+CONFIG_FIELDS = ("l1", "l2", "k", "l0", "gamma", "ema_beta", "ref_top_pct", "w_min", "w_max", "warmup_steps",
+                 "ramp_steps", "jumprelu_init_threshold", "jumprelu_bandwidth", "batchtopk_threshold_beta")
+"""The hyperparameter fields of :class:`aen_lib.config.SAEConfig` an architecture may read (sizes and seed are
+every architecture's; architecture-only ones live in ``SAEConfig.options``, declared by :attr:`Architecture.OPTIONS`)."""
 
-def register_architecture(*names: str) -> Callable[[type["Architecture"]], type["Architecture"]]:
-    """Class decorator adding an architecture class to the registry under one or more names."""
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Everything outside an architecture's class that the rest of the library needs to know about one registered
+    name: how the book shows it (``label``, ``color``, ``marker``), whether the paper trains it (``in_paper``), which
+    :data:`CONFIG_FIELDS` it reads (``uses``; the command line leaves the others at 0) and the command line's
+    defaults for them where they differ from :class:`aen_lib.config.SAEConfig`'s (``cli_defaults``)."""
+
+    name: str
+    label: str
+    color: str
+    marker: str
+    in_paper: bool = False
+    uses: tuple[str, ...] = ()
+    cli_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in (*self.uses, *self.cli_defaults) if f not in CONFIG_FIELDS]
+        if unknown:
+            raise ValueError(f"architecture {self.name!r} names config fields {unknown} that SAEConfig does not have; "
+                             f"known: {list(CONFIG_FIELDS)} (architecture-only settings go in OPTIONS)")
+
+
+SPECS: dict[str, ArchitectureSpec] = {}
+"""Registered architecture name -> its :class:`ArchitectureSpec`, in registration order (the book's legend order)."""
+
+
+def register_architecture(*names: str | ArchitectureSpec) -> Callable[[type["Architecture"]], type["Architecture"]]:
+    """Class decorator adding an architecture class to the registry under one or more names, each given as an
+    :class:`ArchitectureSpec` (or a bare name, shown in grey with its name as label and ``x`` markers)."""
+    specs = [n if isinstance(n, ArchitectureSpec) else ArchitectureSpec(str(n), str(n), FALLBACK_GREY, "x")
+             for n in names]
 
     def deco(cls: type[Architecture]) -> type[Architecture]:
-        for name in names:
-            if name in ARCHITECTURES:
-                raise ValueError(f"architecture {name!r} is already registered")
-            ARCHITECTURES[name] = cls
+        for spec in specs:
+            if spec.name in ARCHITECTURES:
+                raise ValueError(f"architecture {spec.name!r} is already registered")
+        for spec in specs:
+            ARCHITECTURES[spec.name] = cls
+            SPECS[spec.name] = spec
         return cls
 
     return deco
+
+
+def unregister_architecture(name: str) -> None:
+    """Remove ``name`` from the registry (a test's throwaway architecture)."""
+    ARCHITECTURES.pop(name, None)
+    SPECS.pop(name, None)
+
+
+def architecture_spec(name: str) -> ArchitectureSpec:
+    """The :class:`ArchitectureSpec` registered under ``name``; a ``ValueError`` lists the known names otherwise."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"architecture={name!r} is unknown; known: {sorted(SPECS)}") from None
 
 
 def get_architecture(name: str) -> type["Architecture"]:

@@ -10,11 +10,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import StepContext, register_architecture
+from ..palette import OKABE_ITO
+from .base import ArchitectureSpec, StepContext, register_architecture
 from .topk import KSparse
 
 
-@register_architecture("batchtopk")
+@register_architecture(ArchitectureSpec("batchtopk", "BatchTopK", OKABE_ITO["reddish_purple"], "v",
+                                        uses=("k", "batchtopk_threshold_beta")))
 class BatchTopK(KSparse):
     """State: ``threshold [Mg]`` (float32) and ``threshold_initialised [Mg]``."""
 

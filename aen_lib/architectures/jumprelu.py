@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Architecture, StepContext, register_architecture
+from ..palette import OKABE_ITO
+from .base import Architecture, ArchitectureSpec, StepContext, register_architecture
 
 
 class JumpReLUFn(torch.autograd.Function):
@@ -48,7 +49,8 @@ class StepFn(torch.autograd.Function):
         return torch.zeros_like(z), dtheta.reshape(-1, theta.shape[-1]).sum(0), None
 
 
-@register_architecture("jumprelu")
+@register_architecture(ArchitectureSpec("jumprelu", "JumpReLU", OKABE_ITO["black"], "P",
+                                        uses=("l0", "jumprelu_init_threshold", "jumprelu_bandwidth")))
 class JumpReLU(Architecture):
     """Learned ``log_threshold [Mg, m]`` (an extra parameter, trained by the same Adam); per-member λ0."""
 

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ..adaptive import effective_weights, ema_step, raw_adaptive_weights, reference_scale, warmup_factor
 from ..errors import fail
-from .base import Architecture, Option, StepContext, register_architecture
+from ..palette import OKABE_ITO
+from .base import Architecture, ArchitectureSpec, Option, StepContext, register_architecture
 
 ADAPTIVE = ("adaptive_lasso", "aen")
 WITH_L2 = ("elastic_net", "aen")
@@ -35,7 +36,18 @@ def l2_penalty(h: Tensor, l2: Tensor) -> Tensor:
     return l2 * torch.linalg.vector_norm(h, dim=(-2, -1)).square() / h.shape[-2]
 
 
-@register_architecture("relu_l1", "elastic_net", "adaptive_lasso", "aen")
+_ADAPTIVE_FIELDS = ("l1", "gamma", "ema_beta", "ref_top_pct", "w_min", "w_max", "warmup_steps", "ramp_steps")
+
+
+@register_architecture(
+    ArchitectureSpec("relu_l1", "ReLU + ℓ1", OKABE_ITO["orange"], "o", in_paper=True, uses=("l1",)),
+    ArchitectureSpec("elastic_net", "Elastic net", OKABE_ITO["sky_blue"], "s", in_paper=True, uses=("l1", "l2"),
+                     cli_defaults={"l2": 1e-4}),
+    ArchitectureSpec("adaptive_lasso", "Adaptive lasso", OKABE_ITO["bluish_green"], "D", in_paper=True,
+                     uses=_ADAPTIVE_FIELDS),
+    ArchitectureSpec("aen", "AEN (ours)", OKABE_ITO["vermillion"], "*", in_paper=True,
+                     uses=(*_ADAPTIVE_FIELDS, "l2"), cli_defaults={"l2": 1e-4}),
+)
 class L1Family(Architecture):
     """ReLU codes with the (adaptive) l1 and optional l2 penalty; state: ``ema [Mg, m]`` (float32) and ``step [Mg]``."""
 

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ..errors import fail
-from .base import Architecture, StepContext, register_architecture
+from ..palette import OKABE_ITO
+from .base import Architecture, ArchitectureSpec, StepContext, register_architecture
 
 
 def topk_codes(pre: Tensor, k: Tensor, k_max: int, groups: Sequence[tuple[int, int, int]] | None = None) -> Tensor:
@@ -64,7 +65,7 @@ class KSparse(Architecture):
         return f"{cfg.architecture} k={cfg.k}"
 
 
-@register_architecture("topk")
+@register_architecture(ArchitectureSpec("topk", "TopK", OKABE_ITO["blue"], "^", in_paper=True, uses=("k",)))
 class TopK(KSparse):
     """No running state."""
 

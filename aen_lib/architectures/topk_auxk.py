@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Option, StepContext, register_architecture
+from ..palette import TOL_OLIVE
+from .base import ArchitectureSpec, Option, StepContext, register_architecture
 from .topk import TopK
 
 
@@ -23,7 +24,7 @@ def _positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
-@register_architecture("topk_auxk")
+@register_architecture(ArchitectureSpec("topk_auxk", "TopK + AuxK", TOL_OLIVE, ">", uses=("k",)))
 class TopKAuxK(TopK):
     """State: ``tokens_since_fired [Mg, m]`` (global-batch tokens since each latent last fired)."""
 
