@@ -741,3 +741,38 @@ def l1_bracket_figure(frame: Any, *, target: float = 32.0) -> Figure:
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def density_histogram_figure(histograms: Mapping[str, Mapping[str, Any]], *,
+                             methods: Mapping[str, str] | None = None) -> Figure:
+    """Bars of :func:`aen_lib.metrics.firing_density_histogram` outputs, one group per SAE (``{label: histogram}``):
+    the latents that never fired, then one bar per decade of firing density. ``methods`` (``{label:
+    architecture}``) colours each SAE by its architecture."""
+    import matplotlib.pyplot as plt
+
+    if not histograms:
+        raise ValueError("density_histogram_figure needs at least one histogram")
+    decades = None
+    for label, h in histograms.items():
+        for key in ("never", "decades", "latents", "m", "tokens"):
+            if key not in h:
+                raise ValueError(f"histogram {label!r} has no {key!r}: pass aen_lib.metrics.firing_density_histogram output")
+        if decades is not None and list(h["decades"]) != decades:
+            raise ValueError("every histogram must use the same decades")
+        decades = list(h["decades"])
+    assert decades is not None
+    names = ["never"] + [f"[1e{e}, 1e{e + 1})" for e in decades]
+    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+    width = 0.8 / len(histograms)
+    for i, (label, h) in enumerate(histograms.items()):
+        values = [h["never"], *h["latents"]]
+        share = [100.0 * v / h["m"] for v in values]
+        color = architecture_color(methods[label]) if methods and label in methods else None
+        ax.bar(np.arange(len(values)) + (i - (len(histograms) - 1) / 2) * width, share, width=width, color=color,
+               label=f"{label} ({h['tokens']:,} tokens)")
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("firing density (share of tokens a latent fires on)")
+    ax.set_ylabel("latents (%)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

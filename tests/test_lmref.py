@@ -254,3 +254,20 @@ def test_lm_figures_draw_every_sae_and_refuse_frames_without_their_columns():
     assert len(fig.axes[0].lines) == 3  # two ℓ1 architectures and the target; TopK has no λ1
     with pytest.raises(ValueError, match="no ℓ1 SAE"):
         l1_bracket_figure(frame[frame["l1"] == 0])
+
+
+def test_density_histogram_figure_draws_one_bar_per_bin_and_sae():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from aen_lib.metrics import firing_density_histogram
+    from aen_lib.plotting import density_histogram_figure
+
+    a = firing_density_histogram(torch.tensor([0, 0, 5, 50, 900]), 1000, lowest_decade=-3)
+    b = firing_density_histogram(torch.tensor([0, 1, 2, 3, 4]), 1000, lowest_decade=-3)
+    fig = density_histogram_figure({"topk": a, "aen": b}, methods={"topk": "topk", "aen": "aen"})
+    bars = fig.axes[0].patches
+    assert len(bars) == 2 * 4  # never + three decades, for each SAE
+    assert bars[0].get_height() == pytest.approx(40.0)  # two of topk's five latents never fired
+    with pytest.raises(ValueError, match="same decades"):
+        density_histogram_figure({"a": a, "b": firing_density_histogram(torch.tensor([1]), 10, lowest_decade=-2)})

@@ -166,8 +166,11 @@ def lm_splice_beats_mean_ablation(df: pd.DataFrame) -> Verdict:
     rec = 1 - (d["ce_patched"] - d["ce_clean"]) / (d["ce_mean_ablated"] - d["ce_clean"])
     holds = bool((d["ce_patched"] < d["ce_mean_ablated"]).all())
     worst = d.loc[rec.idxmin()]
-    sentence = (f"CE recovered against mean ablation lies between {rec.min():.2f} ({worst['label']}) and "
-                f"{rec.max():.2f} over {len(d)} SAEs.")
+    if len(d) == 1:
+        sentence = f"CE recovered against mean ablation is {rec.iloc[0]:.2f} ({worst['label']})."
+    else:
+        sentence = (f"CE recovered against mean ablation lies between {rec.min():.2f} ({worst['label']}) and "
+                    f"{rec.max():.2f} over {len(d)} SAEs.")
     return Verdict(name, holds, {"min": float(rec.min()), "max": float(rec.max()), "saes": len(d)}, sentence)
 
 
