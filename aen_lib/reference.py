@@ -635,6 +635,23 @@ def check_set(folder: str | Path) -> dict[str, Any]:
         if got != want:
             raise ValueError(f"{mech}: measures for {got}, but the set's records are {want}; delete it and run "
                              f"`python -m aen_lib.reference mechanism {folder}` again")
+    names = sorted(p.name for p in folder.glob("*-*.json"))
+    for extra, stage, need in (("evaluation.json", "evaluate", ("firing_counts", "spliced", "dead_out_of_reach_heldout_pct")),
+                               ("features.json", "features", ("sampled", "alive", "silent"))):  # aen_lib.lmref, after training
+        path = folder / extra
+        if not path.is_file():
+            continue
+        saes = json.loads(path.read_text()).get("saes", {})
+        if sorted(saes) != names:
+            raise ValueError(f"{path}: entries for {sorted(saes)}, but the set's records are {names}; move it away "
+                             f"and run `python -m aen_lib.lmref {stage} {folder}` again")
+        for name, entry in saes.items():
+            lacking = [k for k in need if k not in entry]
+            if lacking:
+                raise ValueError(f"{path}: the entry of {name} lacks {lacking}")
+            d_sae = json.loads((folder / name).read_text())["sae_config"]["d_sae"]
+            if "firing_counts" in entry and len(entry["firing_counts"]) != d_sae:
+                raise ValueError(f"{path}: {name} has {len(entry['firing_counts'])} firing counts for {d_sae} latents")
     if sum(c["member_steps"] for c in prov["invocations"]) != prov["member_steps"]:
         raise ValueError(f"{prov_path}: member_steps does not add up over the invocations")
     if prov["member_steps"] != prov["members"] * steps:

@@ -228,6 +228,19 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     assert latent_samples(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches",
                           lm=tiny) is None  # never overwritten
 
+    from aen_lib.reference import check_set
+
+    assert check_set(out)["set"] == out.name  # the records, the evaluation and the features agree
+    body = json.loads(path.read_text())
+    body["saes"][rec_path.name]["firing_counts"] = body["saes"][rec_path.name]["firing_counts"][:-1]
+    path.write_text(json.dumps(body))
+    with pytest.raises(ValueError, match="firing counts for"):
+        check_set(out)
+    body["saes"] = {}
+    path.write_text(json.dumps(body))
+    with pytest.raises(ValueError, match="lmref evaluate"):
+        check_set(out)
+
 
 def test_lm_figures_draw_every_sae_and_refuse_frames_without_their_columns():
     import matplotlib
