@@ -180,12 +180,15 @@ LM_SAE = dict(d_in=576, d_sae=4608, warmup_steps=400, ramp_steps=200)
 """SmolLM2-135M's residual width and the paper's 8x dictionary; the paper's Pythia warm-up of 4,000 steps (+2,000
 ramp) out of 25,000 scaled to the same fractions of :data:`LM_TRAIN`'s 2,500 steps."""
 LM_TRAIN = dict(steps=2_500, batch_size=4_096, lr=1e-3, grad_clip=1.0, dead_window_steps=500, log_every=50,
-                final_avg_logs=5)
+                final_avg_logs=5, dead_window_tokens=4_096_000)
 """2,500 Adam steps of 4,096 tokens = 10.24M tokens per SAE (1/20 of the paper's 204.8M for Pythia-70M); the
 paper's lr 1e-3 and clip 1.0; the dead-latent window 500 steps (2.05M tokens), which divides the run into five
 complete windows, so the final dead % covers the last 2.05M tokens and the last quarter of training spans three
 windows. (The paper's 10,000-step window over 25,000 steps leaves its last window half-filled, and the authors log
-that half window; the pilot set ran with a 1,000-step window, as its provenance records.)"""
+that half window; the pilot set ran with a 1,000-step window, as its provenance records.) A second window of
+4,096,000 tokens (1,000 steps) is the paper's convention scaled (its 10,000-step window is 40% of its 25,000 steps)
+and the pilot's window, so the later sets' ``dead_pct_tokens_window`` compares with the pilot's ``dead_pct_window``;
+a 10M-token window, the convention of sparsify and OpenAI's code, would need the whole run."""
 LM_TRAIN_WINDOWS = 73_728
 """Training windows the sets read: the first 73,728 of the corpus's training split (9.36M rows after position 0
 of every window is dropped), so 2,500 steps are 1.09 passes; a cache holding more windows gives the same stream."""
@@ -686,11 +689,26 @@ def _member_records(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield rec_path.name, json.loads(rec_path.read_text())
 
 
+PAPER_WINDOW_TOKENS = 4_096_000
+"""The paper's dead window scaled to the sets' length (:data:`LM_TRAIN`)."""
+
+
+def _paper_window_dead(final: dict[str, Any], train: dict[str, Any]) -> float | None:
+    """Dead % over the last complete :data:`PAPER_WINDOW_TOKENS`-token window: the second window of a set that
+    tracked one, or the step window of a set whose step window has that length (the pilot); None otherwise."""
+    if train.get("dead_window_tokens") == PAPER_WINDOW_TOKENS:
+        return final.get("dead_pct_tokens_window")
+    if train["dead_window_steps"] * train["batch_size"] == PAPER_WINDOW_TOKENS:
+        return final.get("dead_pct_window")
+    return None
+
+
 def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
     """One row per SAE of the committed language-model sets ``folders``: ``set, study, seed, method, label, variant,
     l1, l2, k, steps, tokens`` (per SAE), the held-out ``heldout_l0 / heldout_ev / heldout_dead_pct``, the training
     ``l0, ev, shrinkage`` (mean of the last logs), ``dead_pct_window`` (the last complete window) with
-    ``dead_window_tokens``, whether the dead curve ``settled`` over the last quarter (and its ``dead_range``), and
+    ``dead_window_tokens``, ``dead_pct_paper_window`` (over the last complete 4,096,000-token window, the paper's
+    convention scaled: :func:`_paper_window_dead`), whether the dead curve ``settled`` over the last quarter (and its ``dead_range``), and
     where the set has an ``evaluation.json``: ``dead_out_of_reach_pct`` and the spliced ``ce_clean, ce_patched,
     ce_mean_ablated, ce_zero_ablated, ce_recovered_mean, ce_recovered_zero, kl``."""
     import pandas as pd
@@ -717,6 +735,7 @@ def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
                    "heldout_dead_pct": ex["heldout_dead_pct"], "l0": fin["l0"], "ev": fin["ev"],
                    "shrinkage": fin["shrinkage"], "dead_pct_window": fin.get("dead_pct_window"),
                    "dead_window_tokens": train["dead_window_steps"] * train["batch_size"],
+                   "dead_pct_paper_window": _paper_window_dead(fin, train),
                    "settled": None if settled is None else settled["settled"],
                    "dead_range": None if settled is None else settled["range"]}
             e = evaluation.get(name)

@@ -409,6 +409,7 @@ class Trainer:
             rec["dead_window_fill"] = fill
             if dead_tok is not None:
                 rec["dead_pct_tokens"] = float(dead_tok[j])
+                rec["dead_tokens_fill"] = self.dead_tokens.tokens_in_window / self.dead_tokens.window
             rec["skipped_steps"] = int(self.skipped[j])
             rec.update(self.sae.summary(j))
             self.histories[j].append(rec)
@@ -491,15 +492,19 @@ def final_metrics(history: list[dict[str, float]], n_last: int = 10) -> dict[str
 
     The averaged ``dead_pct`` mixes partial dead windows (the paper's figure convention). ``dead_pct_window`` is the
     dead % over the last *complete* window logged (a record with ``dead_window_fill == 1``); NaN if none was logged.
+    With a token window (``TrainConfig.dead_window_tokens``), ``dead_pct_tokens_window`` is the same for it.
     """
     if not history:
         return {}
     last = history[-n_last:]
-    keys = [k for k in last[-1] if k not in ("step", "dead_window_fill")]
+    keys = [k for k in last[-1] if k not in ("step", "dead_window_fill", "dead_tokens_fill")]
     out = {k: float(np.mean([r[k] for r in last if k in r])) for k in keys}
     out["step"] = float(last[-1]["step"])
     complete = [r for r in history if r.get("dead_window_fill", 0.0) >= 1.0]
     out["dead_pct_window"] = float(complete[-1]["dead_pct"]) if complete else float("nan")
+    if any("dead_tokens_fill" in r for r in history):
+        full = [r for r in history if r.get("dead_tokens_fill", 0.0) >= 1.0]
+        out["dead_pct_tokens_window"] = float(full[-1]["dead_pct_tokens"]) if full else float("nan")
     return out
 
 

@@ -284,3 +284,13 @@ def test_density_histogram_figure_draws_one_bar_per_bin_and_sae():
     assert bars[0].get_height() == pytest.approx(40.0)  # two of topk's five latents never fired
     with pytest.raises(ValueError, match="same decades"):
         density_histogram_figure({"a": a, "b": firing_density_histogram(torch.tensor([1]), 10, lowest_decade=-2)})
+
+
+def test_the_paper_window_is_the_token_window_or_a_step_window_of_its_length():
+    from aen_lib.lmref import PAPER_WINDOW_TOKENS, _paper_window_dead
+
+    final = {"dead_pct_window": 41.0, "dead_pct_tokens_window": 37.5}
+    assert _paper_window_dead(final, {"dead_window_steps": 500, "batch_size": 4096,
+                                      "dead_window_tokens": PAPER_WINDOW_TOKENS}) == 37.5
+    assert _paper_window_dead(final, {"dead_window_steps": 1000, "batch_size": 4096, "dead_window_tokens": 0}) == 41.0
+    assert _paper_window_dead(final, {"dead_window_steps": 500, "batch_size": 4096, "dead_window_tokens": 0}) is None

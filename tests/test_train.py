@@ -220,3 +220,23 @@ def test_training_leaves_the_global_rngs_alone_and_does_not_depend_on_them():
     a, b = run(0), run(12345)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_a_token_window_of_the_step_window_length_counts_the_same_and_is_finalised():
+    """Two trackers over the same span (a token window of dead_window_steps x batch_size tokens) must agree at every
+    log; final_metrics keeps the token window's last complete value apart from the partly filled average."""
+    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.train import TrainConfig, train
+
+    cfg = SAEConfig(d_in=8, d_sae=32, architecture="topk", k=2, seed=0)
+    tc = TrainConfig(steps=40, batch_size=16, log_every=5, dead_window_steps=10, dead_window_tokens=160,
+                     final_avg_logs=3, progress=False)
+    res = train(SAE(cfg), SpikedDictionaryData(SpikedDictionaryConfig(n=8, m=32, k=2, rho=0.3, seed=1)), tc)
+    for r in res.history:
+        assert r["dead_pct_tokens"] == r["dead_pct"] and r["dead_tokens_fill"] == r["dead_window_fill"]
+    assert res.final["dead_pct_tokens_window"] == res.final["dead_pct_window"] == res.history[-1]["dead_pct"]
+    assert "dead_tokens_fill" not in res.final
+    tc2 = tc.replace(dead_window_tokens=480)  # three step windows: complete once, at step 30
+    res2 = train(SAE(cfg), SpikedDictionaryData(SpikedDictionaryConfig(n=8, m=32, k=2, rho=0.3, seed=1)), tc2)
+    (full,) = [r for r in res2.history if r["dead_tokens_fill"] >= 1.0]
+    assert full["step"] == 30 and res2.final["dead_pct_tokens_window"] == full["dead_pct_tokens"]
