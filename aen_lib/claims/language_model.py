@@ -15,7 +15,11 @@ ce_mean_ablated``).
 * ``lm_splice_beats_mean_ablation`` — spliced into the model, every SAE's CE is below the mean-ablated CE;
 * ``lm_topk_dead_outcompeted`` — most latents TopK leaves silent on held-out tokens are *not* out of reach (their
   pre-activation is positive on some token): they lose the top-k competition, which the outlier explanation (latents
-  anti-aligned with the mean, never positive) does not cover.
+  anti-aligned with the mean, never positive) does not cover;
+
+and on chapter 8's own small run: ``lm_topk_more_dead_than_aen_matched`` (its matched table), ``raw_splice_moves_little``
+(the reference code's raw splice against the correct one) and ``sink_splice_lowers_recovery`` (splicing the
+attention-sink position too).
 """
 
 from __future__ import annotations
@@ -204,3 +208,123 @@ def lm_topk_dead_outcompeted(df: pd.DataFrame, *, share: float = 0.5) -> Verdict
              for _, r in d.iterrows()]
     return Verdict(name, holds, {"largest_share": float(frac.max()), "saes": len(d)},
                    "On held-out tokens, " + "; ".join(parts) + ".")
+
+
+# --- chapter 8's own run: the matched table and the splices ----------------------------------------------------------
+
+def _matched_example() -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "target": t, "dead_pct_min": lo, "dead_pct_max": hi}
+                         for m, t, lo, hi in (("topk", 32, 60.0, 74.0), ("aen", 32, 15.0, 21.0),
+                                              ("topk", 128, 40.0, 45.0), ("aen", 128, 5.0, 8.0))])
+
+
+def _topk_revived(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.loc[out["method"] == "topk", ["dead_pct_min", "dead_pct_max"]] = 0.0
+    return out
+
+
+@register("lm_topk_more_dead_than_aen_matched",
+          "at every matched L0 target, TopK has more dead latents than AEN on every seed",
+          source="book", counterexample=_topk_revived, example=_matched_example,
+          needs=("method", "target", "dead_pct_min", "dead_pct_max"))
+def lm_topk_more_dead_than_aen_matched(df: pd.DataFrame) -> Verdict:
+    """Holds when, at every target with a TopK and an AEN row, TopK's smallest dead % over seeds exceeds AEN's
+    largest; not testable when no target has both."""
+    name = "lm_topk_more_dead_than_aen_matched"
+    pairs = []
+    for tg, g in df.groupby("target"):
+        tk, ae = g[g["method"] == "topk"], g[g["method"] == "aen"]
+        if len(tk) and len(ae):
+            pairs.append((tg, float(tk["dead_pct_min"].iloc[0]), float(ae["dead_pct_max"].iloc[0])))
+    if not pairs:
+        return Verdict(name, None, {}, "No L0 target has both a TopK and an AEN row.")
+    holds = all(t > a for _, t, a in pairs)
+    sentence = "; ".join(f"at L0 ≈ {tg:g}, TopK's dead % over seeds is at least {t:.1f} and AEN's at most {a:.1f}"
+                         for tg, t, a in pairs) + "."
+    return Verdict(name, holds, {"targets": [p[0] for p in pairs]}, sentence[0].upper() + sentence[1:])
+
+
+def _raw_example() -> pd.DataFrame:
+    return pd.DataFrame([{"arch": a, "patched_normalised": p, "patched_raw": r, "ce_clean": 3.9, "ce_mean_ablated": 9.7}
+                         for a, p, r in (("AEN", 5.0, 5.02), ("TopK", 4.6, 4.61), ("JumpReLU", 5.2, 5.4))])
+
+
+def _raw_far(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["patched_raw"] = out["patched_normalised"] + (out["ce_mean_ablated"] - out["ce_clean"])
+    return out
+
+
+@register("raw_splice_moves_little",
+          "splicing with the reference code's raw activations (first position untouched) moves the patched CE by "
+          "less than a tenth of the gap between clean and mean-ablated CE",
+          source="book", counterexample=_raw_far, example=_raw_example,
+          needs=("arch", "patched_normalised", "patched_raw", "ce_clean", "ce_mean_ablated"))
+def raw_splice_moves_little(df: pd.DataFrame, *, share: float = 0.1) -> Verdict:
+    """Holds when every architecture's |patched CE raw − patched CE normalised| is below ``share`` × (CE mean-ablated
+    − CE clean)."""
+    name = "raw_splice_moves_little"
+    if df.empty:
+        return Verdict(name, None, {}, "No SAE was spliced both ways.")
+    delta = (df["patched_raw"] - df["patched_normalised"]).abs()
+    gap = float((df["ce_mean_ablated"] - df["ce_clean"]).iloc[0])
+    holds = bool((delta < share * gap).all())
+    worst = df.loc[delta.idxmax(), "arch"]
+    return Verdict(name, holds, {"max_delta": float(delta.max()), "gap": gap},
+                   f"The raw splice moves the patched CE by at most {float(delta.max()):.3f} nats ({worst}), against a "
+                   f"clean-to-mean-ablated gap of {gap:.3f}.")
+
+
+def _sink_example() -> pd.DataFrame:
+    return pd.DataFrame([{"arch": a, "recovered_intact": i, "recovered_sink": s}
+                         for a, i, s in (("AEN", 0.62, 0.31), ("TopK", 0.75, 0.52))])
+
+
+def _sink_harmless(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["recovered_sink"] = out["recovered_intact"] + 0.05
+    return out
+
+
+@register("sink_splice_lowers_recovery",
+          "splicing the attention-sink position too, which training never saw, lowers every SAE's CE recovered",
+          source="book", counterexample=_sink_harmless, example=_sink_example,
+          needs=("arch", "recovered_intact", "recovered_sink"))
+def sink_splice_lowers_recovery(df: pd.DataFrame) -> Verdict:
+    """Holds when every row's CE recovered with every position spliced is below that with the first position
+    untouched."""
+    name = "sink_splice_lowers_recovery"
+    if df.empty:
+        return Verdict(name, None, {}, "No SAE was spliced at every position.")
+    holds = bool((df["recovered_sink"] < df["recovered_intact"]).all())
+    parts = [f"{r['arch']} {r['recovered_intact']:.2f} → {r['recovered_sink']:.2f}" for _, r in df.iterrows()]
+    return Verdict(name, holds, {"saes": len(df)},
+                   "CE recovered with the first position untouched → with it spliced too: " + "; ".join(parts) + ".")
+
+
+def _definitions_example() -> pd.DataFrame:
+    return pd.DataFrame([{"definition": d, "topk_pct": t, "aen_pct": a}
+                         for d, t, a in (("last complete window, during training", 74.0, 21.0),
+                                         ("last 100 steps, replayed", 70.0, 18.0),
+                                         ("last 2,500 tokens, replayed", 80.0, 30.0))])
+
+
+def _aen_as_dead(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.loc[out.index[0], "aen_pct"] = out.loc[out.index[0], "topk_pct"] + 1.0
+    return out
+
+
+@register("topk_more_dead_than_aen_every_window",
+          "under every training-window definition of a dead latent, TopK has a larger share of dead latents than AEN",
+          source="book", counterexample=_aen_as_dead, example=_definitions_example,
+          needs=("definition", "topk_pct", "aen_pct"))
+def topk_more_dead_than_aen_every_window(df: pd.DataFrame) -> Verdict:
+    """Holds when TopK's dead % exceeds AEN's in every row (one row per definition)."""
+    name = "topk_more_dead_than_aen_every_window"
+    if df.empty:
+        return Verdict(name, None, {}, "No definition was measured.")
+    holds = bool((df["topk_pct"] > df["aen_pct"]).all())
+    parts = [f"{r['definition']}: TopK {r['topk_pct']:.1f}%, AEN {r['aen_pct']:.1f}%" for _, r in df.iterrows()]
+    return Verdict(name, holds, {"definitions": len(df)}, "; ".join(parts) + ".")
