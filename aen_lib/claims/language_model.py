@@ -123,26 +123,31 @@ def _reverse_l0(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for _, g in out.groupby(["method", "l2"]):
         idx = g.sort_values("l1").index
-        out.loc[idx, "heldout_l0"] = out.loc[idx, "heldout_l0"].to_numpy()[::-1]
+        for col in ("heldout_l0", "l0"):
+            if col in out:
+                out.loc[idx, col] = out.loc[idx, col].to_numpy()[::-1]
     return out
 
 
 @register("lm_l0_falls_with_l1",
-          "within each ℓ1 architecture, held-out L0 falls as λ1 rises",
+          "within each ℓ1 architecture, L0 falls as λ1 rises",
           source="book", counterexample=_reverse_l0, example=_bracket_example,
-          needs=("method", "l1", "l2", "heldout_l0"))
-def lm_l0_falls_with_l1(df: pd.DataFrame) -> Verdict:
-    """Holds when, for every (architecture, λ2) trained at two or more λ1, held-out L0 strictly decreases with λ1."""
+          needs=("method", "l1", "l2"))
+def lm_l0_falls_with_l1(df: pd.DataFrame, *, l0: str = "heldout_l0") -> Verdict:
+    """Holds when, for every (architecture, λ2) trained at two or more λ1, the L0 column ``l0`` (held-out L0 by
+    default) strictly decreases with λ1."""
     name = "lm_l0_falls_with_l1"
+    if l0 not in df.columns:
+        raise ValueError(f"lm_l0_falls_with_l1 needs the column {l0!r}; the frame has {sorted(df.columns)}")
     groups = [(k, g.sort_values("l1")) for k, g in df[df["l1"] > 0].groupby(["method", "l2"]) if len(g) >= 2]
     if not groups:
         return Verdict(name, None, {}, "No ℓ1 architecture was trained at two λ1.")
-    bad = [k for k, g in groups if not (g["heldout_l0"].diff().dropna() < 0).all()]
+    bad = [k for k, g in groups if not (g[l0].diff().dropna() < 0).all()]
     parts = []
     for (m, l2), g in groups:
-        seq = " → ".join(f"{l0:.1f}" for l0 in g["heldout_l0"])
+        seq = " → ".join(f"{v:.1f}" for v in g[l0])
         parts.append(f"{m} (λ1 {g['l1'].min():g} to {g['l1'].max():g}): {seq}")
-    sentence = "Held-out L0 as λ1 rises: " + "; ".join(parts) + "."
+    sentence = ("Held-out L0" if l0 == "heldout_l0" else "L0") + " as λ1 rises: " + "; ".join(parts) + "."
     return Verdict(name, not bad, {"groups": len(groups), "not_falling": bad}, sentence)
 
 
