@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .harvest import Activations
-from .metrics import DEAD_THRESHOLD
+from .dead import DEAD_THRESHOLD, FiringTracker  # FiringTracker re-exported (the dead-latent module)
 
 __all__ = [
     "FiringTracker",
@@ -55,74 +55,6 @@ def _check_int(name: str, value: Any, low: int) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # Firing accounting: dead and dense latents
 # --------------------------------------------------------------------------------------------------------------
-
-
-class FiringTracker:
-    """For every latent, the steps and tokens since it last fired, and how often it fired (the three definitions above).
-
-    Feed it the codes ``h [B, m]`` of consecutive training steps with :meth:`update`. Unlike
-    :class:`aen_lib.metrics.DeadLatentTracker` (a fixed window that is reset, as the paper logs it, book: paper facts, language-model protocols),
-    this keeps the time since the last firing, so :meth:`dead_mask` answers "did not fire in the last ``w`` steps"
-    or "... in the last ``w`` tokens" for any ``w`` up to the length of the stream seen. A latent fires on a token
-    when ``|h| > threshold`` (default 1e-12, the paper's threshold).
-    """
-
-    def __init__(self, d_sae: int, threshold: float = DEAD_THRESHOLD, device: torch.device | str | None = None) -> None:
-        _check_int("d_sae", d_sae, 1)
-        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
-        self.d_sae, self.threshold = d_sae, float(threshold)
-        self.steps_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)  # [m]
-        self.tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)  # [m]
-        self.fire_count = torch.zeros(d_sae, dtype=torch.long, device=device)  # [m] tokens on which it fired
-        self.ever_fired = torch.zeros(d_sae, dtype=torch.bool, device=device)  # [m]
-        self.total_steps = 0
-        self.total_tokens = 0
-
-    @torch.no_grad()
-    def update(self, h: Tensor) -> None:
-        """Add one step's codes ``h [B, m]`` (B tokens)."""
-        if not isinstance(h, Tensor) or h.dim() != 2 or h.shape[1] != self.d_sae or h.shape[0] == 0:
-            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-            raise ValueError(f"h must be a non-empty tensor [batch, d_sae={self.d_sae}], got {shape}")
-        dev = self.fire_count.device
-        fires = (h.detach().abs() > self.threshold).to(dev)  # [B, m]
-        any_fire = fires.any(dim=0)  # [m]
-        B = fires.shape[0]
-        # tokens after the last firing token inside this batch (B if it did not fire)
-        idx = torch.arange(1, B + 1, device=dev).unsqueeze(1)  # [B, 1]
-        last = (fires * idx).amax(dim=0)  # [m] 1-based index of the last firing row, 0 if none
-        self.tokens_since_fired = torch.where(any_fire, B - last, self.tokens_since_fired + B)
-        self.steps_since_fired = torch.where(any_fire, torch.zeros_like(self.steps_since_fired),
-                                             self.steps_since_fired + 1)
-        self.fire_count += fires.sum(dim=0)
-        self.ever_fired |= any_fire
-        self.total_steps += 1
-        self.total_tokens += B
-
-    def dead_mask(self, window: int, unit: str = "steps") -> Tensor:
-        """``[m]`` bool: latents that did not fire during the last ``window`` steps (``unit="steps"``: no firing in
-        this or the previous ``window - 1`` updates) or the last ``window`` tokens (``unit="tokens"``).
-
-        Raises ``ValueError`` when ``window`` is longer than the stream seen so far: there is no evidence either way.
-        """
-        _check_int("window", window, 1)
-        if unit == "steps":
-            if window > self.total_steps:
-                raise ValueError(f"window={window} steps is longer than the {self.total_steps} steps seen")
-            # fired at the current step: 0 steps since; not in the last `window` steps: since >= window
-            return self.steps_since_fired >= window
-        if unit == "tokens":
-            if window > self.total_tokens:
-                raise ValueError(f"window={window} tokens is longer than the {self.total_tokens} tokens seen")
-            return self.tokens_since_fired >= window
-        raise ValueError(f"unit must be 'steps' or 'tokens', got {unit!r}")
-
-    def frequencies(self) -> Tensor:
-        """``[m]`` float: share of all tokens seen on which each latent fired."""
-        if self.total_tokens == 0:
-            raise ValueError("no tokens seen yet; call update() first")
-        return self.fire_count.double() / self.total_tokens
 
 
 @dataclass

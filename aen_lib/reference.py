@@ -47,6 +47,7 @@ import torch
 from .data import SpikedDictionaryConfig, SpikedDictionaryData
 from .io import atomic_write
 from .mechanism import MECHANISM_SAMPLES, mechanism_measures
+from .dead import DEAD_THRESHOLD
 from .metrics import latent_reach, recovery_metrics
 from .model import SAE
 from .runlock import RunLock
@@ -172,6 +173,10 @@ SPIKED_PAPER_SAE = dict(d_in=256, d_sae=1024, warmup_steps=10_000, ramp_steps=2_
 SPIKED_PAPER_TRAIN = dict(steps=50_000, batch_size=256, lr=1e-3, dead_window_steps=10_000, log_every=500)
 
 RECORD_VERSION = 1
+LEGACY_RECOVERY_THRESHOLD = 1e-6
+"""The firing threshold of the recovery measures (held-out L0, support, dead and out of reach on fresh samples) in
+records without a ``firing_threshold`` field; later records use :data:`aen_lib.dead.DEAD_THRESHOLD` (re-measured on the
+sets at hand, the dead and out-of-reach shares are identical and L0 moves by at most 4e-4)."""
 EVAL_SAMPLES = 8192
 """Fresh samples for dictionary and support recovery (:func:`aen_lib.metrics.recovery_metrics`)."""
 EVAL_SEED_OFFSET = 1_000_000
@@ -492,7 +497,8 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
         recovery.update({f"init_{k.removeprefix('eval_')}": v for k, v in latent_reach(init, x_eval).items()})
         rec = member_record(m.cfg, m.final, m.history, train_config=tcfg.replace(progress=False), data=data_cfg,
                             extra={"set": name, "skipped_steps": m.skipped_steps, **recovery,
-                                   "eval_samples": EVAL_SAMPLES, "eval_seed": EVAL_SEED_OFFSET + seed})
+                                   "eval_samples": EVAL_SAMPLES, "eval_seed": EVAL_SEED_OFFSET + seed,
+                                   "firing_threshold": DEAD_THRESHOLD})
         tmp_files[f"{variant_id(m.cfg)}.json"] = rec
     out.mkdir(parents=True, exist_ok=False)
     for fname, rec in tmp_files.items():
@@ -844,6 +850,8 @@ def set_frames(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
     for folder in folders:
         prov = check_set(folder)
         frame = records_frame(load_records(folder, pattern="*-*.json")).rename(columns={"data_rho": "rho"})
+        if "firing_threshold" not in frame:  # records written before one threshold: held-out L0/support/reach at 1e-6
+            frame["firing_threshold"] = LEGACY_RECOVERY_THRESHOLD
         runs.append(frame.assign(set=prov["set"], study=prov.get("study", "paper")))
         calls = prov["invocations"]
         cpu_s = [c["cpu_seconds"] for c in calls if c.get("cpu_seconds")]

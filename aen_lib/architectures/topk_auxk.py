@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..dead import DEAD_THRESHOLD
 from ..palette import TOL_OLIVE
 from .base import ArchitectureSpec, Option, StepContext, register_architecture
 from .topk import TopK
@@ -84,7 +85,7 @@ class TopKAuxK(TopK):
             aux = self.coef.to(pre.dtype) * (e - e_hat).pow(2).mean(dim=(-2, -1))
         if ctx.update:
             with torch.no_grad():
-                fired = ctx.reducer.max((h > 0).any(dim=-2))  # [Mg, m], over the global batch
+                fired = ctx.reducer.max((h > DEAD_THRESHOLD).any(dim=-2))  # [Mg, m], over the global batch
                 tokens = int(ctx.reducer.sum(torch.tensor([h.shape[-2]], device=h.device)).item())
                 self.tokens_since_fired.add_(tokens).masked_fill_(fired, 0)
         return {"l1": z, "l2": z, "aux": aux}
