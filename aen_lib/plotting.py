@@ -776,3 +776,41 @@ def density_histogram_figure(histograms: Mapping[str, Mapping[str, Any]], *,
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def lm_sets_figure(frame: Any, *, full_steps: int, paper: Any = None) -> Figure:
+    """Held-out dead % (left) and explained variance (right) against held-out L0 for every SAE of the committed
+    language-model sets (``frame``: :func:`aen_lib.lmref.lm_frame`): filled markers for SAEs trained the full
+    ``full_steps``, hollow for shorter calibration runs. ``paper`` (columns ``method, l0, dead_pct, ev``) adds the
+    paper's Pythia-70M rows as grey-edged crosses in each method's colour: another model and 20 times the tokens, so
+    a position to compare with, not a target."""
+    import matplotlib.pyplot as plt
+
+    need = {"method", "steps", "heldout_l0", "heldout_dead_pct", "heldout_ev"}
+    if missing := need - set(frame.columns):
+        raise ValueError(f"lm_sets_figure needs the columns {sorted(missing)} (aen_lib.lmref.lm_frame)")
+    if frame.empty:
+        raise ValueError("lm_sets_figure got no SAE")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for method, g in frame.groupby("method", sort=False):
+        color, marker = architecture_color(str(method)), ARCHITECTURE_MARKERS[str(method)]
+        for full, sub in ((True, g[g["steps"] >= full_steps]), (False, g[g["steps"] < full_steps])):
+            if sub.empty:
+                continue
+            kw = dict(marker=marker, ls="none", ms=8, color=color, markerfacecolor=color if full else "none",
+                      label=f"{architecture_label(str(method))}" + ("" if full else " (calibration run)"))
+            axes[0].plot(sub["heldout_l0"].clip(lower=0.1), sub["heldout_dead_pct"], **kw)
+            axes[1].plot(sub["heldout_l0"].clip(lower=0.1), sub["heldout_ev"], **kw)
+    if paper is not None and len(paper):
+        for _, r in paper.iterrows():
+            color = architecture_color(str(r["method"]))
+            axes[0].plot(r["l0"], r["dead_pct"], marker="X", ls="none", ms=8, color=color, markeredgecolor="grey")
+            axes[1].plot(r["l0"], r["ev"], marker="X", ls="none", ms=8, color=color, markeredgecolor="grey")
+        axes[0].plot([], [], marker="X", ls="none", color="grey", label="the paper, Pythia-70M (204.8M tokens)")
+    for ax, ylabel in zip(axes, ("dead latents, silent on held-out tokens (%)", "explained variance (held-out)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("held-out L0")
+        ax.set_ylabel(ylabel)
+    axes[0].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -294,3 +294,23 @@ def test_the_paper_window_is_the_token_window_or_a_step_window_of_its_length():
                                       "dead_window_tokens": PAPER_WINDOW_TOKENS}) == 37.5
     assert _paper_window_dead(final, {"dead_window_steps": 1000, "batch_size": 4096, "dead_window_tokens": 0}) == 41.0
     assert _paper_window_dead(final, {"dead_window_steps": 500, "batch_size": 4096, "dead_window_tokens": 0}) is None
+
+
+def test_lm_sets_figure_marks_calibration_runs_hollow_and_adds_the_paper():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from aen_lib.plotting import lm_sets_figure
+
+    frame = pd.DataFrame([{"method": m, "steps": st, "heldout_l0": l0, "heldout_dead_pct": d, "heldout_ev": ev}
+                          for m, st, l0, d, ev in (("topk", 2500, 32.0, 83.5, 0.75), ("relu_l1", 600, 18.8, 43.9, 0.55),
+                                                   ("relu_l1", 600, 211.9, 5.7, 0.83))])
+    paper = pd.DataFrame([{"method": "topk", "l0": 32.0, "dead_pct": 13.9, "ev": 0.76}])
+    fig = lm_sets_figure(frame, full_steps=2500, paper=paper)
+    lines = fig.axes[0].lines
+    assert len(lines) == 2 + 1 + 1  # TopK filled, ReLU hollow, the paper's point, its legend entry
+    assert lines[1].get_markerfacecolor() == "none" and lines[0].get_markerfacecolor() != "none"
+    with pytest.raises(ValueError, match="needs the columns"):
+        lm_sets_figure(frame.drop(columns=["heldout_ev"]), full_steps=2500)
