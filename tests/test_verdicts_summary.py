@@ -46,3 +46,16 @@ def test_the_committed_sets_give_every_paper_claim_a_row_and_a_broken_seed_flips
     key = broken["evidence"] == "chapter 6 'Over seeds', ρ = 0.9, seeds 0-2"
     assert list(broken.loc[key, "status"]) == ["not reproduced"]
     assert "fails on seed 1" in broken.loc[key, "measured"].iloc[0]
+
+
+def test_lm_verdicts_judge_the_committed_language_model_sets_and_say_when_none_is_there(tmp_path):
+    from aen_lib.claims.summary import lm_verdicts
+    from aen_lib.reference import REPOSITORY_SETS
+
+    empty = lm_verdicts(tmp_path)
+    assert (empty["status"] == "not testable here").all() and len(empty) == 5
+    rows = lm_verdicts(REPOSITORY_SETS).set_index("claim")
+    # the committed pilot: 0.8% then 41.0% dead over its two complete windows
+    assert rows.loc["lm_dead_settled", "status"] == "does not hold"
+    assert rows.loc["lm_dead_grows", "status"] == "holds"
+    assert rows.loc["lm_l0_falls_with_l1", "status"] == "holds"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .core import CLAIMS, Verdict, over_seeds
 
-__all__ = ["STATUS", "paper_verdicts", "LIVE_CLAIMS", "OUT_OF_REACH"]
+__all__ = ["STATUS", "paper_verdicts", "lm_verdicts", "LIVE_CLAIMS", "OUT_OF_REACH"]
 
 STATUS = {True: "reproduced", False: "not reproduced", None: "not testable here"}
 
@@ -108,4 +108,42 @@ def paper_verdicts(root: str | Path, device: str = "cpu") -> pd.DataFrame:
     for statement, why in OUT_OF_REACH:
         rows.append({"claim": "", "statement": statement, "evidence": "", "status": "not testable here",
                      "measured": why})
+    return pd.DataFrame(rows)
+
+
+BOOK_STATUS = {True: "holds", False: "does not hold", None: "not testable here"}
+
+
+def lm_verdicts(root: str | Path) -> pd.DataFrame:
+    """The book's own claims about its committed language-model sets (chapter 8; :mod:`aen_lib.claims.language_model`),
+    one row each: ``claim``, ``statement``, ``evidence`` (the sets), ``status`` (holds, does not hold, not testable
+    here) and ``measured`` (the verdict's sentence). Reads only the sets under ``root``."""
+    from ..lmref import lm_dead_windows, lm_frame
+    from ..reference import committed_sets
+
+    sets = committed_sets(root, study=None, kind="language_model")
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, evidence: str, frame: pd.DataFrame | None) -> None:
+        v = (CLAIMS[name](frame) if frame is not None and len(frame)
+             else Verdict(name, None, {}, f"Not judged: no committed set under {root} gives it evidence."))
+        rows.append({"claim": name, "statement": CLAIMS[name].statement, "evidence": evidence,
+                     "status": BOOK_STATUS[v.holds], "measured": v.sentence})
+
+    frame = lm_frame(sets) if sets else pd.DataFrame()
+    pilot = [f for f in sets if json.loads((f / "provenance.json").read_text())["study"] == "pilot"]
+    windows = lm_dead_windows(pilot) if pilot else pd.DataFrame()
+    curve = windows[["label", "step", "dead_pct"]] if len(windows) else None
+    where = f"chapter 8, set {pilot[0].name}" if pilot else "chapter 8, the pilot set (not committed)"
+    add("lm_dead_settled", where, curve)
+    add("lm_dead_grows", where, curve)
+    evaluated = frame.dropna(subset=["ce_patched"]) if "ce_patched" in frame else None
+    names = ", ".join(sorted(set(evaluated["set"]))) if evaluated is not None and len(evaluated) else "none evaluated"
+    add("lm_topk_dead_outcompeted", f"chapter 8, held-out tokens of {names}",
+        evaluated[["method", "label", "heldout_dead_pct", "dead_out_of_reach_pct"]] if evaluated is not None else None)
+    add("lm_splice_beats_mean_ablation", f"chapter 8, 512 held-out windows, {names}",
+        evaluated[["label", "ce_clean", "ce_patched", "ce_mean_ablated"]] if evaluated is not None else None)
+    l1 = frame[frame["l1"] > 0] if len(frame) else None
+    add("lm_l0_falls_with_l1", "chapter 8, every committed ℓ1-family SAE",
+        l1[["method", "l1", "l2", "heldout_l0"]] if l1 is not None and len(l1) else None)
     return pd.DataFrame(rows)
