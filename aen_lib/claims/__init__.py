@@ -19,6 +19,7 @@ every one). The machinery is in :mod:`aen_lib.claims.core`; the claims live in o
   exact coding maps, the adaptive weights of one code, the closed-form bias and the Hoffman diagnostics;
 * :mod:`aen_lib.claims.language_model` — chapter 8's committed SmolLM2 sets: whether the dead % settled, how it
   moved, λ1 against L0, the splice against mean ablation, and what kind of death TopK's is;
+* :mod:`aen_lib.claims.sensitivity` — chapter 7: what the adaptive rule's settings do to starvation;
 * :mod:`aen_lib.claims.scale` — chapter 10: the memory planner, two processes against one, a complete run;
 * :mod:`aen_lib.claims.aen_sae` — chapter 5: the amortisation gap, encoder and target slopes, the warmup and the
   dictionary the AEN-SAE learns.
@@ -28,7 +29,7 @@ from . import outlier, synthetic  # noqa: F401  (register their claims)
 from . import paper_size  # noqa: F401
 from . import aen_sae, geometry, reweighting, starvation  # noqa: F401
 from . import factorial  # noqa: F401
-from . import language_model, scale  # noqa: F401
+from . import language_model, scale, sensitivity  # noqa: F401
 from .core import CLAIMS, DEAD_COLUMN, DEAD_MARGIN, DEAD_VARIANT, Claim, Verdict, over_seeds, register
 
 __all__ = ["CLAIMS", "DEAD_COLUMN", "DEAD_MARGIN", "DEAD_VARIANT", "Claim", "Verdict", "over_seeds", "register"]
