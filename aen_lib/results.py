@@ -305,12 +305,13 @@ FIGURE2_CORE = ("relu_l1", "elastic_net", "topk", "aen")
 
 def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: float = 0.1,
                      dead_margin: float = 1.0) -> pd.DataFrame:
-    """The paper's statements about its Figure 2 (book: paper facts, synthetic protocol), each measured on ``df``.
+    """The statements about Figure 2 (book: paper facts, synthetic protocol), each measured on ``df``: 1-4 are the
+    paper's; 5 and 6 are the book's own questions, since the paper's text for them is unreadable.
 
     ``df``: one row per trained SAE with ``rho, method, variant, seed, l0, dead_pct, ev`` (e.g. :func:`records_frame`
     with ``data_rho`` renamed ``rho``). Each method is represented at each ρ by its variant whose seed-mean L0 is
     closest to ``target_l0`` (:func:`closest_to_target`). Statements that need a method or a ρ the frame lacks are
-    left out. Returns ``claim (paper)``, ``measured here`` and ``consistent`` (bool), one row per statement:
+    left out. Returns ``statement``, ``measured here`` and ``consistent`` (bool), one row per statement:
 
     1. at ρ = 0 TopK starves more than AEN: TopK's dead % exceeds AEN's by more than ``dead_margin`` points;
     2. at ρ = 0 AEN has no dead latents: its dead % is below ``dead_margin`` (the paper says both at once; apart,
@@ -336,36 +337,36 @@ def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: f
     if {"topk", "aen"} <= set(core):
         topk, aen = at(0.0, "topk"), at(0.0, "aen")
         measured = f"dead % at L0 ≈ {target_l0:g}: TopK {topk:.1f}, AEN {aen:.1f}"
-        rows.append({"claim (paper)": "ρ = 0: TopK has more dead latents than AEN", "measured here": measured,
+        rows.append({"statement": "ρ = 0: TopK has more dead latents than AEN", "measured here": measured,
                      "consistent": bool(topk > aen + dead_margin)})
-        rows.append({"claim (paper)": "ρ = 0: AEN has no dead latents", "measured here": measured,
+        rows.append({"statement": "ρ = 0: AEN has no dead latents", "measured here": measured,
                      "consistent": bool(aen < dead_margin)})
     if len(core) >= 2:
         ev0 = {a: at(0.0, a, "ev") for a in core}
-        rows.append({"claim (paper)": "ρ = 0: all methods reconstruct about equally well",
+        rows.append({"statement": "ρ = 0: all methods reconstruct about equally well",
                      "measured here": f"EV at L0 ≈ {target_l0:g}: " + ", ".join(f"{architecture_label(a)} {v:.2f}" for a, v in ev0.items()),
                      "consistent": bool(max(ev0.values()) - min(ev0.values()) <= ev_spread)})
     zero = df[df["rho"] == 0.0]
     if zero[zero["method"] == "adaptive_lasso"]["variant"].nunique() >= 2:  # concentration needs a sweep
         ada = zero[zero["method"] == "adaptive_lasso"].groupby("variant")["l0"].mean()
-        rows.append({"claim (paper)": "adaptive lasso concentrates near the true sparsity (no Pareto curve)",
+        rows.append({"statement": "adaptive lasso concentrates near the true sparsity (no Pareto curve)",
                      "measured here": f"seed-mean L0 of its variants {ada.min():.1f}–{ada.max():.1f}, k = {k}",
                      "consistent": bool(ada.min() >= k / 2 and ada.max() <= 2 * k)})
     rho_hi = float(df["rho"].max())
     grown = [a for a in core if (rho_hi, a) in matched.index]
     if rho_hi > 0 and grown:
         rise = {a: at(rho_hi, a) - at(0.0, a) for a in grown}
-        rows.append({"claim (paper)": "starvation grows with ρ for every method",
+        rows.append({"statement": "starvation grows with ρ for every method",
                      "measured here": f"dead % at ρ = 0 → {rho_hi:g} (matched L0 at {rho_hi:g}): " + ", ".join(
                          f"{architecture_label(a)} {at(0.0, a):.1f} → {at(rho_hi, a):.1f} ({at(rho_hi, a, 'l0'):.1f})"
                          for a in grown),
                      "consistent": bool(all(v > dead_margin for v in rise.values()))})
         if "aen" in rise and len(rise) >= 2:
-            rows.append({"claim (paper)": "it grows fastest for TopK and vanilla/EN, slowest for AEN",
+            rows.append({"statement": "it grows fastest for TopK and vanilla/EN, slowest for AEN",
                          "measured here": "rise in dead % points: " + ", ".join(
                              f"{architecture_label(a)} {v:+.1f}" for a, v in rise.items()),
                          "consistent": bool(all(rise["aen"] < v - dead_margin for a, v in rise.items() if a != "aen"))})
-    return pd.DataFrame(rows, columns=["claim (paper)", "measured here", "consistent"])
+    return pd.DataFrame(rows, columns=["statement", "measured here", "consistent"])
 
 
 def nearest_in_l0(df: pd.DataFrame, method: str, other: str, *, by: Sequence[str] = ("rho",),

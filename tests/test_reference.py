@@ -294,7 +294,7 @@ def test_the_committed_sets_bear_out_the_paper_statements_they_are_said_to():
 
     runs = _cpu_runs()
     rhos = tuple(sorted(float(r) for r in runs["rho"].unique()))
-    found = figure2_findings(runs, k=16, target_l0=16).set_index("claim (paper)")["consistent"].to_dict()
+    found = figure2_findings(runs, k=16, target_l0=16).set_index("statement")["consistent"].to_dict()
     assert rhos in FIGURE2_VERDICTS, f"no verdicts recorded for ρ {rhos}; measured: {found}"
     assert found == FIGURE2_VERDICTS[rhos], found
 

@@ -160,7 +160,7 @@ def test_figure2_findings_all_consistent_on_a_frame_that_shows_the_paper():
 ])
 def test_figure2_findings_each_statement_fails_when_the_numbers_contradict_it(frame, claim):
     from aen_lib.results import figure2_findings
-    f = figure2_findings(frame, k=16, target_l0=16).set_index("claim (paper)")["consistent"]
+    f = figure2_findings(frame, k=16, target_l0=16).set_index("statement")["consistent"]
     failed = [c for c, ok in f.items() if not ok]
     assert len(failed) == 1 and claim in failed[0], f
 

@@ -154,3 +154,33 @@ def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
                 f"dead latents, and {after}.")
     return ("The outlier explanation is at most part of the story: taking the input mean away does not lower every "
             f"SAE's dead latents by more than the margin, and {after}.")
+
+
+def _equivalence_example() -> pd.DataFrame:
+    return pd.DataFrame([{"SAE": m, "max_diff_ev": d, "max_diff_raw_ev": r}
+                         for m, d, r in (("topk k=32", 2e-6, 0.05), ("aen λ1=0.001", 1e-6, 0.03))])
+
+
+def _centring_differs(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.loc[out.index[0], "max_diff_ev"] = 0.05
+    return out
+
+
+@register("centring_equals_biasmean",
+          "with a tied pre-encoder bias, starting b_dec at the data mean and centring the inputs train the same SAE",
+          source="book", counterexample=_centring_differs, example=_equivalence_example,
+          needs=("SAE", "max_diff_ev", "max_diff_raw_ev"))
+def centring_equals_biasmean(df: pd.DataFrame, *, tol: float = 1e-3) -> Verdict:
+    """Holds when every method's two runs differ in EV by less than ``tol`` at every log; not testable when the raw
+    run (b_dec at 0, raw inputs) is as close to them, since then nothing depended on the mean at all."""
+    name = "centring_equals_biasmean"
+    if df.empty:
+        return Verdict(name, None, {}, "No pair of runs was trained.")
+    if not (df["max_diff_raw_ev"] > tol).any():
+        return Verdict(name, None, {}, "The raw run is as close as the pair: the mean changed nothing to compare.")
+    worst = float(df["max_diff_ev"].max())
+    return Verdict(name, worst < tol, {"max_diff_ev": worst},
+                   f"b_dec at the mean and centred inputs differ in EV by at most {worst:.1e} over "
+                   f"{len(df)} SAE(s), where the raw run differs by {float(df['max_diff_raw_ev'].min()):.3f} "
+                   "or more.")

@@ -155,7 +155,7 @@ def _judge(name: str) -> Callable[..., Verdict]:
                                f"“{statement}”{which} cannot be judged: " + "; ".join(weak) + " of the variance, "
                                f"below the {min_ev:g} this book requires of an SAE whose dead latents it compares.")
         found = figure2_findings(frame, k=k, target_l0=target, dead_margin=dead_margin,
-                                 ev_spread=ev_spread).set_index("claim (paper)")
+                                 ev_spread=ev_spread).set_index("statement")
         if statement not in found.index:
             if name == "fig2_adaptive_lasso_near_k":
                 n = int(df[(df["rho"] == 0.0) & (df["method"] == "adaptive_lasso")]["variant"].nunique())
