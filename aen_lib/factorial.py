@@ -64,7 +64,8 @@ def _plain(folder: Path) -> bool:
 
 def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 2), device: str = "cpu"
                     ) -> pd.DataFrame:
-    """One row per (seed, cell) of the factorial at ``rho``: the cell's method, ``l2`` and ``adaptive`` flags, its λ1,
+    """One row per (seed, cell) of the factorial at ``rho``: the cell's method, ``l2`` and ``adaptive`` flags, its λ1
+    and λ2 (``lambda2``),
     :data:`FACTORIAL_METRICS`, the mechanism measures where its set has them, the set it comes from, and
     ``matched`` (its L0 within the tolerance of the target). Seeds with no committed cell are left out.
 
@@ -111,7 +112,7 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
             r = hit.iloc[0]
             l2, adaptive = CELLS[cfg.architecture]
             row: dict[str, Any] = {"seed": seed, "method": cfg.architecture, "l2": l2, "adaptive": adaptive,
-                                   "l1": cfg.l1, "set": r["set"],
+                                   "l1": cfg.l1, "lambda2": cfg.l2, "set": r["set"],
                                    **{m: r[m] for m in FACTORIAL_METRICS}}
             for c in MECHANISM_COLUMNS:
                 row[c] = r[c] if c in r.index else None

@@ -403,3 +403,68 @@ def elastic_net_splits_groups_evenly(df: pd.DataFrame, *, share_tol: float = 0.0
                    f"group's weight on its largest atom (even split: {1 / g:.3f}) with codes at most "
                    f"{en['gap_mean']:.3f} apart; the lasso {la['share_mean']:.2f} with codes {la['gap_mean']:.2f} apart"
                    + ("." if holds else ": not an even elastic-net split against a far more uneven lasso."))
+
+
+# --- chapter 3 against trained SAEs: does the elastic net's slope cap bind an encoder? --------------------------------
+
+def _trained_example() -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "seed": s, "l2": l2, "lipschitz_max": lip, "cap": cap}
+                         for s in (1, 2) for m, l2, lip, cap in (("relu_l1", 0.0, 1.65, math.nan),
+                                                                  ("elastic_net", 0.001, 1.31, 0.99))])
+
+
+def _cap_flip(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    en = out["method"] == "elastic_net"
+    binds = bool((out.loc[en, "lipschitz_max"] <= out.loc[en, "cap"]).all())
+    out.loc[en, "lipschitz_max"] = out.loc[en, "cap"] * (2.0 if binds else 0.5)
+    return out
+
+
+@register("en_cap_binds_trained_encoder",
+          "the elastic net's slope cap binds its trained encoder: the encoder is no steeper than the exact coding map "
+          "it is trained towards can be",
+          source="book", counterexample=_cap_flip, example=_trained_example,
+          needs=("method", "seed", "l2", "lipschitz_max", "cap"))
+def en_cap_binds_trained_encoder(df: pd.DataFrame) -> Verdict:
+    """Holds when every elastic-net SAE's largest encoder Jacobian norm over fresh samples is at most the cap
+    1/(2√λ2) of its objective (in the theory's units)."""
+    name = "en_cap_binds_trained_encoder"
+    en = df[df["method"] == "elastic_net"]
+    if en.empty:
+        return Verdict(name, None, {}, "No trained elastic-net SAE with a measured encoder is committed here.")
+    holds = bool((en["lipschitz_max"] <= en["cap"]).all())
+    return Verdict(name, holds, {"lipschitz_max": float(en["lipschitz_max"].max()), "cap": float(en["cap"].min())},
+                   f"The trained elastic-net encoders (λ2 = {en['l2'].iloc[0]:g}, seeds "
+                   f"{', '.join(str(int(s)) for s in sorted(en['seed']))}) reach a Jacobian norm of "
+                   f"{en['lipschitz_max'].min():.2f}–{en['lipschitz_max'].max():.2f} on fresh samples, against a cap "
+                   f"of {en['cap'].min():.2f} on the exact coding map.")
+
+
+def _swap_lip(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for _, g in out.groupby("seed"):
+        r, e = g.index[g["method"] == "relu_l1"], g.index[g["method"] == "elastic_net"]
+        if len(r) and len(e):
+            out.loc[r, "lipschitz_max"], out.loc[e, "lipschitz_max"] = (out.loc[e, "lipschitz_max"].to_numpy(),
+                                                                        out.loc[r, "lipschitz_max"].to_numpy())
+    return out
+
+
+@register("en_encoder_flatter_than_lasso",
+          "trained at the same λ1, the elastic net's encoder is flatter than the lasso's (ReLU + ℓ1) on every seed",
+          source="book", counterexample=_swap_lip, example=_trained_example, needs=("method", "seed", "lipschitz_max"))
+def en_encoder_flatter_than_lasso(df: pd.DataFrame) -> Verdict:
+    """Holds when, on every seed with both, the elastic net's largest encoder Jacobian norm is below ReLU + ℓ1's."""
+    name = "en_encoder_flatter_than_lasso"
+    pairs = []
+    for s, g in df.groupby("seed"):
+        r, e = g[g["method"] == "relu_l1"], g[g["method"] == "elastic_net"]
+        if len(r) and len(e):
+            pairs.append((int(s), float(e["lipschitz_max"].iloc[0]), float(r["lipschitz_max"].iloc[0])))
+    if not pairs:
+        return Verdict(name, None, {}, "No seed has both a trained elastic-net and a ReLU + ℓ1 encoder measured.")
+    holds = all(e < r for _, e, r in pairs)
+    return Verdict(name, holds, {"seeds": [p[0] for p in pairs]},
+                   "Largest encoder Jacobian norm, elastic net against ReLU + ℓ1: "
+                   + "; ".join(f"seed {s}: {e:.2f} against {r:.2f}" for s, e, r in pairs) + ".")
