@@ -680,11 +680,13 @@ def factorial_figure(frames: Mapping[float, Any], *, dead: str = "dead_pct_windo
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_tokens: float | None = None) -> Figure:
+def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_tokens: float | None = None,
+                       colors: Mapping[str, str] | None = None) -> Figure:
     """Dead %, L0 and EV against training tokens for each SAE of ``curves`` (:func:`aen_lib.lmref.lm_dead_windows`
     with ``complete_only=False``): every log as a thin line (its dead % over the window so far), the complete windows
     as markers. ``paper_dead`` draws the paper's final dead % at ``paper_tokens`` as a reference mark (another model,
-    another corpus: a position, not a target)."""
+    another corpus: a position, not a target). ``colors`` (``{label: colour}``) tells apart SAEs of one architecture
+    (which otherwise share its colour)."""
     import matplotlib.pyplot as plt
 
     need = {"label", "method", "tokens", "fill", "dead_pct", "l0", "ev"}
@@ -695,7 +697,7 @@ def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_to
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6))
     for label, g in curves.groupby("label", sort=False):
         g = g.sort_values("tokens")
-        color = architecture_color(str(g["method"].iloc[0]))
+        color = colors[label] if colors and label in colors else architecture_color(str(g["method"].iloc[0]))
         full = g[g["fill"] >= 1.0]
         axes[0].plot(g["tokens"] / 1e6, g["dead_pct"], color=color, lw=0.8, alpha=0.5)
         axes[0].plot(full["tokens"] / 1e6, full["dead_pct"], ls="none", marker="o", color=color, label=str(label))

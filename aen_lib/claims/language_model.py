@@ -333,3 +333,46 @@ def topk_more_dead_than_aen_every_window(df: pd.DataFrame) -> Verdict:
     holds = bool((df["topk_pct"] > df["aen_pct"]).all())
     parts = [f"{r['definition']}: TopK {r['topk_pct']:.1f}%, AEN {r['aen_pct']:.1f}%" for _, r in df.iterrows()]
     return Verdict(name, holds, {"definitions": len(df)}, "; ".join(parts) + ".")
+
+
+def _mean_example() -> pd.DataFrame:
+    return pd.DataFrame([{"label": "topk k=32", "b_dec_init": b, "inputs": "raw", "heldout_dead_pct": h,
+                          "dead_pct_paper_window": w} for b, h, w in (("zero", 83.5, 41.0), ("mean", 2.0, 0.5))])
+
+
+def _mean_useless(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    zero = out[(out["b_dec_init"] == "zero") & (out["inputs"] == "raw")].iloc[0]
+    treated = (out["b_dec_init"] == "mean") | (out["inputs"] == "centred")
+    for col in ("heldout_dead_pct", "dead_pct_paper_window"):
+        out.loc[treated, col] = zero[col]
+    return out
+
+
+@register("lm_mean_removal_cuts_topk_death",
+          "taking the activations' mean away (the pre-encoder bias started at the training mean, or centred inputs) "
+          "cuts TopK's dead latents, on the held-out tokens and over the paper's window",
+          source="book", counterexample=_mean_useless, example=_mean_example,
+          needs=("label", "b_dec_init", "inputs", "heldout_dead_pct", "dead_pct_paper_window"))
+def lm_mean_removal_cuts_topk_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) -> Verdict:
+    """``df``: the TopK SAEs of one k (:func:`aen_lib.lmref.lm_frame` rows). Holds when every treated SAE (b_dec at
+    the mean, or centred inputs) has fewer dead latents than the untreated one (b_dec at 0, raw inputs) by more than
+    ``margin`` points under both definitions; not testable without both."""
+    name = "lm_mean_removal_cuts_topk_death"
+    base = df[(df["b_dec_init"] == "zero") & (df["inputs"] == "raw")]
+    treated = df[(df["b_dec_init"] == "mean") | (df["inputs"] == "centred")]
+    if base.empty or treated.empty:
+        return Verdict(name, None, {}, "Needs TopK trained both with b_dec at 0 and with the mean taken away.")
+    b = base.iloc[0]
+    parts, ok = [], True
+    for _, t in treated.iterrows():
+        how = "b_dec at the mean" if t["b_dec_init"] == "mean" else "centred inputs"
+        for col, what in (("heldout_dead_pct", "silent on held-out tokens"),
+                          ("dead_pct_paper_window", "dead over the last 4,096,000-token window")):
+            if pd.isna(t[col]) or pd.isna(b[col]):  # not recorded under this definition: judged on the other
+                continue
+            ok = ok and (float(b[col]) - float(t[col]) > margin)
+            parts.append(f"{what}: {float(b[col]):.1f}% with b_dec at 0, {float(t[col]):.1f}% with {how}")
+    if not parts:
+        return Verdict(name, None, {}, "The dead % of the compared SAEs is not recorded under either definition.")
+    return Verdict(name, bool(ok), {"saes": len(treated)}, f"{b['label']}: " + "; ".join(parts) + ".")
