@@ -247,6 +247,13 @@ LM_STUDIES: dict[str, LMStudy] = {
                           "log-log interpolation (ReLU-ℓ1 0.0037; the elastic net 0.0063 and, since its L0 was "
                           "still falling at 600 steps, the lower 0.005); the one closest to 32 is the matched-L0 "
                           "row, as in the paper's table"),
+    "aen_matched": LMStudy({"aen": {"l1": [0.0045], "l2": [0.001], **_ADAPTIVE}},
+                           "AEN near L0 32 at full length: the adaptive bracket's λ1 0.005 had L0 35 at 1,200 steps "
+                           "and was still falling, so a slightly lower λ1 is trained for 2,500"),
+    "adaptive_lasso_matched": LMStudy({"adaptive_lasso": {"l1": [0.0027], **_ADAPTIVE}},
+                                      "the adaptive lasso near L0 32 at full length: λ1 from the adaptive bracket's "
+                                      "log-log interpolation between 0.00125 (L0 151) and 0.005 (L0 13) at 1,200 "
+                                      "steps, about 0.0029, moved a little lower as L0 still fell"),
     "topk_biasmean": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 with the pre-encoder bias "
                              "started at the training rows' mean", b_dec_init="mean"),
     "topk_centred": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 on mean-centred rows",
