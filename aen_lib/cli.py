@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    from .architectures import SPECS  # after configure_openmp (main), so torch's OpenMP starts with sleeping waits
+    from .sae.architectures import SPECS  # after configure_openmp (main), so torch's OpenMP starts with sleeping waits
 
     p.add_argument("--architecture", default="aen", help=" | ".join(SPECS) + " (the registered architectures)")
     p.add_argument("--l1", type=float, default=5e-3, help="λ1 (l1 family)")
@@ -137,7 +137,7 @@ def _differences(saved: dict, mine: dict, renames: dict[str, str], flags: set[st
 def _resume_state(path: Path, args: argparse.Namespace, sae_cfg: Any, data_cfg: Any, device: "torch.device") -> dict:
     """Read ``OUT/checkpoint.pt`` for ``--resume``: ``ValueError`` naming the problem and the fix, with the flags
     whose values differ from those of the run that wrote it."""
-    from .train import load_checkpoint
+    from .training.train import load_checkpoint
 
     try:
         state = load_checkpoint(path, map_location=device)
@@ -164,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_openmp()  # before the first torch import, or it has no effect (see its docstring)
     args = build_parser().parse_args(argv)
 
-    from .architectures import architecture_spec
-    from .config import SAEConfig
-    from .data import SpikedDictionaryConfig, SpikedDictionaryData
-    from .io import save_sae
-    from .metrics import recovery_metrics
-    from .model import SAE
-    from .train import TrainConfig, Trainer
+    from .sae.architectures import architecture_spec
+    from .sae.config import SAEConfig
+    from .data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from .sae.io import save_sae
+    from .evaluation.metrics import recovery_metrics
+    from .sae.model import SAE
+    from .training.train import TrainConfig, Trainer
 
     try:
         spec = architecture_spec(args.architecture)  # ValueError naming the registered architectures

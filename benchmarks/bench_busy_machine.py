@@ -52,7 +52,7 @@ import aen_lib
 aen_lib.configure_openmp()  # as the entry points do: before torch loads; a wait setting in the environment is kept
 import torch
 from aen_lib import SAE, SAEConfig
-from aen_lib.train import TrainConfig, Trainer
+from aen_lib.training.train import TrainConfig, Trainer
 n, m, b, reps = (int(v) for v in sys.argv[1:5])
 torch.manual_seed(0)
 x = torch.randn(b, n)

@@ -9,7 +9,7 @@ Prints, in one run on one machine:
 FLOP count of one training step (B samples, n = d_in, m = d_sae): encoder forward 2Bnm, decoder forward 2Bnm,
 decoder backward 4Bnm (weight and input gradients), encoder backward 2Bnm (weight gradient only: the encoder input
 x − b_dec needs no gradient, b_dec's flows through a [1, m] term) = 10·B·n·m, the same convention as
-`aen_lib.planner.sae_step_flops`. (Before the single SAE shared the sweep's encoder, a step did 12·B·n·m; compare
+`aen_lib.training.planner.sae_step_flops`. (Before the single SAE shared the sweep's encoder, a step did 12·B·n·m; compare
 samples/s across versions, not fractions.) Elementwise work, the optimiser and the decoder projection are not counted, so the
 fraction of the ceiling is the share of time the step spends doing useful matmul work.
 
@@ -25,7 +25,7 @@ import time
 import torch
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.train import TrainConfig, Trainer
+from aen_lib.training.train import TrainConfig, Trainer
 
 
 class FixedBatch:

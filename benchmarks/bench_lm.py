@@ -14,10 +14,10 @@ harvesting pipeline end to end, stage by stage.
 ``--mode pipeline`` times what the LM chapters run to fill an activation cache, from text to checksummed shards on
 disk: ``write_activation_cache(dir, lm, iter_windows(iter_documents(texts), tokenizer, ...), CacheConfig.for_lm(...))``,
 end to end (tokens/s of LM tokens), and each of its stages alone on the same documents (best of ``--repeats``):
-  read       the documents out of the ``datasets`` table (:func:`aen_lib.text.iter_documents`);
-  tokenise   the tokenizer on those documents, in the chunks of 64 that :func:`aen_lib.text.iter_windows` uses;
-  pack       :func:`aen_lib.text.pack_windows` on the already tokenised documents (EOS appended, cut into windows);
-  forward    :func:`aen_lib.harvest.block_output` to the hook, with the early exit, in LM batches;
+  read       the documents out of the ``datasets`` table (:func:`aen_lib.data.text.iter_documents`);
+  tokenise   the tokenizer on those documents, in the chunks of 64 that :func:`aen_lib.data.text.iter_windows` uses;
+  pack       :func:`aen_lib.data.text.pack_windows` on the already tokenised documents (EOS appended, cut into windows);
+  forward    :func:`aen_lib.data.harvest.block_output` to the hook, with the early exit, in LM batches;
   normalise  dropping position 0 and ``normalize_per_token`` on the hooked rows (float32);
   fingerprint the LM identity the cache records (dtype, weight and tokenizer fingerprints), once per call;
   write      the shard as the cache writes it: window hashes, safetensors serialisation, SHA-256, fsync'd atomic
@@ -27,7 +27,7 @@ boolean row selection, copies). ``--mode all`` (the default) runs both.
 
 The default model is a random-init Pythia-70M-shaped GPT-NeoX (d 512, 6 blocks, vocab 50,304) hooked at block 3 like
 the paper, so nothing is downloaded; ``--mode forward`` feeds it random tokens, ``--mode pipeline`` the offline text
-corpus (:func:`aen_lib.text.load_text_dataset`) through a byte-level BPE tokenizer of ``--vocab`` tokens trained on
+corpus (:func:`aen_lib.data.text.load_text_dataset`) through a byte-level BPE tokenizer of ``--vocab`` tokens trained on
 that corpus at start-up (untimed; a stand-in for Pythia's tokenizer, which needs the Hub). ``--model smollm2-135m``
 uses the offline SmolLM2 and its own tokenizer; ``--model`` also takes any local folder or hub id. The corpus and the
 caches are written under ``--cache-dir`` (default: a temporary folder, removed at the end).
@@ -50,9 +50,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from aen_lib.harvest import block_output, harvest_activations, normalize_per_token
-from aen_lib.evaluation import spliced_evaluation
-from aen_lib.lm import d_model, load_lm, lookup_model, num_layers
+from aen_lib.data.harvest import block_output, harvest_activations, normalize_per_token
+from aen_lib.evaluation.splice import spliced_evaluation
+from aen_lib.data.lm import d_model, load_lm, lookup_model, num_layers
 
 
 def pythia70m_shaped(device: str, dtype: torch.dtype) -> nn.Module:
@@ -70,8 +70,8 @@ def windows_for(model: nn.Module, tokenizer, n: int, window: int, name: str) -> 
     if tokenizer is None:
         g = torch.Generator().manual_seed(0)
         return torch.randint(0, model.config.vocab_size, (n, window), generator=g)
-    from aen_lib.lm import document_separator_id
-    from aen_lib.text import DocRange, iter_documents, load_text_dataset, pack_windows
+    from aen_lib.data.lm import document_separator_id
+    from aen_lib.data.text import DocRange, iter_documents, load_text_dataset, pack_windows
 
     ds = load_text_dataset("offline")
     return pack_windows(iter_documents(ds, DocRange(0)), tokenizer, window, max_windows=n,
@@ -128,10 +128,10 @@ def pipeline(model: nn.Module, tokenizer: Any, texts: Any, name: str, layer: int
     """Tokens/s of the cache-filling pipeline end to end and of each stage alone (see the module docstring)."""
     from safetensors.torch import save
 
-    from aen_lib import activation_cache as ac
-    from aen_lib.activation_cache import CacheConfig, window_hash, write_activation_cache
-    from aen_lib.lm import document_separator_id
-    from aen_lib.text import DocRange, iter_documents, iter_windows, pack_windows
+    from aen_lib.data import activation_cache as ac
+    from aen_lib.data.activation_cache import CacheConfig, window_hash, write_activation_cache
+    from aen_lib.data.lm import document_separator_id
+    from aen_lib.data.text import DocRange, iter_documents, iter_windows, pack_windows
 
     eos = document_separator_id(tokenizer, name)
     chunk = 64  # iter_windows' tokenize_batch
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.mode in ("all", "pipeline"):
         import datasets
 
-        from aen_lib.text import load_text_dataset
+        from aen_lib.data.text import load_text_dataset
 
         datasets.disable_progress_bars()
         with tempfile.TemporaryDirectory(prefix="bench_lm_") as tmp:

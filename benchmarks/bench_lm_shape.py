@@ -3,7 +3,7 @@
 Shape: d_in 576 (SmolLM2-135M's residual stream) x d_sae 4,608 (8x), batch 4,096 tokens. For each architecture,
 in one run, in one process (same threads, same dtype, same fixed batch):
 
-  * **ours**: ``aen_lib.train.Trainer.train_step`` (forward, loss, backward, finite check, gradient clip 1.0, Adam,
+  * **ours**: ``aen_lib.training.train.Trainer.train_step`` (forward, loss, backward, finite check, gradient clip 1.0, Adam,
     decoder projection) followed by the dead-latent window update that ``Trainer.run`` does after every step;
   * **SAELens**: ``sae_lens.training.sae_trainer.SAETrainer.step`` of the installed SAELens, the step its ``fit()``
     loop runs (the SAE's ``training_forward_pass`` under its autocast, its dead-feature and firing-frequency
@@ -21,7 +21,7 @@ fixed batch would otherwise leave the dead set to chance.
 Reported per architecture: median seconds per step (the two sides alternate, repeat by repeat, so a change in the
 machine's load hits both), the fraction of the matmul ceiling measured in the same run (the best of a square matmul
 and of the SAE's own encoder product in the step's matmul dtype), and SAELens's time divided by ours. FLOPs per
-step are 10·B·n·m for both sides (``aen_lib.planner.sae_step_flops``, as ``bench_core.py``): the useful matmul work
+step are 10·B·n·m for both sides (``aen_lib.training.planner.sae_step_flops``, as ``bench_core.py``): the useful matmul work
 of a step. SAELens's step does 12·B·n·m (the gradient reaches ``x − b_dec`` through the encoder input) and its AuxK
 another 6·B·n·m; ours decodes over the dead latents alone, 6·B·n·D for D dead (here m/2). Neither extra is
 credited in the fraction the target judges; for TopK+AuxK the output also prints the fraction counting our
@@ -50,8 +50,8 @@ from bench_core import FixedBatch, sync  # noqa: E402
 from gpu_llama_shape import matmul_ceiling  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
-from aen_lib.planner import sae_step_flops  # noqa: E402
-from aen_lib.train import TrainConfig, Trainer  # noqa: E402
+from aen_lib.training.planner import sae_step_flops  # noqa: E402
+from aen_lib.training.train import TrainConfig, Trainer  # noqa: E402
 
 LM_SHAPE = (4096, 576, 4608)  # batch, d_in, d_sae
 QUICK_SHAPE = (128, 32, 256)

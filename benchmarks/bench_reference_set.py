@@ -2,7 +2,7 @@
 
 Prints (and with ``--json`` writes), in one run on one machine:
   * the one-thread fp32 matmul ceiling (GFLOP/s), square matmuls of ``--ceiling-size`` (``bench_core.matmul_ceiling``);
-  * the real set (``aen_lib.reference.run_spiked``: the paper grid's 16 SAEs at ρ = ``--rho``, n 256, m 1024, batch 256)
+  * the real set (``aen_lib.results.reference.run_spiked``: the paper grid's 16 SAEs at ρ = ``--rho``, n 256, m 1024, batch 256)
     for ``--steps`` steps in one thread: every step of training counted, data generation, logging and checkpoints
     included; member-steps/s, achieved GFLOP/s at 10·B·n·m matmul FLOPs per member-step (``bench_core``'s convention)
     and the fraction of the ceiling. The records written after training (recovery on fresh samples) are timed apart;
@@ -39,10 +39,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import FLOPS_PER_SAMPLE, matmul_ceiling  # noqa: E402
 
-from aen_lib import data as data_mod  # noqa: E402
-from aen_lib import model as model_mod  # noqa: E402
-from aen_lib import optim as optim_mod  # noqa: E402
-from aen_lib import reference, train  # noqa: E402
+from aen_lib.data import synthetic as data_mod  # noqa: E402
+from aen_lib.results import reference  # noqa: E402
+from aen_lib.sae import model as model_mod  # noqa: E402
+from aen_lib.sae import optim as optim_mod  # noqa: E402
+from aen_lib.training import train  # noqa: E402
 
 N, M, BATCH = 256, 1024, 256
 STAGES = {  # stage name: (object, attribute) whose calls are timed
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.op_steps:
             from torch.profiler import ProfilerActivity, profile
 
-            from aen_lib.sweep import expand_grid
+            from aen_lib.training.sweep import expand_grid
             cfgs = expand_grid(dict(reference.SPIKED_PAPER_SAE), reference.REFERENCE_SPIKED_GRID, seeds=[0])
             sae = model_mod.SAE(cfgs)
             src = data_mod.SpikedDictionaryData(data_mod.SpikedDictionaryConfig(n=N, m=M, k=16, rho=args.rho, seed=0))
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         if args.workers > 1:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            cmd = [sys.executable, "-m", "aen_lib.reference", "spiked", "--rho", str(args.rho), "--steps",
+            cmd = [sys.executable, "-m", "aen_lib.results.reference", "spiked", "--rho", str(args.rho), "--steps",
                    str(args.steps), "--workers", str(args.workers), "--out", str(tmp / "out2"), "--work",
                    str(tmp / "work2"), "--no-progress"]
             t0 = time.perf_counter()

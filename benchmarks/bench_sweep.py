@@ -1,5 +1,5 @@
 """Benchmark: the sweep engine (one stacked training step for M SAEs) against training the same M SAEs one after
-another with ``aen_lib.train.Trainer``, with both as a fraction of the machine's measured matmul ceiling.
+another with ``aen_lib.training.train.Trainer``, with both as a fraction of the machine's measured matmul ceiling.
 
 Prints, in one run on one machine:
   * the dense matmul ceiling (GFLOP/s), measured as in ``bench_core.py``;
@@ -8,7 +8,7 @@ Prints, in one run on one machine:
     of one ``Trainer.train_step`` per member), the speed-up, achieved GFLOP/s and the fraction of the ceiling;
   * on CUDA, the peak memory of the stacked step.
 
-FLOP convention (``bench_core.py``, ``aen_lib.planner.sae_step_flops``): 10·B·n·m FLOPs per member-step (encoder and
+FLOP convention (``bench_core.py``, ``aen_lib.training.planner.sae_step_flops``): 10·B·n·m FLOPs per member-step (encoder and
 decoder forward 2Bnm each, decoder backward 4Bnm, encoder backward 2Bnm: the weight gradient only). Both sides train on one fixed pre-generated batch, so data generation is
 not timed. Sequential time is measured once per distinct (architecture, k) and weighted by how many members share it;
 hyperparameters such as λ1 do not change the work of a step.
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import FixedBatch, matmul_ceiling, timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
-from aen_lib.planner import sae_step_flops  # noqa: E402
-from aen_lib.sweep import CPU_MAX_TENSOR_BYTES, AUTHORS_SPIKED_GRID, expand_grid, plan_chunks  # noqa: E402
-from aen_lib.train import TrainConfig, Trainer  # noqa: E402
+from aen_lib.training.planner import sae_step_flops  # noqa: E402
+from aen_lib.training.sweep import CPU_MAX_TENSOR_BYTES, AUTHORS_SPIKED_GRID, expand_grid, plan_chunks  # noqa: E402
+from aen_lib.training.train import TrainConfig, Trainer  # noqa: E402
 
 
 def members(n: int, m: int, count: int, k_scale: float) -> list[SAEConfig]:

@@ -5,12 +5,12 @@ What it measures, on one device:
   1. the matmul ceiling in fp32 and bf16: the best of a square [s, s] @ [s, s] product and of the SAE's own encoder
      product [B, n] @ [n, m] (TF32 is left off, PyTorch's default, so fp32 means true fp32);
   2. for each architecture (AEN, TopK) and precision: median seconds per full training step of
-     ``aen_lib.train.Trainer`` (forward, loss, backward, clip 1.0, Adam, decoder projection), achieved TFLOP/s with
-     10·B·n·m FLOPs per step (``aen_lib.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
+     ``aen_lib.training.train.Trainer`` (forward, loss, backward, clip 1.0, Adam, decoder projection), achieved TFLOP/s with
+     10·B·n·m FLOPs per step (``aen_lib.training.planner.sae_step_flops``: matmuls only), and the fraction of the ceiling of
      the matmul precision (bf16 ceiling with autocast, fp32 ceiling without);
   3. peak memory of one step (``torch.cuda.max_memory_allocated`` on CUDA; the tensor tracer on CPU) against
-     ``aen_lib.planner.sae_memory``;
-  4. the step time against the planner's prediction (``aen_lib.planner.plan`` with cached activations, at its
+     ``aen_lib.training.planner.sae_memory``;
+  4. the step time against the planner's prediction (``aen_lib.training.planner.plan`` with cached activations, at its
      default efficiency of 0.4 of the peak): the planner's datasheet entry for this GPU when it has one, else a GPU
      whose peaks are the ceilings measured in step 1. ``measured_over_planner`` above 1 means slower than planned;
      ``fraction_of_planner_peak`` is the efficiency that would make the plan exact.
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import timed  # noqa: E402
 
 from aen_lib import SAE, SAEConfig  # noqa: E402
-from aen_lib.sources import TensorStream  # noqa: E402
-from aen_lib.planner import GPUS, GPUSpec, measure_train_step_memory, plan, sae_memory, sae_step_flops  # noqa: E402
-from aen_lib.train import TrainConfig, Trainer  # noqa: E402
+from aen_lib.data.sources import TensorStream  # noqa: E402
+from aen_lib.training.planner import GPUS, GPUSpec, measure_train_step_memory, plan, sae_memory, sae_step_flops  # noqa: E402
+from aen_lib.training.train import TrainConfig, Trainer  # noqa: E402
 
 LLAMA_SHAPE = (4096, 4096, 131_072)  # batch, d_in, d_sae
 QUICK_SHAPE = (64, 64, 512)
@@ -44,7 +44,7 @@ ARCHS = {
     "aen": dict(l1=1e-3, l2=1e-4, gamma=0.5, ema_beta=0.9999, ref_top_pct=0.05, warmup_steps=0),
     "topk": dict(k=64),
 }
-PLANNER_EFFICIENCY = 0.4  # aen_lib.planner.plan's default
+PLANNER_EFFICIENCY = 0.4  # aen_lib.training.planner.plan's default
 
 
 def planner_gpu(name: str, ceil: dict[str, dict[str, float]], memory_gib: float) -> tuple[GPUSpec, str]:

@@ -10,16 +10,16 @@ recorded as ``failed`` / ``timeout`` with its error, and the next stage starts):
                  in each precision, final loss) against stated tolerances;
   sweep          ``bench_sweep.py``: 32 stacked SAEs of the paper's synthetic shape against the same SAEs one after
                  another (goal >= 10x on a GPU); also writes ``bench_sweep.json`` / ``.txt``;
-  pythia_tokens  tokens/s of ``aen_lib.train.train`` for a Pythia-70M-shaped SAE (d_in 512, d_sae 4,096, batch
+  pythia_tokens  tokens/s of ``aen_lib.training.train.train`` for a Pythia-70M-shaped SAE (d_in 512, d_sae 4,096, batch
                  8,192, bf16 autocast) reading cached activations; the cache is a synthetic stand-in (random float32
                  rows in memory: on the host, as a loaded cache, and on the device); goal >= 1M tokens/s on an H200
                  (for the host rows, the realistic case);
   llama_shape    ``gpu_llama_shape.py``: the paper's Llama-3.1-8B SAE shape, step time against the planner's
-                 prediction (``aen_lib.planner.plan``) and peak memory against its model; writes
+                 prediction (``aen_lib.training.planner.plan``) and peak memory against its model; writes
                  ``gpu_llama_shape.json``;
-  reference      ``python -m aen_lib.reference spiked`` for the sets of ``REFERENCE_SETS`` (or ``--sets``) in order of
+  reference      ``python -m aen_lib.results.reference spiked`` for the sets of ``REFERENCE_SETS`` (or ``--sets``) in order of
                  priority, ``--parallel`` side by side, with the time left; each finished set gets its mechanism
-                 measures (``python -m aen_lib.reference mechanism``) and is packed into ``reference.tar.gz`` at
+                 measures (``python -m aen_lib.results.reference mechanism``) and is packed into ``reference.tar.gz`` at
                  once. A set cut off by the budget writes nothing; its saved progress is reported.
 
 The summary (``OUT/summary.json``) is rewritten after every stage, so a session killed half-way keeps what it
@@ -94,9 +94,9 @@ def stage_correctness(device: str, dry: bool, out: Path, **_: Any) -> dict[str, 
     import torch
 
     from aen_lib import SAE, SAEConfig
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.sources import TensorStream
-    from aen_lib.train import TrainConfig, Trainer, autocast_context
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.data.sources import TensorStream
+    from aen_lib.training.train import TrainConfig, Trainer, autocast_context
 
     dev = torch.device(device)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -241,8 +241,8 @@ def stage_pythia_tokens(device: str, dry: bool, out: Path, **_: Any) -> dict[str
     import torch
 
     from aen_lib import SAE, SAEConfig
-    from aen_lib.sources import TensorStream
-    from aen_lib.train import TrainConfig, train
+    from aen_lib.data.sources import TensorStream
+    from aen_lib.training.train import TrainConfig, train
 
     dev = torch.device(device)
     B, n, m = (256, 32, 128) if dry else (8192, 512, 4096)
@@ -273,7 +273,7 @@ def stage_pythia_tokens(device: str, dry: bool, out: Path, **_: Any) -> dict[str
     return {"shape": {"d_in": n, "d_sae": m, "batch": B}, "autocast": "bf16",
             "data": f"synthetic stand-in for cached activations: {16 * B} random float32 rows held in memory "
                     "(on the host as a loaded cache would be; and on the device); read with "
-                    "aen_lib.sources.TensorStream, trained with aen_lib.train.train",
+                    "aen_lib.data.sources.TensorStream, trained with aen_lib.training.train.train",
             "rows": rows, "tokens_per_s": goal_row["tokens_per_s"], "goal": PYTHIA_GOAL_TOK_S,
             "goal_applies": dev.type == "cuda", "goal_measured_on": "aen, rows on the host"}
 
@@ -338,7 +338,7 @@ def stage_reference(device: str, dry: bool, out: Path, deadline: float, work: st
 
     def one(study: str, rho: float, seed: int) -> None:
         label = f"{study} ρ={rho:g} seed={seed}"
-        cmd = [sys.executable, "-m", "aen_lib.reference", "spiked", "--study", study, "--rho", str(rho), "--seed",
+        cmd = [sys.executable, "-m", "aen_lib.results.reference", "spiked", "--study", study, "--rho", str(rho), "--seed",
                str(seed), "--device", device, "--out", str(out / "reference"), "--work", work_dir, "--no-progress"]
         cmd += ["--steps", str(steps)] if steps else []
         t0 = time.time()
@@ -354,7 +354,7 @@ def stage_reference(device: str, dry: bool, out: Path, deadline: float, work: st
             left = deadline - time.time()
             if left > 10:
                 t1 = time.time()
-                mrc, mtail = _run_logged([sys.executable, "-m", "aen_lib.reference", "mechanism", str(folder),
+                mrc, mtail = _run_logged([sys.executable, "-m", "aen_lib.results.reference", "mechanism", str(folder),
                                           "--work", work_dir] + (["--samples", "64"] if dry else []),
                                          left - 2, log, env=env, own_group=False)
                 entry["mechanism"] = {"status": "ok" if mrc == 0 else ("timeout" if mrc is None else "failed"),
@@ -385,7 +385,7 @@ def stage_reference(device: str, dry: bool, out: Path, deadline: float, work: st
     # what the sets cut off had saved (their checkpoints stay in the work folder of that machine)
     unfinished = None
     if any(r["status"] == "timeout" for r in results):
-        rc, tail = _run_logged([sys.executable, "-m", "aen_lib.reference", "status", "--work", work_dir], 20,
+        rc, tail = _run_logged([sys.executable, "-m", "aen_lib.results.reference", "status", "--work", work_dir], 20,
                                log, env=env, own_group=False)
         unfinished = tail
     with lock:

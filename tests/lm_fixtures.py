@@ -2,7 +2,7 @@
 
 Import the fixtures into a test module (``from lm_fixtures import tiny_tokenizer, tiny_lm``). The tokenizer is
 trained on the stdlib's ``pydoc_data`` text; the models are saved to a temporary folder and reloaded through
-``aen_lib.lm.load_lm``, the same code path as a hub id.
+``aen_lib.data.lm.load_lm``, the same code path as a hub id.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ D_MODEL = 32
 
 def pydoc_texts(n: int | None = None) -> list[str]:
     """Paragraphs of the stdlib's pydoc topics (always installed)."""
-    from aen_lib.text import _pydoc_documents
+    from aen_lib.data.text import _pydoc_documents
 
     docs = _pydoc_documents()
     return docs if n is None else docs[:n]
@@ -57,7 +57,7 @@ def build_tiny_lm_dir(root: Path, arch: str, tokenizer, seed: int = 0, train_ste
     """
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
-    from aen_lib.text import pack_windows
+    from aen_lib.data.text import pack_windows
 
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
@@ -112,8 +112,8 @@ def tiny_tokenizer(tiny_lm_dirs):
 
 @pytest.fixture(params=ARCHS)
 def tiny_lm(request, tiny_lm_dirs):
-    """(arch, model, tokenizer) for each tiny architecture, loaded with ``aen_lib.lm.load_lm``."""
-    from aen_lib.lm import load_lm
+    """(arch, model, tokenizer) for each tiny architecture, loaded with ``aen_lib.data.lm.load_lm``."""
+    from aen_lib.data.lm import load_lm
 
     model, tok = load_lm(tiny_lm_dirs[request.param], dtype=torch.float32, device="cpu")
     return request.param, model, tok
@@ -122,7 +122,7 @@ def tiny_lm(request, tiny_lm_dirs):
 @pytest.fixture(scope="session")
 def tiny_windows(tiny_tokenizer) -> torch.Tensor:
     """[12, 24] windows packed from pydoc text (EOS-separated documents, no BOS)."""
-    from aen_lib.text import pack_windows
+    from aen_lib.data.text import pack_windows
 
     return pack_windows(pydoc_texts(60), tiny_tokenizer, window=24, max_windows=12)
 
@@ -140,6 +140,6 @@ def single_thread():
 
 def tiny_cache_config(layer: int = 1, **kw):
     """The activation-cache config of the tiny test LMs at ``layer`` (fields in ``kw`` override)."""
-    from aen_lib.activation_cache import CacheConfig
+    from aen_lib.data.activation_cache import CacheConfig
 
     return CacheConfig(**{**dict(model="tiny", layer=layer, d_model=D_MODEL, window=24, dataset="pydoc"), **kw})

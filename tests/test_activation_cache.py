@@ -1,4 +1,4 @@
-"""Tests for aen_lib.activation_cache: the folder key, writing, resuming and verifying a cache, and its refusal to mix
+"""Tests for aen_lib.data.activation_cache: the folder key, writing, resuming and verifying a cache, and its refusal to mix
 LMs, configurations and window sequences."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from aen_lib.activation_cache import (
+from aen_lib.data.activation_cache import (
     ActivationCache,
     CacheConfig,
     CorruptCacheError,
     activation_cache_dir,
     write_activation_cache,
 )
-from aen_lib.harvest import harvest_activations
-from aen_lib.sources import ActivationSource
+from aen_lib.data.harvest import harvest_activations
+from aen_lib.data.sources import ActivationSource
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     tiny_cache_config,
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
@@ -138,7 +138,7 @@ def _snapshot(folder):
 def test_cache_refuses_another_dtype_or_other_weights(tiny_lm, tiny_lm_dirs, tiny_windows, tmp_path):
     import copy
 
-    from aen_lib.lm import load_lm
+    from aen_lib.data.lm import load_lm
 
     arch, model, _ = tiny_lm
     cfg = _config(model)
@@ -181,7 +181,7 @@ def test_cache_refuses_other_windows_naming_the_first_difference(tiny_lm, tiny_w
 
 
 def test_cache_key_includes_lm_dtype_and_fingerprint(tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows, tmp_path):
-    from aen_lib.lm import load_lm
+    from aen_lib.data.lm import load_lm
 
     arch, model, _ = tiny_lm
     bf16, _ = load_lm(tiny_lm_dirs[arch], dtype=torch.bfloat16)

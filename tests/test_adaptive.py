@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.adaptive import ema_step, raw_adaptive_weights, reference_count, reference_scale, warmup_factor
-from aen_lib.architectures import StepContext
+from aen_lib.sae.adaptive import ema_step, raw_adaptive_weights, reference_count, reference_scale, warmup_factor
+from aen_lib.sae.architectures import StepContext
 
 
 class Adaptive:
@@ -132,8 +132,8 @@ def test_the_ema_can_start_from_the_first_batch():
     and moves by (1 − β) of it); the first step's weights already spread, the default's barely move."""
     import pytest
     import torch
-    from aen_lib.config import SAEConfig
-    from aen_lib.model import SAE
+    from aen_lib.sae.config import SAEConfig
+    from aen_lib.sae.model import SAE
 
     base = dict(d_in=16, d_sae=32, architecture="aen", l1=0.01, l2=0.001, ema_beta=0.9999, warmup_steps=0,
                 ramp_steps=0)

@@ -12,7 +12,7 @@ import torch
 
 THROWAWAY = '''
 import torch
-from aen_lib.architectures import Architecture, ArchitectureSpec, register_architecture
+from aen_lib.sae.architectures import Architecture, ArchitectureSpec, register_architecture
 
 
 @register_architecture(ArchitectureSpec("shrunk_relu_test", "Shrunk ReLU (test)", "#123456", "h", uses=("l1",)))
@@ -61,7 +61,7 @@ def throwaway(tmp_path):
     sys.modules["throwaway_architecture"] = module
     spec.loader.exec_module(module)
     yield module
-    from aen_lib.architectures import unregister_architecture
+    from aen_lib.sae.architectures import unregister_architecture
 
     unregister_architecture(NAME)
     sys.modules.pop("throwaway_architecture", None)
@@ -73,12 +73,12 @@ def test_a_throwaway_architecture_works_everywhere_from_its_own_file(throwaway, 
     matplotlib.use("Agg")
     from aen_lib import SAE, SAEConfig
     from aen_lib.cli import main
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.io import load_sae, save_sae
-    from aen_lib.planner import sae_memory
-    from aen_lib.plotting import architecture_color, architecture_label, dead_ev_vs_l0_figure
-    from aen_lib.sweep import train_sweep
-    from aen_lib.train import TrainConfig, train
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.sae.io import load_sae, save_sae
+    from aen_lib.training.planner import sae_memory
+    from aen_lib.book.plotting import architecture_color, architecture_label, dead_ev_vs_l0_figure
+    from aen_lib.training.sweep import train_sweep
+    from aen_lib.training.train import TrainConfig, train
 
     data = SpikedDictionaryConfig(n=8, m=32, k=2, rho=0.3, seed=1)
     tc = TrainConfig(steps=30, batch_size=16, log_every=10, dead_window_steps=10, final_avg_logs=2, progress=False)
@@ -126,7 +126,7 @@ def test_a_throwaway_architecture_works_everywhere_from_its_own_file(throwaway, 
 
 
 def test_a_name_cannot_be_registered_twice_and_specs_name_real_fields(throwaway):
-    from aen_lib.architectures import Architecture, ArchitectureSpec, register_architecture
+    from aen_lib.sae.architectures import Architecture, ArchitectureSpec, register_architecture
 
     with pytest.raises(ValueError, match="already registered"):
         register_architecture(ArchitectureSpec(NAME, "again", "#000000", "o"))(type("Again", (Architecture,), {}))

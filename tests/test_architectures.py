@@ -1,11 +1,11 @@
-"""Each architecture's activation, penalty and state (aen_lib.architectures), against hand computations."""
+"""Each architecture's activation, penalty and state (aen_lib.sae.architectures), against hand computations."""
 
 import pytest
 import torch
 
 from aen_lib import ARCHITECTURES, SAE, SAEConfig
-from aen_lib.architectures import StepContext
-from aen_lib.architectures.topk import k_groups, topk_codes
+from aen_lib.sae.architectures import StepContext
+from aen_lib.sae.architectures.topk import k_groups, topk_codes
 
 TRAIN = StepContext(update=True, training=True)
 

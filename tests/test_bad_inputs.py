@@ -21,17 +21,17 @@ import torch
 from safetensors.torch import save_file
 
 from aen_lib import cli
-from aen_lib.activation_cache import ActivationCache, CacheConfig, CorruptCacheError, write_activation_cache
-from aen_lib.config import SAEConfig
-from aen_lib.distributed import RunConfig
-from aen_lib.io import load_sae, save_sae
-from aen_lib.lm import hub_offline, load_lm, resolve_model
-from aen_lib.model import SAE
-from aen_lib.notebook import validate_parameters
-from aen_lib.saelens import read_saelens_folder, saelens_cfg
-from aen_lib.sources import ActivationSource
-from aen_lib.text import DocRange, load_text_dataset
-from aen_lib.train import TrainConfig, train
+from aen_lib.data.activation_cache import ActivationCache, CacheConfig, CorruptCacheError, write_activation_cache
+from aen_lib.sae.config import SAEConfig
+from aen_lib.training.distributed import RunConfig
+from aen_lib.sae.io import load_sae, save_sae
+from aen_lib.data.lm import hub_offline, load_lm, resolve_model
+from aen_lib.sae.model import SAE
+from aen_lib.book.notebook import validate_parameters
+from aen_lib.sae.saelens import read_saelens_folder, saelens_cfg
+from aen_lib.data.sources import ActivationSource
+from aen_lib.data.text import DocRange, load_text_dataset
+from aen_lib.training.train import TrainConfig, train
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     D_MODEL, single_thread, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
 )
@@ -503,7 +503,7 @@ def test_cache_with_a_missing_shard(cache):
 
 
 def test_cache_source_asks_for_more_windows_than_cached(cache):
-    from aen_lib.sources import cache_source
+    from aen_lib.data.sources import cache_source
 
     path, _ = cache
     with pytest.raises(ValueError, match=r"max_windows=99 but the cache at .* holds 6 windows"):
@@ -522,7 +522,7 @@ def test_cache_manifest_from_something_else(tmp_path):
 
 
 def test_nan_activation_mean_is_refused(tiny_llama, tiny_windows):
-    from aen_lib.evaluation import spliced_evaluation
+    from aen_lib.evaluation.splice import spliced_evaluation
 
     with pytest.raises(ValueError, match=r"ablation_mean holds NaN or infinite values"):
         spliced_evaluation(tiny_llama, torch.nn.Identity(), tiny_windows[:2], LAYER,
@@ -530,7 +530,7 @@ def test_nan_activation_mean_is_refused(tiny_llama, tiny_windows):
 
 
 def test_splice_layer_out_of_range(tiny_llama, tiny_windows):
-    from aen_lib.evaluation import spliced_evaluation
+    from aen_lib.evaluation.splice import spliced_evaluation
 
     with pytest.raises(ValueError, match=r"layer=9 out of range; LlamaForCausalLM has blocks 0..3"):
         spliced_evaluation(tiny_llama, torch.nn.Identity(), tiny_windows[:2], 9, progress=False)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from aen_lib.claims import CLAIMS
-from aen_lib.claims.paper_size import against_topk_note
-from aen_lib.claims.synthetic import dead_definitions, definition_note, figure2_verdicts, paper_tally
-from aen_lib.reference import REPOSITORY_SETS, SPIKED_PAPER_TRAIN, committed_sets, set_frames
+from aen_lib.results.claims import CLAIMS
+from aen_lib.results.claims.paper_size import against_topk_note
+from aen_lib.results.claims.synthetic import dead_definitions, definition_note, figure2_verdicts, paper_tally
+from aen_lib.results.reference import REPOSITORY_SETS, SPIKED_PAPER_TRAIN, committed_sets, set_frames
 
 WINDOW = "dead_pct_window"
 NAMES = dead_definitions(**{k: SPIKED_PAPER_TRAIN[k] for k in ("steps", "log_every", "dead_window_steps", "batch_size")})

@@ -1,6 +1,6 @@
 """The headline claims of chapters 1, 4 and 5 can fail: they hold on the chapter's own results and fail on broken ones.
 
-Each chapter judges its results with claims registered in :mod:`aen_lib.claims` (chapter 1:
+Each chapter judges its results with claims registered in :mod:`aen_lib.results.claims` (chapter 1:
 ``topk_starves_more_than_l1_at_matched_l0``; chapter 4: ``aen_recovers_support_where_lasso_fails``; chapter 5:
 ``solver_beats_encoder`` and its verdicts on one small run). These tests run the chapter with its `ci` profile through
 papermill, then
@@ -30,7 +30,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from aen_lib.claims import CLAIMS
+from aen_lib.results.claims import CLAIMS
 
 ROOT = Path(__file__).resolve().parent.parent
 CH1 = "01_feature_starvation"
@@ -227,7 +227,7 @@ CH6 = "06_spiked_dictionary"
 def smoke_sets(tmp_path_factory):
     """Two reference sets (ρ 0 and 0.9) of the paper-size grid trained for 2 steps: the section's code paths with
     records present, seconds instead of hours."""
-    from aen_lib.reference import run_spiked
+    from aen_lib.results.reference import run_spiked
 
     root = tmp_path_factory.mktemp("reference")
     for rho in (0.0, 0.9):
@@ -245,8 +245,8 @@ def test_chapter6_paper_size_section_reads_sets_and_its_checks_fail_on_a_broken_
     assert len(findings["sets"]) == 2 and {s["rho"] for s in findings["sets"]} == {0.0, 0.9}
     assert len(findings["auxk"]) == 6  # two ρ × k 8, 16, 32
     # the verdicts it saved are the library's claims on the same records, under both dead-% definitions
-    from aen_lib.claims.synthetic import figure2_verdicts
-    from aen_lib.reference import committed_sets, set_frames
+    from aen_lib.results.claims.synthetic import figure2_verdicts
+    from aen_lib.results.reference import committed_sets, set_frames
 
     ref, _ = set_frames(committed_sets(smoke_sets))
     assert set(findings["verdicts"]) == {"dead_pct", "dead_pct_window"}

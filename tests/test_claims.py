@@ -1,10 +1,10 @@
-"""aen_lib.claims: every registered claim can fail (its counter-example flips it), and the claims read the right
+"""aen_lib.results.claims: every registered claim can fail (its counter-example flips it), and the claims read the right
 numbers on hand-made frames."""
 
 import pandas as pd
 import pytest
 
-from aen_lib.claims import CLAIMS, DEAD_COLUMN
+from aen_lib.results.claims import CLAIMS, DEAD_COLUMN
 
 
 @pytest.mark.parametrize("name", sorted(CLAIMS))
@@ -44,8 +44,8 @@ def test_aen_against_its_neighbours_in_l0():
 
 
 def test_the_outlier_explanation_follows_the_two_verdicts():
-    from aen_lib.claims import Verdict
-    from aen_lib.claims.outlier import outlier_explanation
+    from aen_lib.results.claims import Verdict
+    from aen_lib.results.claims.outlier import outlier_explanation
 
     def v(name, holds):
         return Verdict(name, holds, {}, "")

@@ -1,8 +1,8 @@
-"""aen_lib.claims.aen_sae (chapter 5): the claims read the right numbers of hand-made tables."""
+"""aen_lib.results.claims.aen_sae (chapter 5): the claims read the right numbers of hand-made tables."""
 
 import pytest
 
-from aen_lib.claims import CLAIMS
+from aen_lib.results.claims import CLAIMS
 
 
 def test_solver_must_not_lose_to_the_encoder():

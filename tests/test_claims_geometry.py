@@ -1,10 +1,10 @@
-"""aen_lib.claims.geometry (chapters 2 and 3): the claims read the right numbers of hand-made tables."""
+"""aen_lib.results.claims.geometry (chapters 2 and 3): the claims read the right numbers of hand-made tables."""
 
 import math
 
 import pytest
 
-from aen_lib.claims import CLAIMS
+from aen_lib.results.claims import CLAIMS
 
 
 def test_regions_and_pairs():

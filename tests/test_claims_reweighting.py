@@ -1,8 +1,8 @@
-"""aen_lib.claims.reweighting (chapter 4): the claims read the right numbers of hand-made tables."""
+"""aen_lib.results.claims.reweighting (chapter 4): the claims read the right numbers of hand-made tables."""
 
 import pytest
 
-from aen_lib.claims import CLAIMS
+from aen_lib.results.claims import CLAIMS
 
 
 def _set(df, design, penalty, col, value):

@@ -1,10 +1,10 @@
-"""aen_lib.claims.starvation (chapter 1): the claims read the right numbers of a hand-made table of runs."""
+"""aen_lib.results.claims.starvation (chapter 1): the claims read the right numbers of a hand-made table of runs."""
 
 import pandas as pd
 import pytest
 
-from aen_lib.claims import CLAIMS
-from aen_lib.claims.starvation import FRESH, WINDOW
+from aen_lib.results.claims import CLAIMS
+from aen_lib.results.claims.starvation import FRESH, WINDOW
 
 
 def _table():

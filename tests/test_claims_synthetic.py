@@ -1,4 +1,4 @@
-"""aen_lib.claims.synthetic and aen_lib.claims.paper_size on hand-made frames: the numbers each claim reads, when it is
+"""aen_lib.results.claims.synthetic and aen_lib.results.claims.paper_size on hand-made frames: the numbers each claim reads, when it is
 not testable, and the helpers that name dead-% definitions and count the paper's statements.
 
 (Every registered claim's counter-example is tried in tests/test_claims.py; the committed records in
@@ -12,9 +12,9 @@ import math
 import pandas as pd
 import pytest
 
-from aen_lib.claims import CLAIMS, Verdict
-from aen_lib.claims.paper_size import against_topk_note
-from aen_lib.claims.synthetic import (dead_definitions, definition_note, figure2_verdicts, paper_tally,
+from aen_lib.results.claims import CLAIMS, Verdict
+from aen_lib.results.claims.paper_size import against_topk_note
+from aen_lib.results.claims.synthetic import (dead_definitions, definition_note, figure2_verdicts, paper_tally,
                                       verdicts_frame)
 
 

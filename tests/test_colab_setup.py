@@ -21,7 +21,7 @@ from unittest import mock
 import nbformat
 import pytest
 
-from aen_lib.notebook import REPO_URL
+from aen_lib.book.notebook import REPO_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted(ROOT.glob("chapters/[0-9][0-9]_*.ipynb"))

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.corpus: the cleaners, and the build on tiny throwaway sources with a whitespace tokenizer."""
+"""Tests for aen_lib.data.corpus: the cleaners, and the build on tiny throwaway sources with a whitespace tokenizer."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib import corpus
-from aen_lib.corpus import (
+from aen_lib.data import corpus
+from aen_lib.data.corpus import (
     SOURCES,
     Source,
     SourceMissingError,
@@ -262,7 +262,7 @@ def test_command_line_missing_source_is_one_line_naming_package_and_install(tmp_
                        ("ghost_pip", "needs the PyPI package ghost-pip-text: pip install ghost-pip-text")):
         assert corpus.main(["build", "--out", str(out), "--sources", f"devils_dictionary,{name}"]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith(f"aen_lib.corpus: source {name!r} {line}"), err
+        assert err.count("\n") == 1 and err.startswith(f"aen_lib.data.corpus: source {name!r} {line}"), err
         assert "--skip-missing" in err
     assert not out.exists()
     assert corpus.main(["packages", "--sources", "ghost,ghost_pip", "--missing"]) == 0
@@ -292,7 +292,7 @@ def test_split_file_verifies_against_the_manifest_and_check_command(tmp_path, so
         corpus.split_file(out, "heldout")
     with pytest.raises(ValueError, match="split must be one of"):
         corpus.split_file(out, "test")
-    with pytest.raises(FileNotFoundError, match=r"holds no corpus .* python -m aen_lib.corpus build --out"):
+    with pytest.raises(FileNotFoundError, match=r"holds no corpus .* python -m aen_lib.data.corpus build --out"):
         corpus.split_file(tmp_path / "nowhere")
     (out / "manifest.json").write_text(json.dumps({**m, "format": 99}))
     with pytest.raises(ValueError, match="manifest format 99"):
@@ -376,7 +376,7 @@ def test_asciidoc_and_markdown_text():
 
 def test_a_debian_source_counts_as_missing_when_its_package_is_not_installed(tmp_path, monkeypatch):
     """A file at the source's path is not enough: perl's core modules leave one .pod where perl-doc puts hundreds."""
-    import aen_lib.corpus as corpus
+    import aen_lib.data.corpus as corpus
 
     (tmp_path / "a.pod").write_text("=head1 NAME\n\nleft behind by another package\n")
     files = lambda: [tmp_path / "a.pod"]  # noqa: E731

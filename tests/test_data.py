@@ -1,11 +1,11 @@
-"""Tests for aen_lib.data (book: paper facts, synthetic protocol): spiked dictionary, sampler, resumable stream, geometry statistics."""
+"""Tests for aen_lib.data.synthetic (book: paper facts, synthetic protocol): spiked dictionary, sampler, resumable stream, geometry statistics."""
 
 import math
 
 import pytest
 import torch
 
-from aen_lib.data import (
+from aen_lib.data.synthetic import (
     SpikedDictionaryConfig,
     SpikedDictionaryData,
     active_gram_stats,

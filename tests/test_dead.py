@@ -1,4 +1,4 @@
-"""One definition of a dead latent (aen_lib.dead): one threshold everywhere, named definitions with their windows."""
+"""One definition of a dead latent (aen_lib.evaluation.dead): one threshold everywhere, named definitions with their windows."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 
 def test_one_threshold_everywhere():
-    from aen_lib import dead, features, metrics
-    from aen_lib.train import TrainConfig, Trainer  # noqa: F401  (the trainer builds its trackers from aen_lib.dead)
+    from aen_lib.evaluation import dead, features, metrics
+    from aen_lib.training.train import TrainConfig, Trainer  # noqa: F401  (the trainer builds its trackers from aen_lib.evaluation.dead)
 
     assert metrics.DEAD_THRESHOLD is dead.DEAD_THRESHOLD == 1e-12
     assert metrics.DeadLatentTracker is dead.DeadLatentTracker and features.FiringTracker is dead.FiringTracker
@@ -25,7 +25,7 @@ def test_one_threshold_everywhere():
 def test_an_activation_between_the_old_and_the_new_threshold_now_fires():
     """A ReLU code of 1e-9 fires under 1e-12 (it did not under the recovery measures' old 1e-6)."""
     from aen_lib import SAE, SAEConfig
-    from aen_lib.dead import latent_reach
+    from aen_lib.evaluation.dead import latent_reach
 
     sae = SAE(SAEConfig(d_in=2, d_sae=2, architecture="relu_l1", l1=0.01))
     with torch.no_grad():
@@ -38,7 +38,7 @@ def test_an_activation_between_the_old_and_the_new_threshold_now_fires():
 
 
 def test_definitions_are_named_with_their_window():
-    from aen_lib.dead import DEAD_DEFINITIONS, dead_definition_name
+    from aen_lib.evaluation.dead import DEAD_DEFINITIONS, dead_definition_name
 
     assert set(DEAD_DEFINITIONS) == {"window", "since_last", "silent_heldout", "out_of_reach"}
     assert dead_definition_name("window", 2_048_000) == "no firing in the last complete window of 2,048,000 tokens"

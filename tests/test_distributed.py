@@ -1,4 +1,4 @@
-"""DDP training (aen_lib.distributed) on CPU with the gloo backend.
+"""DDP training (aen_lib.training.distributed) on CPU with the gloo backend.
 
 The central check: N steps on 2 ranks equal N steps of one process on the concatenated batches — a stack of every
 architecture DDP supports, with parameters, Adam, adaptive EMA, JumpReLU thresholds, AuxK counters, the dead-latent
@@ -21,12 +21,12 @@ import torch
 import torch.multiprocessing as mp
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.architectures import StepContext
-from aen_lib.distributed import DistContext, RunConfig, main, train_distributed
-from aen_lib.sources import StridedShard, TensorStream, shard_windows
-from aen_lib.io import load_sae
-from aen_lib.reduce import ProcessGroupReducer
-from aen_lib.train import TrainConfig, Trainer, load_checkpoint
+from aen_lib.sae.architectures import StepContext
+from aen_lib.training.distributed import DistContext, RunConfig, main, train_distributed
+from aen_lib.data.sources import StridedShard, TensorStream, shard_windows
+from aen_lib.sae.io import load_sae
+from aen_lib.sae.reduce import ProcessGroupReducer
+from aen_lib.training.train import TrainConfig, Trainer, load_checkpoint
 
 D_IN, D_SAE, PER_RANK, STEPS = 8, 24, 6, 12
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +268,7 @@ def test_strided_shard_partitions_the_stream():
 
 
 def test_strided_shard_of_an_activation_source_resumes():
-    from aen_lib.sources import ActivationSource
+    from aen_lib.data.sources import ActivationSource
 
     x = _rows(30)
 
@@ -302,7 +302,7 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
     ref = Trainer(SAE(_sae_cfg()), TensorStream(_rows()), _train_cfg(12).replace(steps=8))
     ref.run()
     assert torch.equal(sae.W_enc, ref.sae.W_enc)
-    from aen_lib.runlock import RunLock
+    from aen_lib.training.runlock import RunLock
 
     with RunLock(tmp_path / "out"):  # another launch holds the folder: refused, naming it
         with pytest.raises(RuntimeError, match="in use by pid"):
@@ -314,7 +314,7 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
     with pytest.raises(ValueError, match="data.kind"):
         RunConfig.from_dict(bad)
     with pytest.raises(ValueError, match="batch_size"):
-        from aen_lib.distributed import run
+        from aen_lib.training.distributed import run
 
         run(RunConfig.from_dict(dict(rc, out_dir=str(tmp_path / "o2"))), DistContext(rank=0, world_size=5))
 
@@ -326,9 +326,9 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
 _CRASH_SCRIPT = """
 import sys, torch
 from aen_lib import SAE, SAEConfig
-from aen_lib.distributed import init_distributed, shutdown_distributed, train_distributed
-from aen_lib.sources import StridedShard, TensorStream
-from aen_lib.train import TrainConfig
+from aen_lib.training.distributed import init_distributed, shutdown_distributed, train_distributed
+from aen_lib.data.sources import StridedShard, TensorStream
+from aen_lib.training.train import TrainConfig
 
 torch.set_num_threads(1)
 ctx = init_distributed("cpu")
@@ -374,11 +374,11 @@ def test_crashing_rank_fails_the_torchrun_launch_and_checkpoint_loads(tmp_path):
 
 
 def test_a_missing_or_invalid_run_file_ends_in_one_line(tmp_path, capsys):
-    from aen_lib.distributed import main
+    from aen_lib.training.distributed import main
 
     assert main(["--config", str(tmp_path / "none.yaml")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("python -m aen_lib.distributed:") and "none.yaml" in err and "\n" not in err
+    assert err.startswith("python -m aen_lib.training.distributed:") and "none.yaml" in err and "\n" not in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("no_such_field: 1\n")
     assert main(["--config", str(bad)]) == 2

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.evaluation: spliced CE / KL / CE recovered (paper Figure 1, book: paper facts, language-model protocols)."""
+"""Tests for aen_lib.evaluation.splice: spliced CE / KL / CE recovered (paper Figure 1, book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aen_lib.evaluation import activation_mean, mean_ablate, splice_sae, spliced_evaluation, zero_ablate
-from aen_lib.lm import residual_hook_module
+from aen_lib.evaluation.splice import activation_mean, mean_ablate, splice_sae, spliced_evaluation, zero_ablate
+from aen_lib.data.lm import residual_hook_module
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
 )
@@ -169,8 +169,8 @@ def test_splice_and_mean_ablate_keep_skipped_positions():
 
 def test_real_sae_module_and_errors(tiny_lm, tiny_windows):
     _, model, _ = tiny_lm
-    from aen_lib.config import SAEConfig
-    from aen_lib.model import SAE
+    from aen_lib.sae.config import SAEConfig
+    from aen_lib.sae.model import SAE
 
     sae = SAE(SAEConfig(d_in=D_MODEL, d_sae=64, architecture="relu_l1", l1=1e-3))
     sae.train()

@@ -1,4 +1,4 @@
-"""The 2 × 2 factorial read from the reference sets (aen_lib.factorial) and its claims."""
+"""The 2 × 2 factorial read from the reference sets (aen_lib.results.factorial) and its claims."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aen_lib.claims import CLAIMS
-from aen_lib.factorial import CELLS, factorial_effects, factorial_frame, replicate_spread
+from aen_lib.results.claims import CLAIMS
+from aen_lib.results.factorial import CELLS, factorial_effects, factorial_frame, replicate_spread
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER0 = REPO / "reference" / "spiked_paper_rho0_seed0"
@@ -147,7 +147,7 @@ def test_at_rho_09_the_adaptive_weights_not_the_l2_term_lower_death():
 
 
 def test_factorial_summary_gives_means_and_seed_ranges():
-    from aen_lib.factorial import factorial_summary
+    from aen_lib.results.factorial import factorial_summary
 
     frame = pd.DataFrame(_cells({"relu_l1": 1.0, "elastic_net": 2.0, "adaptive_lasso": 3.0, "aen": 4.0}, seed=0)
                          + _cells({"relu_l1": 3.0, "elastic_net": 2.0, "adaptive_lasso": 5.0, "aen": 4.0}, seed=1))
@@ -164,8 +164,8 @@ BRACKET09 = REPO / "reference" / "spiked_factorial_bracket_rho0.9_seed0"
 
 @pytest.mark.skipif(not BRACKET09.is_dir(), reason="no bracket set committed")
 def test_dead_per_l0_uses_the_two_members_nearest_the_target():
-    from aen_lib.factorial import dead_per_l0
-    from aen_lib.reference import set_frames
+    from aen_lib.results.factorial import dead_per_l0
+    from aen_lib.results.reference import set_frames
 
     runs = set_frames([BRACKET09])[0]
     slopes = dead_per_l0(BRACKET09).set_index("method")
@@ -180,7 +180,7 @@ def test_dead_per_l0_uses_the_two_members_nearest_the_target():
 
 
 def test_the_factorial_figure_draws_one_panel_per_rho_and_the_effects():
-    from aen_lib.plotting import factorial_figure
+    from aen_lib.book.plotting import factorial_figure
 
     rows = []
     for rho_shift in (0.0, 10.0):

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.features (firing accounting, top-activating contexts, logit effect), and multi-SAE splicing."""
+"""Tests for aen_lib.evaluation.features (firing accounting, top-activating contexts, logit effect), and multi-SAE splicing."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.evaluation import spliced_evaluation, spliced_evaluation_many
-from aen_lib.harvest import Activations, harvest_activations
-from aen_lib.features import (
+from aen_lib.evaluation.splice import spliced_evaluation, spliced_evaluation_many
+from aen_lib.data.harvest import Activations, harvest_activations
+from aen_lib.evaluation.features import (
     Context,
     FiringTracker,
     dead_dense_accounting,
@@ -25,7 +25,7 @@ from aen_lib.features import (
     top_logit_tokens,
     unembedding_directions,
 )
-from aen_lib.metrics import DeadLatentTracker
+from aen_lib.evaluation.metrics import DeadLatentTracker
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
 )
@@ -108,7 +108,7 @@ def test_dead_dense_accounting_by_hand():
     t.update(_codes([[0, 3], [3]], 4))  # step 1
     t.update(_codes([[1, 3], [3]], 4))  # step 2
     # last 1 step: 0 and 2 dead; last 2 tokens (step 2): 0 and 2 dead; eval below: 2 never fires, 3 fires on 3/4
-    from aen_lib.features import FiringStats
+    from aen_lib.evaluation.features import FiringStats
 
     ev = FiringStats(counts=torch.tensor([1, 0, 0, 3]), max=torch.ones(4), sum=torch.ones(4, dtype=torch.float64),
                      n_tokens=4)
@@ -183,7 +183,7 @@ def test_renderings_mark_the_firing_token_and_escape_html():
 # ----------------------------------------------------------------------------------------------------------------
 def _final_logits_from_resid(model, resid):
     """lm_head(final_norm(resid)) for a residual [N, d] (float64)."""
-    from aen_lib.features import _FINAL_NORM_PATHS
+    from aen_lib.evaluation.features import _FINAL_NORM_PATHS
 
     norm = model
     for attr in _FINAL_NORM_PATHS[model.config.model_type]:

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.geometry: hand computations on 2-3 atom dictionaries, scikit-learn, and the book: paper facts, theory bounds."""
+"""Tests for aen_lib.theory.geometry: hand computations on 2-3 atom dictionaries, scikit-learn, and the book: paper facts, theory bounds."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from aen_lib import geometry as g
-from aen_lib.sparse_coding import weighted_elastic_net
+from aen_lib.theory import geometry as g
+from aen_lib.theory.sparse_coding import weighted_elastic_net
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.harvest: normalisation (book: paper facts, model and loss) and early-exit harvesting."""
+"""Tests for aen_lib.data.harvest: normalisation (book: paper facts, model and loss) and early-exit harvesting."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from aen_lib.harvest import block_output, denormalize_per_token, harvest_activations, normalize_per_token
-from aen_lib.lm import residual_hook_module
+from aen_lib.data.harvest import block_output, denormalize_per_token, harvest_activations, normalize_per_token
+from aen_lib.data.lm import residual_hook_module
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,
 )

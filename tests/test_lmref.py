@@ -1,4 +1,4 @@
-"""The language-model reference pipeline (aen_lib.lmref): harvest records that a re-harvest can be checked against,
+"""The language-model reference pipeline (aen_lib.results.lmref): harvest records that a re-harvest can be checked against,
 the held-out metrics, and the pilot's 'has the dead % stopped moving' judgement."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 
 from lm_fixtures import pydoc_texts, tiny_lm_dirs, tiny_tokenizer  # noqa: F401  (fixtures)
 
-from aen_lib.config import SAEConfig
-from aen_lib.corpus import Source, build_corpus
-from aen_lib.lmref import compare_harvests, dead_curve_settled, harvest, heldout_metrics
-from aen_lib.model import SAE
+from aen_lib.sae.config import SAEConfig
+from aen_lib.data.corpus import Source, build_corpus
+from aen_lib.results.lmref import compare_harvests, dead_curve_settled, harvest, heldout_metrics
+from aen_lib.sae.model import SAE
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def corpus(tmp_path, tiny_tokenizer):
 
 @pytest.fixture
 def tiny(tiny_lm_dirs, single_thread):
-    from aen_lib.lm import load_lm
+    from aen_lib.data.lm import load_lm
 
     model, tok = load_lm(tiny_lm_dirs["llama"], dtype=torch.float32, device="cpu")
     return model, tok, 1
@@ -108,8 +108,8 @@ def test_the_pilot_judgement_flips_when_the_dead_curve_still_moves():
 def test_every_language_model_study_fits_a_few_hours_of_one_core():
     """At about 1.2 s per SAE step (576 x 4,608, batch 4,096, one thread: README, performance), each set must finish
     within five hours, since its checkpoints stay on the machine that trains it."""
-    from aen_lib.lmref import LM_SAE, LM_STUDIES, LM_TRAIN
-    from aen_lib.sweep import expand_grid
+    from aen_lib.results.lmref import LM_SAE, LM_STUDIES, LM_TRAIN
+    from aen_lib.training.sweep import expand_grid
 
     for name, study in LM_STUDIES.items():
         members = len(expand_grid(dict(LM_SAE), study.grid, seeds=[0]))
@@ -118,15 +118,17 @@ def test_every_language_model_study_fits_a_few_hours_of_one_core():
 
 
 def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tmp_path):
-    from aen_lib.lmref import lm_table
+    from aen_lib.results.lmref import lm_table
 
     folder = tmp_path / "lm_smollm2_pilot_seed0"
     folder.mkdir()
     (folder / "provenance.json").write_text(json.dumps({
-        "set": folder.name, "kind": "language_model", "wall_seconds": 7200.0,
+        "record_version": 1, "set": folder.name, "kind": "language_model", "wall_seconds": 7200.0,
+        "command": "python -m aen_lib.results.lmref train --study pilot", "members": 1,
         "protocol": {"train": {"steps": 2500, "batch_size": 4096}},
         "invocations": [{"cpu": "Some CPU", "device": "cpu"}, {"cpu": "Some CPU", "device": "cpu"}]}))
-    rec = {"label": "topk k=32", "final": {"dead_pct_window": 13.94},
+    rec = {"record_version": 1, "method": "topk", "variant": "topk-abc", "seed": 0, "sae_config": {"k": 32},
+           "label": "topk k=32", "final": {"dead_pct_window": 13.94},
            "extra": {"heldout_l0": 31.96, "heldout_ev": 0.7123, "heldout_dead_pct": 20.5,
                      "dead_settled": {"settled": False, "range": 1.75}}}
     (folder / "topk-abc.json").write_text(json.dumps(rec))
@@ -135,18 +137,18 @@ def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tm
     assert len(lines) == 3
     assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | — | — | 13.9 | "
                         "1.75 points (not settled) | 2 | 2.0 | Some CPU (cpu) |")
-    (folder / "evaluation.json").write_text(json.dumps({"saes": {"topk-abc.json": {
+    (folder / "evaluation.json").write_text(json.dumps({"record_version": 1, "set": folder.name, "saes": {"topk-abc.json": {
         "dead_out_of_reach_heldout_pct": 4.56, "spliced": {"ce_recovered_mean_ablation": 0.9412}}}}))
     assert lm_table([folder]).splitlines()[2].startswith(
         "| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | 4.6 | 0.941 | 13.9 |")
 
 
 def test_recorded_command_drops_machine_folders():
-    from aen_lib.lmref import recorded_command
+    from aen_lib.results.lmref import recorded_command
 
     cmd = recorded_command(["train", "--study", "pilot", "--corpus", "/x/corpus", "--cache-root=/y", "--seed", "1",
                             "--work", "/z", "--no-progress"])
-    assert cmd == "python -m aen_lib.lmref train --study pilot --seed 1 --no-progress"
+    assert cmd == "python -m aen_lib.results.lmref train --study pilot --seed 1 --no-progress"
 
 
 def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_path, corpus, tiny, monkeypatch):
@@ -154,7 +156,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     evaluate it after training. The records hold the final window's firing counts (TopK: exactly k per token), the
     window in tokens, the mean's norm; the evaluation's held-out counts agree with the held-out dead % and the
     spliced CE is finite and ordered as a splice must be for an SAE that reconstructs something."""
-    from aen_lib.lmref import LM_STUDIES, LMStudy, evaluate_lm_set, run_lm_set, training_mean
+    from aen_lib.results.lmref import LM_STUDIES, LMStudy, evaluate_lm_set, run_lm_set, training_mean
 
     model, tok, layer = tiny
     for split in ("train", "heldout"):
@@ -176,7 +178,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     assert fw["steps"] == 2 and fw["tokens"] == 64  # 12 steps in windows of 5: the last holds 2
     assert sum(fw["firing_counts"]) == 3 * 64 and len(fw["firing_counts"]) == 4 * d
     assert fw["density_histogram"]["never"] + sum(fw["density_histogram"]["latents"]) == 4 * d
-    from aen_lib.activation_cache import ActivationCache
+    from aen_lib.data.activation_cache import ActivationCache
 
     (train_dir,) = [p.parent for p in (tmp_path / "caches").rglob("manifest.json")
                     if "train" in json.loads(p.read_text())["config"]["dataset"]]
@@ -200,7 +202,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     assert sp["n_windows"] == 3 and all(sp[k] == sp[k] for k in ("ce_clean", "ce_patched", "kl"))
     assert sp["kl"] >= 0 and ev["provenance"]["windows"] == 3
 
-    from aen_lib.lmref import lm_dead_windows, lm_frame
+    from aen_lib.results.lmref import lm_dead_windows, lm_frame
 
     frame = lm_frame([out])
     assert len(frame) == 1
@@ -213,7 +215,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     assert list(full["step"]) == [h["step"] for h in rec["history"] if h["dead_window_fill"] >= 1.0]
     assert len(full) == 2 and len(logs) == len(rec["history"]) == 3 and (full["fill"] == 1.0).all()
 
-    from aen_lib.lmref import latent_samples
+    from aen_lib.results.lmref import latent_samples
 
     fpath = latent_samples(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches", n=4,
                            contexts=3, logit_tokens=5, lm=tiny)
@@ -228,7 +230,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     assert latent_samples(out, work_root=tmp_path / "work", corpus=corpus, cache_root=tmp_path / "caches",
                           lm=tiny) is None  # never overwritten
 
-    from aen_lib.reference import check_set
+    from aen_lib.results.reference import check_set
 
     assert check_set(out)["set"] == out.name  # the records, the evaluation and the features agree
     body = json.loads(path.read_text())
@@ -248,7 +250,7 @@ def test_lm_figures_draw_every_sae_and_refuse_frames_without_their_columns():
     matplotlib.use("Agg")
     import pandas as pd
 
-    from aen_lib.plotting import l1_bracket_figure, lm_training_figure
+    from aen_lib.book.plotting import l1_bracket_figure, lm_training_figure
 
     curves = pd.DataFrame([{"label": lab, "method": m, "tokens": s * 4096, "fill": (s % 500) / 500 or 1.0,
                             "dead_pct": d + s / 100, "l0": 32.0, "ev": 0.7}
@@ -273,8 +275,8 @@ def test_density_histogram_figure_draws_one_bar_per_bin_and_sae():
     import matplotlib
 
     matplotlib.use("Agg")
-    from aen_lib.metrics import firing_density_histogram
-    from aen_lib.plotting import density_histogram_figure
+    from aen_lib.evaluation.metrics import firing_density_histogram
+    from aen_lib.book.plotting import density_histogram_figure
 
     a = firing_density_histogram(torch.tensor([0, 0, 5, 50, 900]), 1000, lowest_decade=-3)
     b = firing_density_histogram(torch.tensor([0, 1, 2, 3, 4]), 1000, lowest_decade=-3)
@@ -287,7 +289,7 @@ def test_density_histogram_figure_draws_one_bar_per_bin_and_sae():
 
 
 def test_the_paper_window_is_the_token_window_or_a_step_window_of_its_length():
-    from aen_lib.lmref import PAPER_WINDOW_TOKENS, _paper_window_dead
+    from aen_lib.results.lmref import PAPER_WINDOW_TOKENS, _paper_window_dead
 
     final = {"dead_pct_window": 41.0, "dead_pct_tokens_window": 37.5}
     assert _paper_window_dead(final, {"dead_window_steps": 500, "batch_size": 4096,
@@ -302,7 +304,7 @@ def test_lm_sets_figure_marks_calibration_runs_hollow_and_adds_the_paper():
     matplotlib.use("Agg")
     import pandas as pd
 
-    from aen_lib.plotting import lm_sets_figure
+    from aen_lib.book.plotting import lm_sets_figure
 
     frame = pd.DataFrame([{"method": m, "steps": st, "heldout_l0": l0, "heldout_dead_pct": d, "heldout_ev": ev}
                           for m, st, l0, d, ev in (("topk", 2500, 32.0, 83.5, 0.75), ("relu_l1", 600, 18.8, 43.9, 0.55),

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from aen_lib.config import SAEConfig
-from aen_lib.mechanism import amortisation_gap, jacobian_norms, mechanism_measures, weights_vs_firing
-from aen_lib.model import SAE
-from aen_lib.reference import MECHANISM_FILE, mechanism_set, run_spiked, trained_members
-from aen_lib.sparse_coding import sae_to_theory_penalties
+from aen_lib.sae.config import SAEConfig
+from aen_lib.theory.mechanism import amortisation_gap, jacobian_norms, mechanism_measures, weights_vs_firing
+from aen_lib.sae.model import SAE
+from aen_lib.results.reference import MECHANISM_FILE, mechanism_set, run_spiked, trained_members
+from aen_lib.theory.sparse_coding import sae_to_theory_penalties
 
 
 def _sae(arch: str, n: int = 8, m: int = 24, **kw) -> SAE:
@@ -109,7 +109,7 @@ def test_unsupported_inputs_are_named():
 
 
 def test_a_set_gets_its_mechanism_file_from_its_checkpoints_and_keeps_it(tmp_path, monkeypatch):
-    import aen_lib.reference as ref
+    import aen_lib.results.reference as ref
 
     grid = {"relu_l1": {"l1": [0.005]}, "topk": {"k": [8]}}
     monkeypatch.setitem(ref.STUDIES, "paper", ref.Study(grid))

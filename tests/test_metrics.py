@@ -1,4 +1,4 @@
-"""Tests for aen_lib.metrics (book: paper facts, synthetic protocol) against hand computations on tiny tensors."""
+"""Tests for aen_lib.evaluation.metrics (book: paper facts, synthetic protocol) against hand computations on tiny tensors."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aen_lib.metrics import (
+from aen_lib.evaluation.metrics import (
     AtomMatch,
     DeadLatentTracker,
     StreamingExplainedVariance,
@@ -349,8 +349,8 @@ class _PermutedOracle(torch.nn.Module):
 
 
 def test_recovery_metrics_are_perfect_for_the_true_dictionary_and_fail_for_a_random_one():
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.metrics import recovery_metrics
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.evaluation.metrics import recovery_metrics
 
     data = SpikedDictionaryData(SpikedDictionaryConfig(n=32, m=64, k=3, rho=0.0, seed=0))
     x, h = data.sample(256)
@@ -370,9 +370,9 @@ def test_recovery_metrics_are_perfect_for_the_true_dictionary_and_fail_for_a_ran
 
 
 def test_latent_reach_tells_latents_out_of_reach_from_outcompeted_ones():
-    from aen_lib.config import SAEConfig
-    from aen_lib.metrics import latent_reach
-    from aen_lib.model import SAE
+    from aen_lib.sae.config import SAEConfig
+    from aen_lib.evaluation.metrics import latent_reach
+    from aen_lib.sae.model import SAE
 
     x = torch.rand(500, 4, generator=torch.Generator().manual_seed(0)) + 0.1  # every coordinate positive
     sae = SAE(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=1))
@@ -394,7 +394,7 @@ def test_latent_reach_tells_latents_out_of_reach_from_outcompeted_ones():
 
 
 def test_firing_density_histogram_bins_by_decade():
-    from aen_lib.metrics import firing_density_histogram
+    from aen_lib.evaluation.metrics import firing_density_histogram
 
     tokens = 1_000_000
     counts = torch.tensor([0, 0, 1, 9, 10, 999, 1000, 100_000, 999_999, 1_000_000])

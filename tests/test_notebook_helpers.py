@@ -1,4 +1,4 @@
-"""Tests for aen_lib.notebook: parameter validation, results folders, JSON, stripping and run summaries."""
+"""Tests for aen_lib.book.notebook: parameter validation, results folders, JSON, stripping and run summaries."""
 
 import json
 import math
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from aen_lib import notebook as nbh
+from aen_lib.book import notebook as nbh
 
 
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
@@ -268,7 +268,7 @@ def test_validate_parameters_sets_sleeping_waits_and_keeps_the_users_choice(monk
 def test_chapter_setup_cell_reaches_openmp_in_time():
     """Cells 1-3 of a chapter in a fresh kernel-like process, then a cell that imports torch: GNU libgomp starts with
     sleeping waits (spin count 0; its default is 300,000)."""
-    code = ("from aen_lib.notebook import validate_parameters\n"
+    code = ("from aen_lib.book.notebook import validate_parameters\n"
             "seed: int = 0\n"
             "validate_parameters(globals())\n"
             "import torch\n")

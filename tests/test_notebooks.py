@@ -1,6 +1,6 @@
 """Chapter conventions (static checks on every chapters/NN_*.ipynb) and the papermill/nbval plumbing of `make test`.
 
-The conventions are documented in aen_lib/notebook.py and book/how_to_run.md.
+The conventions are documented in aen_lib/book/notebook.py and book/how_to_run.md.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from aen_lib import notebook as nbh
+from aen_lib.book import notebook as nbh
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted(ROOT.glob("chapters/[0-9][0-9]_*.ipynb"))
@@ -52,6 +52,13 @@ def chapter(request):
 
 def test_kernelspec_is_python3(chapter):
     assert _load(chapter).metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+def test_every_cell_has_its_own_id(chapter):
+    # nbformat renames a repeated id when it loads the notebook, so a link or a tag aimed at one cell may miss it
+    ids = [c.get("id") for c in json.loads(chapter.read_text())["cells"]]
+    assert None not in ids, f"{chapter.name}: a cell without an id"
+    assert len(set(ids)) == len(ids), f"{chapter.name}: repeated cell ids {sorted({i for i in ids if ids.count(i) > 1})}"
 
 
 def test_outputs_are_stripped_unless_render_only(chapter):
@@ -93,7 +100,7 @@ def test_cell2_is_tagged_parameters_with_types_and_comments(chapter):
 
 def test_cell3_validates_the_defaults(chapter):
     cells = _code_cells(_load(chapter))
-    assert "validate_parameters(" in cells[2].source, "cell 3 must call aen_lib.notebook.validate_parameters"
+    assert "validate_parameters(" in cells[2].source, "cell 3 must call aen_lib.book.notebook.validate_parameters"
     ns = _run_cells([cells[1].source, cells[2].source])
     assert ns.get("PARAMS") and set(ns["PARAMS"]) == set(pm.inspect_notebook(str(chapter)))
 
@@ -172,7 +179,7 @@ def _mini_chapter(path: Path, body: str = "total = sum(range(steps))\nprint(tota
         nbformat.v4.new_code_cell('steps: int = 4  # number of steps\nmode: str = "a"  # "a" or "b"',
                                   metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
-            "from aen_lib.notebook import validate_parameters\n"
+            "from aen_lib.book.notebook import validate_parameters\n"
             "PARAMS = validate_parameters(globals(), choices={'mode': ('a', 'b')})"
         ),
         nbformat.v4.new_code_cell(body),

@@ -1,9 +1,9 @@
-"""MemberAdam (aen_lib.optim) against torch.optim.Adam, member by member, with skipped steps."""
+"""MemberAdam (aen_lib.sae.optim) against torch.optim.Adam, member by member, with skipped steps."""
 
 import pytest
 import torch
 
-from aen_lib.optim import MemberAdam
+from aen_lib.sae.optim import MemberAdam
 
 
 def test_member_adam_equals_torch_adam_per_member_with_skips():

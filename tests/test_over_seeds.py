@@ -1,4 +1,4 @@
-"""Claims judged seed by seed (aen_lib.claims.over_seeds) on the seeds sets of the paper grid (chapter 6)."""
+"""Claims judged seed by seed (aen_lib.results.claims.over_seeds) on the seeds sets of the paper grid (chapter 6)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aen_lib.claims import CLAIMS, over_seeds
-from aen_lib.reference import seeds_frame
+from aen_lib.results.claims import CLAIMS, over_seeds
+from aen_lib.results.reference import seeds_frame
 
 REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "reference"

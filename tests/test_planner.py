@@ -1,4 +1,4 @@
-"""Memory/time planner (aen_lib.planner): predictions against measurements and hand counts."""
+"""Memory/time planner (aen_lib.training.planner): predictions against measurements and hand counts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.planner import (
+from aen_lib.training.planner import (
     GPUS,
     LM_SPECS,
     LMSpec,
@@ -89,7 +89,7 @@ def test_lm_param_counts_match_models():
 def test_lm_flops_and_memory_against_a_tiny_llama():
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from aen_lib.harvest import block_output
+    from aen_lib.data.harvest import block_output
 
     cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=172, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=2)
@@ -168,8 +168,8 @@ def test_gpu_benchmark_script_runs_quick_on_cpu(tmp_path):
 def test_truncated_lm_matches_planner_and_harvest():
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from aen_lib.harvest import block_output
-    from aen_lib.distributed import drop_blocks_after
+    from aen_lib.data.harvest import block_output
+    from aen_lib.training.distributed import drop_blocks_after
 
     cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
                       num_key_value_heads=2)

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.plotting: palette, Pareto frontier, seed aggregation, panels and figure saving."""
+"""Tests for aen_lib.book.plotting: palette, Pareto frontier, seed aggregation, panels and figure saving."""
 
 import itertools
 
@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from aen_lib import plotting  # noqa: E402
-from aen_lib.architectures import ARCHITECTURES  # noqa: E402
+from aen_lib.book import plotting  # noqa: E402
+from aen_lib.results import records  # noqa: E402
+from aen_lib.sae.architectures import ARCHITECTURES  # noqa: E402
 
 
 def test_every_architecture_has_a_distinct_colour_blind_safe_colour():
@@ -62,7 +63,7 @@ def test_pareto_front_matches_brute_force(maximize):
     for _ in range(20):
         x = rng.integers(1, 30, size=25).astype(float)
         y = rng.integers(0, 10, size=25).astype(float)
-        front = plotting.pareto_front(x, y, maximize_y=maximize)
+        front = records.pareto_front(x, y, maximize_y=maximize)
         expected = _brute_force_front(x, y, maximize)
         assert [(x[i], y[i]) for i in front] == [(x[i], y[i]) for i in expected]
 
@@ -71,10 +72,10 @@ def test_pareto_front_hand_example():
     # L0, dead%: (8, 40) (16, 10) (16, 20) (32, 12) (64, 0) -> (32, 12) is dominated by (16, 10)
     x = [8, 16, 16, 32, 64]
     y = [40, 10, 20, 12, 0]
-    assert plotting.pareto_front(x, y, maximize_y=False).tolist() == [0, 1, 4]
+    assert records.pareto_front(x, y, maximize_y=False).tolist() == [0, 1, 4]
     # EV: higher is better
-    assert plotting.pareto_front([8, 16, 32], [0.5, 0.4, 0.9], maximize_y=True).tolist() == [0, 2]
-    assert plotting.pareto_front([1.0, np.nan], [1.0, 2.0], maximize_y=True).tolist() == [0]
+    assert records.pareto_front([8, 16, 32], [0.5, 0.4, 0.9], maximize_y=True).tolist() == [0, 2]
+    assert records.pareto_front([1.0, np.nan], [1.0, 2.0], maximize_y=True).tolist() == [0]
 
 
 def test_aggregate_seeds_mean_min_max():
@@ -82,13 +83,13 @@ def test_aggregate_seeds_mean_min_max():
         {"architecture": "aen", "variant": "a", "seed": s, "l0": l0, "dead_pct": d}
         for s, l0, d in [(0, 10, 1.0), (1, 14, 3.0), (2, 12, 8.0)]
     ] + [{"architecture": "topk", "variant": "k16", "seed": 0, "l0": 16, "dead_pct": 30.0}]
-    rows = plotting.aggregate_seeds(runs, metrics=("l0", "dead_pct"))
+    rows = records.aggregate_seeds(runs, metrics=("l0", "dead_pct"))
     aen = next(r for r in rows if r["architecture"] == "aen")
     assert aen["n"] == 3
     assert aen["l0"] == pytest.approx(12.0) and aen["l0_min"] == 10 and aen["l0_max"] == 14
     assert aen["dead_pct"] == pytest.approx(4.0) and aen["dead_pct_min"] == 1.0 and aen["dead_pct_max"] == 8.0
     with pytest.raises(ValueError, match="dead_pct"):
-        plotting.aggregate_seeds([{"architecture": "aen", "l0": 1}], metrics=("l0", "dead_pct"))
+        records.aggregate_seeds([{"architecture": "aen", "l0": 1}], metrics=("l0", "dead_pct"))
 
 
 def test_pareto_panel_draws_min_max_bars_in_the_architecture_colour():
@@ -266,7 +267,7 @@ def test_pareto_panel_log_axis_has_plain_uncrowded_ticks():
 
 def test_the_outlier_figures_draw_what_they_are_given():
     import pandas as pd
-    from aen_lib.plotting import outlier_at_init_figure, twin_dead_figure
+    from aen_lib.book.plotting import outlier_at_init_figure, twin_dead_figure
 
     t = pd.DataFrame({"rho": [0.0, 0.9], "outlier_severity": [0.1, 8.9], "mean_norm": [1, 30],
                       "out_of_reach_pct": [0.0, 37.0], "topk_dead_pct": [0.0, 94.0],

@@ -1,4 +1,4 @@
-"""The reference-results store (aen_lib.reference): committed sets are complete and well-formed, and the check that
+"""The reference-results store (aen_lib.results.reference): committed sets are complete and well-formed, and the check that
 says so fails on a broken set."""
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.reference import REFERENCE_SPIKED_GRID, STUDIES, check_set, committed_sets, main, run_spiked, set_study
-from aen_lib.sweep import expand_grid
+from aen_lib.results.reference import REFERENCE_SPIKED_GRID, STUDIES, check_set, committed_sets, main, run_spiked, set_study
+from aen_lib.training.sweep import expand_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = committed_sets(REPO / "reference")
@@ -57,8 +57,10 @@ def test_a_finished_set_passes_the_check_and_is_not_overwritten(tiny_set):
     (lambda f: _edit(f, "provenance.json", lambda d: d.update(member_steps=1)), "does not add up"),
     (lambda f: _edit(f, "provenance.json", lambda d: (d.update(member_steps=8), d["invocations"][0].update(member_steps=8))),
      "is not members × steps"),
-    (lambda f: (f / "mechanism.json").write_text(json.dumps({"members": {"aen-0000000000": {}}})),
+    (lambda f: (f / "mechanism.json").write_text(json.dumps({"record_version": 1, "set": f.name,
+                                                             "members": {"aen-0000000000": {}}})),
      "measures for .* but the set's records are"),
+    (lambda f: (f / "mechanism.json").write_text(json.dumps({"members": {}})), "record_version None is not supported"),
 ])
 def test_the_check_fails_on_a_broken_set(tiny_set, tmp_path, damage, match):
     broken = tmp_path / tiny_set.name
@@ -89,7 +91,7 @@ def test_a_killed_invocation_leaves_its_record_and_its_saved_progress_counts(tmp
 
     import torch
 
-    from aen_lib.reference import InvocationLedger, checkpointed_member_steps
+    from aen_lib.results.reference import InvocationLedger, checkpointed_member_steps
 
     sweep = tmp_path / "sweep"
     assert checkpointed_member_steps(sweep) == 0
@@ -114,7 +116,7 @@ def test_a_killed_invocation_leaves_its_record_and_its_saved_progress_counts(tmp
 def test_git_state_names_the_uncommitted_files(tmp_path):
     import subprocess
 
-    from aen_lib.reference import _git_state
+    from aen_lib.results.reference import _git_state
 
     assert _git_state(tmp_path) == ("unknown", [])  # not a repository
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
@@ -136,7 +138,7 @@ def test_git_state_names_the_uncommitted_files(tmp_path):
 def test_an_invocation_with_uncommitted_library_code_warns_and_records_the_files(tmp_path, monkeypatch):
     import torch
 
-    import aen_lib.reference as reference
+    import aen_lib.results.reference as reference
 
     monkeypatch.setattr(reference, "_git_state", lambda repo: ("abc+uncommitted", ["README.md", "aen_lib/sae.py"]))
     with pytest.warns(UserWarning, match="uncommitted changes to aen_lib/sae.py"):
@@ -152,7 +154,7 @@ def test_an_invocation_with_uncommitted_library_code_warns_and_records_the_files
 
 
 def test_a_second_process_on_the_same_set_is_refused(tmp_path):
-    from aen_lib.runlock import RunLock, RunLockedError
+    from aen_lib.training.runlock import RunLock, RunLockedError
 
     work = tmp_path / "work"
     with RunLock(work / "spiked_paper_rho0_seed0_steps2"):
@@ -161,7 +163,7 @@ def test_a_second_process_on_the_same_set_is_refused(tmp_path):
 
 
 def test_set_frames_reads_a_set_into_runs_and_provenance(tiny_set):
-    from aen_lib.reference import set_frames
+    from aen_lib.results.reference import set_frames
 
     runs, prov = set_frames([tiny_set])
     assert len(runs) == 16 and set(runs["method"]) == set(REFERENCE_SPIKED_GRID) and (runs["rho"] == 0.0).all()
@@ -181,7 +183,7 @@ def test_notes_in_the_work_folder_go_next_to_the_records(tmp_path):
 
 
 def test_set_names_keep_devices_apart_and_frames_refuse_two_sets_of_one_rho(tiny_set, tmp_path):
-    from aen_lib.reference import set_frames, set_name
+    from aen_lib.results.reference import set_frames, set_name
 
     assert set_name(0.9, 1) == "spiked_paper_rho0.9_seed1"
     assert set_name(0.0, 0, "cuda:0") == "spiked_paper_rho0_seed0_cuda"
@@ -196,7 +198,7 @@ def test_set_names_keep_devices_apart_and_frames_refuse_two_sets_of_one_rho(tiny
 def test_status_reports_progress_speed_and_time_left(tmp_path):
     import datetime as dt
 
-    from aen_lib.reference import set_status
+    from aen_lib.results.reference import set_status
 
     work = tmp_path / "spiked_paper_rho0.9_seed1"
     with pytest.raises(ValueError, match="no started set"):
@@ -214,14 +216,14 @@ def test_status_reports_progress_speed_and_time_left(tmp_path):
     assert s["running"] and s["member_steps_per_s"] == pytest.approx(2 / 20)  # the running one saved 2 in 20 s
     assert s["hours_left"] == pytest.approx(12 / 0.1 / 3600)
     assert not set_status(work, now=t0 + dt.timedelta(seconds=600))["running"]
-    assert s["continue"] == f"python -m aen_lib.reference spiked --rho 0.9 --seed 1 --work {tmp_path}"
+    assert s["continue"] == f"python -m aen_lib.results.reference spiked --rho 0.9 --seed 1 --work {tmp_path}"
     cuda = tmp_path / "spiked_paper_rho0.9_seed1_cuda"
     work.rename(cuda)
     assert "--device cuda" in set_status(cuda, now=t0)["continue"]
 
 
 def test_latest_metrics_shows_every_sae_of_a_set_in_its_work_folder(tiny_set):
-    from aen_lib.reference import latest_metrics
+    from aen_lib.results.reference import latest_metrics
 
     work = tiny_set.parent.parent / "work" / tiny_set.name
     table = latest_metrics(work)
@@ -234,7 +236,7 @@ def test_latest_metrics_shows_every_sae_of_a_set_in_its_work_folder(tiny_set):
 
 
 def test_the_provenance_table_has_one_row_per_set(tiny_set, capsys):
-    from aen_lib.reference import provenance_table, set_frames
+    from aen_lib.results.reference import provenance_table, set_frames
 
     table = provenance_table([tiny_set]).splitlines()
     _, prov = set_frames([tiny_set])
@@ -246,13 +248,13 @@ def test_the_provenance_table_has_one_row_per_set(tiny_set, capsys):
 
 def test_the_readme_shows_every_committed_set_as_the_code_tabulates_it():
     """The README's numbers about the reference runs (hardware, hours, speed) are provenance_table's, not typed."""
-    from aen_lib.reference import provenance_table
+    from aen_lib.results.reference import provenance_table
 
     if not SETS:
         pytest.skip("no reference set is committed yet")
     readme = (REPO / "README.md").read_text()
     for row in provenance_table(SETS).splitlines()[2:]:
-        assert row in readme, f"README.md lacks the row {row!r}; paste python -m aen_lib.reference table"
+        assert row in readme, f"README.md lacks the row {row!r}; paste python -m aen_lib.results.reference table"
 
 
 # ------------------------------------------------------------------ what the committed numbers say about the paper
@@ -281,7 +283,7 @@ FIGURE2_VERDICTS: dict[tuple[float, ...], dict[str, bool]] = {
 
 
 def _cpu_runs():
-    from aen_lib.reference import set_frames
+    from aen_lib.results.reference import set_frames
 
     cpu = committed_sets(REPO / "reference", device="cpu")
     if not cpu:
@@ -290,7 +292,7 @@ def _cpu_runs():
 
 
 def test_the_committed_sets_bear_out_the_paper_statements_they_are_said_to():
-    from aen_lib.results import figure2_findings
+    from aen_lib.results.records import figure2_findings
 
     runs = _cpu_runs()
     rhos = tuple(sorted(float(r) for r in runs["rho"].unique()))
@@ -302,7 +304,7 @@ def test_the_committed_sets_bear_out_the_paper_statements_they_are_said_to():
 def test_at_rho_0_auxk_removes_most_dead_topk_latents_and_reconstructs_better():
     """What the paper leaves out, at its size: with the AuxK loss, TopK has fewer dead latents and a higher EV at every
     k of the grid (k 8, 16, 32) at ρ = 0."""
-    from aen_lib.results import auxk_comparison
+    from aen_lib.results.records import auxk_comparison
 
     pairs = auxk_comparison(_cpu_runs())
     zero = pairs[pairs["rho"] == 0.0]
@@ -327,7 +329,7 @@ def test_at_rho_0_9_aen_starves_far_less_than_topk_at_nearby_l0():
     """Chapter 6's pairing of AEN and TopK at nearby L0: at ρ = 0.9 the AEN variant nearest TopK k = 32 in L0 (within
     a factor 1.5) has at least 30 points fewer dead latents. Matched at L0 ≈ 16 the grid has no AEN variant near k,
     so this pair is where the two are comparable."""
-    from aen_lib.results import nearest_in_l0
+    from aen_lib.results.records import nearest_in_l0
 
     runs = _cpu_runs()
     if not (runs["rho"] == 0.9).any():
@@ -363,10 +365,10 @@ def test_a_study_set_records_its_treatment_and_the_outlier_measures(tmp_path):
 def test_at_rho_09_a_third_of_latents_start_out_of_reach_unless_the_mean_is_taken_away():
     """The outlier mechanism at initialisation (Simon, Adams & Zou 2026), measured on this data: at ρ = 0.9 many
     latents have a negative pre-activation on every sample before any training; with b_dec at the mean, none do."""
-    from aen_lib.config import SAEConfig
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.metrics import latent_reach
-    from aen_lib.model import SAE
+    from aen_lib.sae.config import SAEConfig
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.evaluation.metrics import latent_reach
+    from aen_lib.sae.model import SAE
 
     data = SpikedDictionaryData(SpikedDictionaryConfig(rho=0.9))
     x, _ = data.sample(4096)
@@ -378,8 +380,8 @@ def test_at_rho_09_a_third_of_latents_start_out_of_reach_unless_the_mean_is_take
 
 def test_the_population_mean_is_the_sample_mean_and_severity_measures_it():
     import torch
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.reference import outlier_severity
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.results.reference import outlier_severity
 
     data = SpikedDictionaryData(SpikedDictionaryConfig(n=32, m=64, k=4, rho=0.5))
     x, _ = data.sample(50_000)
@@ -398,11 +400,11 @@ def test_bias_at_the_mean_trains_exactly_as_centred_inputs():
     one whose b_dec starts at 0 on x − μ (b_dec differs by μ throughout; codes, losses and L0 agree): the two remedies
     are one. The record fields that do not depend on the translation agree to float tolerance."""
     import torch
-    from aen_lib.config import SAEConfig
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.sources import CentredSource
-    from aen_lib.sweep import train_sweep
-    from aen_lib.train import TrainConfig
+    from aen_lib.sae.config import SAEConfig
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.data.sources import CentredSource
+    from aen_lib.training.sweep import train_sweep
+    from aen_lib.training.train import TrainConfig
 
     cfgs = [SAEConfig(32, 64, architecture="topk", k=4), SAEConfig(32, 64, architecture="aen", l1=0.005, l2=0.001,
                                                                     warmup_steps=10, ramp_steps=5)]
@@ -423,10 +425,10 @@ def test_bias_at_the_mean_trains_exactly_as_centred_inputs():
 
 def test_a_sweep_started_at_another_bias_is_not_resumed(tmp_path):
     import torch
-    from aen_lib.config import SAEConfig
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.sweep import train_sweep
-    from aen_lib.train import TrainConfig
+    from aen_lib.sae.config import SAEConfig
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.training.sweep import train_sweep
+    from aen_lib.training.train import TrainConfig
 
     cfgs = [SAEConfig(8, 16, architecture="topk", k=2)]
     tcfg = TrainConfig(steps=4, batch_size=8, log_every=2, dead_window_steps=2, progress=False)
@@ -439,8 +441,8 @@ def test_a_sweep_started_at_another_bias_is_not_resumed(tmp_path):
 
 
 def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_path):
-    from aen_lib.claims import CLAIMS
-    from aen_lib.reference import outlier_frame
+    from aen_lib.results.claims import CLAIMS
+    from aen_lib.results.reference import outlier_frame
 
     with pytest.raises(ValueError, match="--study paper --rho 0.9 --seed 0"):
         outlier_frame(tmp_path, 0.9, steps=3)
@@ -459,7 +461,7 @@ def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_
 
 
 def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():
-    from aen_lib.reference import outlier_at_init
+    from aen_lib.results.reference import outlier_at_init
 
     t = outlier_at_init([0.0, 0.9], n=32, m=128, data_k=4, k=8, samples=1024)
     assert list(t["rho"]) == [0.0, 0.9]
@@ -470,7 +472,7 @@ def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():
 
 
 def test_seed_ranges_span_the_paper_set_and_the_seeds_sets(tmp_path):
-    from aen_lib.reference import seed_ranges
+    from aen_lib.results.reference import seed_ranges
 
     run_spiked(0.9, 0, out_root=tmp_path, work_root=tmp_path / "w", steps=2, progress=False)
     with pytest.raises(ValueError, match="--study seeds --rho 0.9 --seed 1"):
@@ -486,7 +488,7 @@ def test_seed_ranges_span_the_paper_set_and_the_seeds_sets(tmp_path):
 
 
 def test_bias_centring_equivalence_reports_rounding_against_a_real_change():
-    from aen_lib.reference import bias_centring_equivalence
+    from aen_lib.results.reference import bias_centring_equivalence
 
     t = bias_centring_equivalence(steps=40, n=16, m=64, k=2)
     assert len(t) == 3
@@ -494,7 +496,7 @@ def test_bias_centring_equivalence_reports_rounding_against_a_real_change():
 
 
 def test_every_study_expands_to_a_grid_small_enough_for_one_machine():
-    from aen_lib.reference import SPIKED_PAPER_SAE, set_name
+    from aen_lib.results.reference import SPIKED_PAPER_SAE, set_name
 
     for name, study in STUDIES.items():
         grids = list(study.by_rho.values()) if study.by_rho else [study.grid]
@@ -509,11 +511,11 @@ def test_every_study_expands_to_a_grid_small_enough_for_one_machine():
 
 
 def test_the_continue_command_names_the_study(tmp_path):
-    from aen_lib.reference import continue_command
+    from aen_lib.results.reference import continue_command
 
     work = tmp_path / "spiked_sensitivity_aen_rho0.9_seed2"
     assert continue_command(work, {"data": {"rho": 0.9, "seed": 2}, "train": {"steps": 50_000}}) == (
-        f"python -m aen_lib.reference spiked --rho 0.9 --seed 2 --study sensitivity_aen --work {tmp_path}")
+        f"python -m aen_lib.results.reference spiked --rho 0.9 --seed 2 --study sensitivity_aen --work {tmp_path}")
     centred = tmp_path / "spiked_centred_rho0.9_seed0"
     plan = {"data": {"centred": True, "source": {"rho": 0.9, "seed": 0}}, "train": {"steps": 50_000}}
     assert "--study centred" in continue_command(centred, plan) and "--rho 0.9" in continue_command(centred, plan)
@@ -523,9 +525,9 @@ def test_the_continue_command_names_the_study(tmp_path):
 def test_the_factorial_lambdas_come_from_the_records():
     """FACTORIAL_BRACKET_L1 holds l1_for_l0's guesses (two significant digits) × {0.7, 1, 1.4}; FACTORIAL_L1 at ρ = 0
     puts every method within the tolerance of the target in the committed paper set."""
-    from aen_lib.reference import (FACTORIAL_BRACKET_L1, FACTORIAL_L1, FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE,
+    from aen_lib.results.reference import (FACTORIAL_BRACKET_L1, FACTORIAL_L1, FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE,
                                    set_frames)
-    from aen_lib.results import l1_for_l0
+    from aen_lib.results.records import l1_for_l0
 
     runs, _ = set_frames(SETS)
 
@@ -553,11 +555,11 @@ def test_the_factorial_lambdas_come_from_the_records():
 
 
 def test_the_readme_lists_every_study_as_the_command_prints_it():
-    from aen_lib.reference import studies_table
+    from aen_lib.results.reference import studies_table
 
     readme = (REPO / "README.md").read_text()
     for row in studies_table().splitlines()[2:]:
-        assert row in readme, f"README.md lacks the study row {row!r}; paste python -m aen_lib.reference studies"
+        assert row in readme, f"README.md lacks the study row {row!r}; paste python -m aen_lib.results.reference studies"
 
 
 def test_a_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
@@ -573,7 +575,7 @@ def test_a_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
         a, b = json.loads(f.read_text()), json.loads((two / f.name).read_text())
         for key in ("l0", "ev", "mse", "dead_pct"):
             assert a["final"][key] == pytest.approx(b["final"][key], rel=1e-6, abs=1e-9), (f.name, key)
-    from aen_lib.reference import latest_metrics, set_status
+    from aen_lib.results.reference import latest_metrics, set_status
 
     st = set_status(tmp_path / "w2" / two.name)
     assert st["parts"] == 2 and st["member_steps"] == st["total"] == 6 * 6 and st["members"] == 6
@@ -589,30 +591,31 @@ def test_a_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
 
 
 def test_a_part_that_fails_is_named(tmp_path):
-    from aen_lib.reference import _run_parts
+    from aen_lib.results.reference import _run_parts
 
     with pytest.raises(RuntimeError, match="part 0 of 2 failed"):
         _run_parts(tmp_path, ["spiked", "--rho", "2.0", "--steps", "2", "--work", str(tmp_path)], 2)
 
 
 def test_a_language_model_set_is_continued_by_lmref(tmp_path):
-    from aen_lib.reference import DEFAULT_WORK, continue_command
+    from aen_lib.results.reference import DEFAULT_WORK, continue_command
 
     assert continue_command(DEFAULT_WORK / "lm_smollm2_pilot_seed0", {}) == \
-        "python -m aen_lib.lmref train --study pilot --seed 0"
+        "python -m aen_lib.results.lmref train --study pilot --seed 0"
     assert continue_command(tmp_path / "lm_smollm2_grid_topk_seed1_steps40", {}) == \
-        f"python -m aen_lib.lmref train --study grid_topk --seed 1 --steps 40 --work {tmp_path}"
+        f"python -m aen_lib.results.lmref train --study grid_topk --seed 1 --steps 40 --work {tmp_path}"
     assert "unknown language-model set" in continue_command(tmp_path / "lm_other", {})
 
 
 def test_a_language_model_set_beside_the_synthetic_ones_is_checked_but_never_read_as_one(tmp_path):
     """A committed lm_ set (kind 'language_model') is verified by check, and kept out of every synthetic reader."""
-    from aen_lib.factorial import factorial_frame
+    from aen_lib.results.factorial import factorial_frame
 
     shutil.copytree(REPO / "reference" / "spiked_paper_rho0_seed0", tmp_path / "spiked_paper_rho0_seed0")
     lm = tmp_path / "lm_smollm2_pilot_seed0"
     lm.mkdir()
-    (lm / "provenance.json").write_text(json.dumps({"set": lm.name, "kind": "language_model", "study": "pilot",
+    (lm / "provenance.json").write_text(json.dumps({"record_version": 1, "set": lm.name, "kind": "language_model",
+                                                     "study": "pilot", "command": "lmref train", "protocol": {},
                                                      "members": 0, "invocations": [], "wall_seconds": 0.0,
                                                      "member_steps": 0, "member_steps_per_s": None}))
     assert committed_sets(tmp_path, study=None) == [tmp_path / "spiked_paper_rho0_seed0"]

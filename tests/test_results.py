@@ -1,4 +1,4 @@
-"""Results store (aen_lib.results): records round trip, matched-L0 selection and Pareto frontiers on hand examples."""
+"""Results store (aen_lib.results.records): records round trip, matched-L0 selection and Pareto frontiers on hand examples."""
 
 import json
 
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from aen_lib import SAEConfig
-from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-from aen_lib.results import (
+from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+from aen_lib.results.records import (
     closest_to_target,
     load_records,
     member_record,
@@ -17,8 +17,8 @@ from aen_lib.results import (
     save_sweep,
     variant_id,
 )
-from aen_lib.sweep import train_sweep
-from aen_lib.train import TrainConfig
+from aen_lib.training.sweep import train_sweep
+from aen_lib.training.train import TrainConfig
 
 
 def test_variant_id_ignores_seed_only():
@@ -61,7 +61,7 @@ def test_bad_records_raise(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         load_records(tmp_path)
     (tmp_path / "bad.json").write_text(json.dumps({"schema": 99}))
-    with pytest.raises(ValueError, match="schema 99"):
+    with pytest.raises(ValueError, match="record_version 99"):
         load_records(tmp_path)
     with pytest.raises(TypeError, match="SAEConfig"):
         member_record({"d_in": 2}, {"l0": 1.0})
@@ -141,7 +141,7 @@ GOOD9 = {"relu_l1": 30.0, "elastic_net": 30.0, "topk": 40.0, "aen": 5.0}
 
 
 def test_figure2_findings_all_consistent_on_a_frame_that_shows_the_paper():
-    from aen_lib.results import figure2_findings
+    from aen_lib.results.records import figure2_findings
     f = figure2_findings(_fig2_frame(GOOD0, GOOD9), k=16, target_l0=16)
     assert len(f) == 6 and f["consistent"].all(), f
     # the rise with ρ names each method's matched L0 at the larger ρ, where the grid may match only loosely
@@ -159,14 +159,14 @@ def test_figure2_findings_all_consistent_on_a_frame_that_shows_the_paper():
     (_fig2_frame(GOOD0, {**GOOD9, "aen": 27.5}), "slowest for AEN"),  # rises: AEN 27.5, vanilla and EN 28
 ])
 def test_figure2_findings_each_statement_fails_when_the_numbers_contradict_it(frame, claim):
-    from aen_lib.results import figure2_findings
+    from aen_lib.results.records import figure2_findings
     f = figure2_findings(frame, k=16, target_l0=16).set_index("statement")["consistent"]
     failed = [c for c, ok in f.items() if not ok]
     assert len(failed) == 1 and claim in failed[0], f
 
 
 def test_figure2_findings_picks_the_variant_closest_to_the_target_and_skips_what_is_missing():
-    from aen_lib.results import figure2_findings
+    from aen_lib.results.records import figure2_findings
     df = _fig2_frame(GOOD0)
     far = dict(rho=0.0, method="aen", variant="aen-far", seed=0, l0=60.0, dead_pct=50.0, ev=0.95, k=16)
     f = figure2_findings(pd.concat([df, pd.DataFrame([far])]), k=16, target_l0=16)
@@ -175,7 +175,7 @@ def test_figure2_findings_picks_the_variant_closest_to_the_target_and_skips_what
 
 
 def test_auxk_comparison_pairs_topk_and_auxk_at_the_same_k():
-    from aen_lib.results import auxk_comparison
+    from aen_lib.results.records import auxk_comparison
     df = pd.DataFrame([dict(rho=0.0, method=m, k=kk, seed=s, dead_pct=d + s, ev=0.8)
                        for m, base in (("topk", 10.0), ("topk_auxk", 2.0)) for kk in (8, 16) for s in (0, 1)
                        for d in [base * kk / 8]] + [dict(rho=0.0, method="topk", k=32, seed=0, dead_pct=1.0, ev=0.9)])
@@ -185,7 +185,7 @@ def test_auxk_comparison_pairs_topk_and_auxk_at_the_same_k():
 
 
 def test_nearest_in_l0_pairs_each_sae_with_the_other_method_nearest_in_l0_within_the_ratio():
-    from aen_lib.results import nearest_in_l0
+    from aen_lib.results.records import nearest_in_l0
     df = pd.DataFrame([dict(rho=r, method=m, l0=l0, dead_pct=d) for r, m, l0, d in [
         (0.9, "aen", 4.0, 87.0), (0.9, "aen", 34.0, 44.0), (0.9, "topk", 16.0, 98.0), (0.9, "topk", 30.0, 96.0),
         (0.0, "aen", 24.0, 1.0), (0.0, "topk", 64.0, 10.0)]])
@@ -197,9 +197,9 @@ def test_nearest_in_l0_pairs_each_sae_with_the_other_method_nearest_in_l0_within
 
 
 def test_records_frame_keeps_a_config_field_that_a_metric_also_names_under_config():
-    from aen_lib.results import records_frame
-    from aen_lib.results import SCHEMA
-    rec = dict(schema=SCHEMA, method="aen", label="aen λ1=0.005", variant="aen-1", seed=0,
+    from aen_lib.results.records import records_frame
+    from aen_lib.results.records import RECORD_VERSION
+    rec = dict(record_version=RECORD_VERSION, method="aen", label="aen λ1=0.005", variant="aen-1", seed=0,
                sae_config=dict(l1=0.005, l2=0.001, k=0),
                final=dict(l1=0.0037, l0=4.1), history=[])
     row = records_frame([rec]).iloc[0]
@@ -211,7 +211,7 @@ def test_l1_for_l0_interpolates_in_log_log_and_borrows_a_slope():
 
     import pandas as pd
     import pytest
-    from aen_lib.results import l1_for_l0
+    from aen_lib.results.records import l1_for_l0
 
     # L0 = 0.01 / λ1 exactly (slope −1 in log-log): the guess is exact
     df = pd.DataFrame({"method": ["a"] * 3 + ["b"], "config_l1": [0.01, 0.001, 0.0001, 0.002],
@@ -224,3 +224,43 @@ def test_l1_for_l0_interpolates_in_log_log_and_borrows_a_slope():
     with pytest.raises(ValueError, match="no c run"):
         l1_for_l0(df, "c", 10.0)
     assert math.isfinite(l1_for_l0(df, "a", 10.0))
+
+
+def test_every_stored_result_goes_through_one_reader_and_writer(tmp_path):
+    from aen_lib.results.records import RESULT_KINDS, read_result, write_result
+    body = {"set": "s", "saes": {"a": 1.0}, "nan": float("nan")}
+    path = write_result(tmp_path / "evaluation.json", "evaluation", body)
+    back = read_result(path, "evaluation")
+    assert back["record_version"] == 1 and back["saes"] == {"a": 1.0} and back["nan"] != back["nan"]
+    with pytest.raises(FileExistsError, match="nothing was overwritten"):
+        write_result(path, "evaluation", body)
+    assert read_result(path, "evaluation")["saes"] == {"a": 1.0}
+    with pytest.raises(ValueError, match="lacks \\['saes'\\]"):
+        write_result(tmp_path / "x.json", "features", {"set": "s"})
+    assert not (tmp_path / "x.json").exists()
+    with pytest.raises(ValueError, match="lacks"):
+        read_result(path, "provenance")  # an evaluation file is not a provenance record
+    with pytest.raises(ValueError, match="unknown result kind"):
+        read_result(path, "nonsense")
+    with pytest.raises(FileNotFoundError, match="expected a mechanism record"):
+        read_result(tmp_path / "missing.json", "mechanism")
+    (tmp_path / "old.json").write_text(json.dumps({"schema": 1, **{k: 0 for k in RESULT_KINDS["sae"]}}))
+    assert read_result(tmp_path / "old.json", "sae")["method"] == 0  # written before the field had one name
+    (tmp_path / "new.json").write_text(json.dumps({"record_version": 2, "set": "s", "saes": {}}))
+    with pytest.raises(ValueError, match="record_version 2 is not supported"):
+        read_result(tmp_path / "new.json", "evaluation")
+
+
+def test_committed_results_read_through_the_one_reader():
+    from pathlib import Path
+
+    from aen_lib.results.records import read_result
+    root = Path(__file__).resolve().parents[1] / "reference"
+    names = {"provenance.json": "provenance", "mechanism.json": "mechanism", "evaluation.json": "evaluation",
+             "features.json": "features"}
+    seen = 0
+    for f in sorted(root.glob("*/*.json")):
+        kind = names.get(f.name, "harvest" if f.name.startswith("harvest_") else "sae")
+        read_result(f, kind)
+        seen += 1
+    assert seen > 100

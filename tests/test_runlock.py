@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.runlock import TORCHRUN_ENV, RunLock, RunLockedError, exit_with_launcher, exit_with_parent, lock_holder
+from aen_lib.training.runlock import TORCHRUN_ENV, RunLock, RunLockedError, exit_with_launcher, exit_with_parent, lock_holder
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="flock and /proc are Linux features")
 
@@ -45,7 +45,7 @@ def _alive(pid: int) -> bool:
 
 HOLDER = """
     import sys, time
-    from aen_lib.runlock import RunLock
+    from aen_lib.training.runlock import RunLock
     lock = RunLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(120)
@@ -62,7 +62,7 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
         assert err.value.holder["pid"] == holder.pid
         assert lock_holder(run)["pid"] == holder.pid
         # a second launcher process is refused the same way
-        second = _python("import sys; from aen_lib.runlock import RunLock; RunLock(sys.argv[1]).acquire()", str(run))
+        second = _python("import sys; from aen_lib.training.runlock import RunLock; RunLock(sys.argv[1]).acquire()", str(run))
         _, stderr = second.communicate(timeout=60)
         assert second.returncode != 0 and f"in use by pid {holder.pid}" in stderr
     finally:
@@ -87,7 +87,7 @@ LAUNCHER = """
 WORKER = """
 import sys, time
 from pathlib import Path
-from aen_lib.runlock import exit_with_launcher
+from aen_lib.training.runlock import exit_with_launcher
 assert exit_with_launcher(poll_s=0.1, grace_s=2.0) is not None
 Path(sys.argv[1]).write_text("started")
 while True:  # stands in for a training loop that keeps writing

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from aen_lib.config import SAEConfig
-from aen_lib.evaluation import splice_sae
-from aen_lib.io import sae_tensors
-from aen_lib.model import SAE
-from aen_lib.saelens import hook_name, load_saelens_sae, read_saelens_folder, saelens_cfg
+from aen_lib.sae.config import SAEConfig
+from aen_lib.evaluation.splice import splice_sae
+from aen_lib.sae.io import sae_tensors
+from aen_lib.sae.model import SAE
+from aen_lib.sae.saelens import hook_name, load_saelens_sae, read_saelens_folder, saelens_cfg
 
 sae_lens = pytest.importorskip("sae_lens", reason="the optional test dependency sae-lens is not installed "
                                                    "(pip install 'aen-lib[test]')")

@@ -1,4 +1,4 @@
-"""Tests for the LM activation sources of aen_lib.sources: batches from a cache or an LM, shuffling, looping, resume,
+"""Tests for the LM activation sources of aen_lib.data.sources: batches from a cache or an LM, shuffling, looping, resume,
 and a cache restricted to its first windows."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from aen_lib.activation_cache import CacheConfig, write_activation_cache
-from aen_lib.sources import ActivationSource, cache_source
+from aen_lib.data.activation_cache import CacheConfig, write_activation_cache
+from aen_lib.data.sources import ActivationSource, cache_source
 from lm_fixtures import (  # noqa: F401  (pytest fixtures used by name)
     tiny_cache_config,
     D_MODEL, single_thread, tiny_lm, tiny_lm_dirs, tiny_tokenizer, tiny_windows,

@@ -1,4 +1,4 @@
-"""Tests for aen_lib.sparse_coding (book: paper facts, theory): KKT, scikit-learn agreement, closed forms, scalings, bad input."""
+"""Tests for aen_lib.theory.sparse_coding (book: paper facts, theory): KKT, scikit-learn agreement, closed forms, scalings, bad input."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import ElasticNet, Lasso
 
-from aen_lib.sparse_coding import (
+from aen_lib.theory.sparse_coding import (
     closed_form_on_support,
     coding_objective,
     kkt_residual,

@@ -1,4 +1,4 @@
-"""The sweep engine (aen_lib.sweep): a member trained in a stack equals the same SAE trained alone."""
+"""The sweep engine (aen_lib.training.sweep): a member trained in a stack equals the same SAE trained alone."""
 
 import math
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-from aen_lib.io import load_sae, save_sae
-from aen_lib.architectures import ARCHITECTURES
-from aen_lib.planner import sae_memory
-from aen_lib.sweep import AUTHORS_SPIKED_GRID, expand_grid, largest_tensor_bytes, member_bytes, plan_chunks, train_sweep
-from aen_lib.train import TrainConfig, Trainer, train
+from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+from aen_lib.sae.io import load_sae, save_sae
+from aen_lib.sae.architectures import ARCHITECTURES
+from aen_lib.training.planner import sae_memory
+from aen_lib.training.sweep import AUTHORS_SPIKED_GRID, expand_grid, largest_tensor_bytes, member_bytes, plan_chunks, train_sweep
+from aen_lib.training.train import TrainConfig, Trainer, train
 
 DATA = SpikedDictionaryConfig(n=8, m=32, k=2, rho=0.3, seed=1)
 BASE = dict(d_in=8, d_sae=32)
@@ -160,7 +160,7 @@ def test_export_and_restack_reproduce_the_stack(tmp_path):
         sae = res.saes[j].eval()
         assert torch.allclose(h[j], sae.encode(x), atol=1e-6)
         assert torch.allclose(stack.decode(h)[j], sae.decode(sae.encode(x)), atol=1e-5)
-    # a plain SAE that aen_lib.io writes and reads back
+    # a plain SAE that aen_lib.sae.io writes and reads back
     member = res.members[0]
     with pytest.raises(ValueError, match="stack of"):
         save_sae(stack, tmp_path / "stack")
@@ -241,9 +241,9 @@ def test_plan_chunks_balances_and_splits_shapes():
 RESUME_SCRIPT = """
 import os, signal, sys, torch
 torch.set_num_threads(1)
-from aen_lib.data import SpikedDictionaryData
-from aen_lib.sweep import train_sweep
-from aen_lib.train import TrainConfig
+from aen_lib.data.synthetic import SpikedDictionaryData
+from aen_lib.training.sweep import train_sweep
+from aen_lib.training.train import TrainConfig
 sys.path.insert(0, {tests!r})
 from test_sweep import DATA, every_architecture
 

@@ -1,11 +1,11 @@
-"""Tests for aen_lib.text: document ranges, the offline corpus and packing into windows (book: paper facts, language-model protocols)."""
+"""Tests for aen_lib.data.text: document ranges, the offline corpus and packing into windows (book: paper facts, language-model protocols)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from aen_lib.text import (
+from aen_lib.data.text import (
     PAPER_DOC_RANGES,
     DocRange,
     available_offline_sources,
@@ -135,7 +135,7 @@ def test_kjv_source(tmp_path):
 def test_hub_dataset_is_passed_to_datasets(monkeypatch):
     import datasets
 
-    from aen_lib.text import PILE_DEDUPLICATED
+    from aen_lib.data.text import PILE_DEDUPLICATED
 
     calls = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or "ds")

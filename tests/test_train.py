@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from aen_lib import SAE, SAEConfig
-from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-from aen_lib.train import TrainConfig, Trainer, final_metrics, load_checkpoint, train
+from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+from aen_lib.training.train import TrainConfig, Trainer, final_metrics, load_checkpoint, train
 
 SMALL = dict(n=8, m=24, k=3, rho=0.3, seed=1)
 
@@ -225,8 +225,8 @@ def test_training_leaves_the_global_rngs_alone_and_does_not_depend_on_them():
 def test_a_token_window_of_the_step_window_length_counts_the_same_and_is_finalised():
     """Two trackers over the same span (a token window of dead_window_steps x batch_size tokens) must agree at every
     log; final_metrics keeps the token window's last complete value apart from the partly filled average."""
-    from aen_lib.data import SpikedDictionaryConfig, SpikedDictionaryData
-    from aen_lib.train import TrainConfig, train
+    from aen_lib.data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
+    from aen_lib.training.train import TrainConfig, train
 
     cfg = SAEConfig(d_in=8, d_sae=32, architecture="topk", k=2, seed=0)
     tc = TrainConfig(steps=40, batch_size=16, log_every=5, dead_window_steps=10, dead_window_tokens=160,

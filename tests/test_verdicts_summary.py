@@ -1,4 +1,4 @@
-"""The reader's summary of verdicts (aen_lib.claims.summary): every paper claim has a row, and a broken set flips
+"""The reader's summary of verdicts (aen_lib.results.claims.summary): every paper claim has a row, and a broken set flips
 the row it is evidence for."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.claims import CLAIMS
-from aen_lib.claims.summary import STATUS, paper_verdicts
+from aen_lib.results.claims import CLAIMS
+from aen_lib.results.claims.summary import STATUS, paper_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "reference"
@@ -49,8 +49,8 @@ def test_the_committed_sets_give_every_paper_claim_a_row_and_a_broken_seed_flips
 
 
 def test_lm_verdicts_judge_the_committed_language_model_sets_and_say_when_none_is_there(tmp_path):
-    from aen_lib.claims.summary import lm_verdicts
-    from aen_lib.reference import REPOSITORY_SETS
+    from aen_lib.results.claims.summary import lm_verdicts
+    from aen_lib.results.reference import REPOSITORY_SETS
 
     empty = lm_verdicts(tmp_path)
     assert (empty["status"] == "not testable here").all() and len(empty) == 5

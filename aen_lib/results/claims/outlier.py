@@ -1,0 +1,186 @@
+"""Claims of the outlier study: what the input mean does to dead latents (Simon, Adams & Zou 2026), measured on the
+reference sets "paper" (b_dec at 0) and "biasmean" (b_dec at the mean) at one ρ and seed.
+
+* ``init_out_of_reach`` — at initialisation, with b_dec at 0, the input mean leaves latents whose pre-activation is
+  ≤ 0 on every sample; with b_dec at the mean none are;
+* ``mean_removal_cuts_death`` — taking the input mean away (b_dec started at the mean, which for a tied pre-encoder
+  bias is the same as centring the inputs) lowers every method's dead % by more than a margin;
+* ``aen_starves_less_at_matched_l0`` — among SAEs trained alike, AEN has fewer dead latents than TopK and than
+  vanilla ℓ1 at comparable L0 (within a factor 1.5), by more than a margin.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .core import DEAD_COLUMN, DEAD_MARGIN, Verdict, register
+
+
+# --- the outlier study (reference sets "paper" and "biasmean" at one ρ and seed) ----------------------------------------
+
+def _outlier_example() -> pd.DataFrame:
+    """Two methods, each trained with b_dec at 0 and at the mean (numbers made up, shaped like ρ = 0.9)."""
+    rows = []
+    for study, init, dead in (("paper", 37.0, (96.0, 44.0, 45.0)), ("biasmean", 0.0, (20.0, 5.0, 30.0))):
+        for (method, label, l0), d in zip((("topk", "TopK k=32", 30.0), ("aen", "AEN λ1=0.001", 34.0),
+                                           ("relu_l1", "ReLU+ℓ1 λ1=0.001", 45.0)), dead):
+            rows.append({"study": study, "method": method, "variant": f"{method}-x", "label": label, "l0": l0,
+                         DEAD_COLUMN: d, "init_negative_pct": init})
+    return pd.DataFrame(rows)
+
+
+def _twins(df: pd.DataFrame) -> pd.DataFrame:
+    """Pairs of one config trained with b_dec at 0 (study "paper") and at the mean (study "biasmean"): one row per
+    variant with ``<col>_zero`` and ``<col>_mean``."""
+    zero = df[df["study"] == "paper"].set_index("variant")
+    mean = df[df["study"] == "biasmean"].set_index("variant")
+    both = zero.index.intersection(mean.index)
+    return zero.loc[both].add_suffix("_zero").join(mean.loc[both].add_suffix("_mean")).reset_index()
+
+
+def _flip_init(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    mean = out["study"] == "biasmean"
+    out.loc[mean, "init_negative_pct"] = out.loc[~mean, "init_negative_pct"].max()  # the mean no longer helps
+    return out
+
+
+@register("init_out_of_reach",
+          "at initialisation the input mean leaves latents out of reach (pre-activation ≤ 0 on every sample) when "
+          "b_dec starts at 0, and none when it starts at the mean",
+          source="book", counterexample=_flip_init, example=_outlier_example, needs=("study", "variant", "label", "init_negative_pct"))
+def init_out_of_reach(df: pd.DataFrame, *, min_pct: float = 1.0) -> Verdict:
+    """Holds when every twin pair has more than ``min_pct`` % of its latents out of reach at step 0 with b_dec at 0
+    and at most ``min_pct`` % with b_dec at the mean."""
+    t = _twins(df)
+    name = "init_out_of_reach"
+    if t.empty:
+        return Verdict(name, None, {}, "No SAE was trained both with b_dec at 0 and at the mean.")
+    zero, mean = t["init_negative_pct_zero"], t["init_negative_pct_mean"]
+    holds = bool((zero > min_pct).all() and (mean <= min_pct).all())
+    sentence = (f"At step 0, {zero.min():.1f}–{zero.max():.1f}% of the latents are out of reach with b_dec at 0 "
+                f"and {mean.min():.1f}–{mean.max():.1f}% with b_dec at the mean ({len(t)} SAEs).")
+    return Verdict(name, holds, {"zero_min": float(zero.min()), "zero_max": float(zero.max()),
+                                 "mean_max": float(mean.max()), "pairs": len(t)}, sentence)
+
+
+def _flip_removal(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    zero = out[out["study"] == "paper"].set_index("variant")[DEAD_COLUMN]
+    mean = out["study"] == "biasmean"
+    out.loc[mean, DEAD_COLUMN] = out.loc[mean, "variant"].map(zero).fillna(out.loc[mean, DEAD_COLUMN])
+    return out
+
+
+@register("mean_removal_cuts_death",
+          "taking the input mean away (b_dec started at the mean, the same as centring the inputs) lowers every "
+          "method's dead %",
+          source="book", counterexample=_flip_removal, example=_outlier_example, needs=("study", "variant", "label", DEAD_COLUMN))
+def mean_removal_cuts_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) -> Verdict:
+    """Holds when every twin pair's dead % (:data:`DEAD_VARIANT`) is lower with b_dec at the mean by more than
+    ``margin`` points."""
+    t = _twins(df)
+    name = "mean_removal_cuts_death"
+    if t.empty:
+        return Verdict(name, None, {}, "No SAE was trained both with b_dec at 0 and at the mean.")
+    drop = t[f"{DEAD_COLUMN}_zero"] - t[f"{DEAD_COLUMN}_mean"]
+    if drop.isna().any():
+        return Verdict(name, None, {}, "Some SAE lacks a complete dead window (a run shorter than one window).")
+    holds = bool((drop > margin).all())
+    per = {str(r["label_zero"]): (float(r[f"{DEAD_COLUMN}_zero"]), float(r[f"{DEAD_COLUMN}_mean"]))
+           for _, r in t.iterrows()}
+    sentence = ("Dead % with b_dec at 0 → at the mean: " +
+                "; ".join(f"{k} {a:.1f} → {b:.1f}" for k, (a, b) in per.items()) +
+                f" (drops of {drop.min():.1f}–{drop.max():.1f} points).")
+    return Verdict(name, holds, {"per_sae": per, "drop_min": float(drop.min()), "drop_max": float(drop.max())},
+                   sentence)
+
+
+def _flip_aen(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.loc[out["method"] == "aen", DEAD_COLUMN] = 100.0  # AEN as starved as anything can be
+    return out
+
+
+@register("aen_starves_less_at_matched_l0",
+          "AEN has fewer dead latents than TopK and than vanilla ℓ1 at comparable L0",
+          source="paper", counterexample=_flip_aen,
+          example=lambda: _outlier_example().query("study == 'biasmean'"), needs=("method", "label", "l0", DEAD_COLUMN))
+def aen_starves_less_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MARGIN, max_ratio: float = 1.5,
+                                   others: tuple[str, ...] = ("topk", "relu_l1")) -> Verdict:
+    """Pairs every AEN SAE with the SAE of each method in ``others`` nearest in L0 (within a factor ``max_ratio``,
+    :func:`aen_lib.results.records.nearest_in_l0`; pass SAEs trained alike: one study, one ρ, one seed). Holds when AEN's dead
+    % is lower than the other's by more than ``margin`` in every pair; not testable when no pair exists."""
+    from ..records import nearest_in_l0
+
+    name = "aen_starves_less_at_matched_l0"
+    frame = df.dropna(subset=[DEAD_COLUMN]).assign(_all=0)  # an SAE without a complete dead window says nothing
+    pairs, gaps = [], []
+    for other in others:
+        p = nearest_in_l0(frame, "aen", other, by=["_all"], max_ratio=max_ratio)
+        for _, r in p.iterrows():
+            gap = float(r[f"{DEAD_COLUMN}_{other}"] - r[f"{DEAD_COLUMN}_aen"])
+            gaps.append(gap)
+            pairs.append(f"{r['label_aen']} (L0 {r['l0_aen']:.1f}) {r[f'{DEAD_COLUMN}_aen']:.1f}% against "
+                         f"{r[f'label_{other}']} (L0 {r[f'l0_{other}']:.1f}) {r[f'{DEAD_COLUMN}_{other}']:.1f}%")
+    if not pairs:
+        return Verdict(name, None, {}, f"No AEN SAE has a {' or '.join(others)} SAE within a factor {max_ratio:g} "
+                                       "of its L0.")
+    holds = bool(min(gaps) > margin)
+    return Verdict(name, holds, {"pairs": pairs, "gap_min": min(gaps), "gap_max": max(gaps)},
+                   "Dead % at comparable L0: " + "; ".join(pairs) + ".")
+
+
+def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
+    """The answer to "which explanation do the numbers support?" from two verdicts: ``mean_removal_cuts_death`` (on
+    the twin pairs) and ``aen_starves_less_at_matched_l0`` on the SAEs that all started b_dec at the mean."""
+    if removal.claim != "mean_removal_cuts_death" or aen_with_mean.claim != "aen_starves_less_at_matched_l0":
+        raise ValueError("outlier_explanation takes the verdicts of mean_removal_cuts_death and "
+                         f"aen_starves_less_at_matched_l0, got {removal.claim!r} and {aen_with_mean.claim!r}")
+    if removal.holds is None:
+        return "Neither explanation can be judged: no SAE was trained both with b_dec at 0 and at the mean."
+    if aen_with_mean.holds is None:
+        after = ("with every SAE started at the mean, no AEN SAE has a TopK or vanilla neighbour close enough in L0 to "
+                 "say whether AEN's objective adds anything")
+    elif aen_with_mean.holds:
+        after = "with every SAE started at the mean, AEN still starves less than TopK and vanilla ℓ1 at comparable L0"
+    else:
+        after = ("once every SAE starts at the mean, AEN no longer starves less than TopK and vanilla ℓ1 at comparable "
+                 "L0: its advantage with b_dec at 0 belongs to the mean, not to the objective")
+    if removal.holds:
+        if aen_with_mean.holds is False:
+            return f"The outlier explanation: taking the input mean away lowers every SAE's dead latents, and {after}."
+        return (f"{'Both' if aen_with_mean.holds else 'The input mean'}: taking the input mean away lowers every SAE's "
+                f"dead latents, and {after}.")
+    return ("The outlier explanation is at most part of the story: taking the input mean away does not lower every "
+            f"SAE's dead latents by more than the margin, and {after}.")
+
+
+def _equivalence_example() -> pd.DataFrame:
+    return pd.DataFrame([{"SAE": m, "max_diff_ev": d, "max_diff_raw_ev": r}
+                         for m, d, r in (("topk k=32", 2e-6, 0.05), ("aen λ1=0.001", 1e-6, 0.03))])
+
+
+def _centring_differs(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.loc[out.index[0], "max_diff_ev"] = 0.05
+    return out
+
+
+@register("centring_equals_biasmean",
+          "with a tied pre-encoder bias, starting b_dec at the data mean and centring the inputs train the same SAE",
+          source="book", counterexample=_centring_differs, example=_equivalence_example,
+          needs=("SAE", "max_diff_ev", "max_diff_raw_ev"))
+def centring_equals_biasmean(df: pd.DataFrame, *, tol: float = 1e-3) -> Verdict:
+    """Holds when every method's two runs differ in EV by less than ``tol`` at every log; not testable when the raw
+    run (b_dec at 0, raw inputs) is as close to them, since then nothing depended on the mean at all."""
+    name = "centring_equals_biasmean"
+    if df.empty:
+        return Verdict(name, None, {}, "No pair of runs was trained.")
+    if not (df["max_diff_raw_ev"] > tol).any():
+        return Verdict(name, None, {}, "The raw run is as close as the pair: the mean changed nothing to compare.")
+    worst = float(df["max_diff_ev"].max())
+    return Verdict(name, worst < tol, {"max_diff_ev": worst},
+                   f"b_dec at the mean and centred inputs differ in EV by at most {worst:.1e} over "
+                   f"{len(df)} SAE(s), where the raw run differs by {float(df['max_diff_raw_ev'].min()):.3f} "
+                   "or more.")
