@@ -316,3 +316,41 @@ def test_lm_sets_figure_marks_calibration_runs_hollow_and_adds_the_paper():
     assert lines[1].get_markerfacecolor() == "none" and lines[0].get_markerfacecolor() != "none"
     with pytest.raises(ValueError, match="needs the columns"):
         lm_sets_figure(frame.drop(columns=["heldout_ev"]), full_steps=2500)
+
+
+def _frame_rows():
+    import pandas as pd
+
+    base = {"b_dec_init": "zero", "inputs": "raw", "steps": 2500, "dead_pct_paper_window": 10.0,
+            "heldout_dead_pct": 40.0, "heldout_ev": 0.6, "shrinkage": 0.7, "w_mean": None, "w_frac_max": None}
+    rows = [{"method": "topk", "label": "topk k=32", "set": "pilot", "heldout_l0": 32.0},
+            {"method": "topk", "label": "topk k=32 mean", "set": "biasmean", "heldout_l0": 32.0, "b_dec_init": "mean"},
+            {"method": "aen", "label": "aen 0.0045", "set": "a", "heldout_l0": 26.9},
+            {"method": "aen", "label": "aen 0.0041", "set": "b", "heldout_l0": 36.0},
+            {"method": "aen", "label": "aen 0.005 short", "set": "bracket", "heldout_l0": 32.1, "steps": 1200},
+            {"method": "relu_l1", "label": "l1 0.02", "set": "c", "heldout_l0": 0.2}]
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_matched_table_picks_the_closest_full_length_sae_per_method_and_treatment():
+    from aen_lib.results.lmref import lm_matched_table
+
+    t = lm_matched_table(_frame_rows(), target=32)
+    got = {(r.method, r.treatment): (r.label, bool(r.matched)) for r in t.itertuples()}
+    # 36 is nearer 32 than 26.9 on a log scale; the 1,200-step run is left out though its L0 is closest
+    assert got == {("topk", "b_dec at 0"): ("topk k=32", True), ("topk", "b_dec at the mean"): ("topk k=32 mean", True),
+                   ("aen", "b_dec at 0"): ("aen 0.0041", True), ("relu_l1", "b_dec at 0"): ("l1 0.02", False)}
+    assert t.loc[t["label"] == "aen 0.0041", "off_pct"].iloc[0] == pytest.approx(12.5)
+
+
+def test_matched_claim_waits_for_a_matched_aen_and_then_judges_it():
+    from aen_lib.results.claims import CLAIMS
+    from aen_lib.results.lmref import lm_matched_table
+
+    rows = _frame_rows()
+    far = lm_matched_table(rows[rows["label"] != "aen 0.0041"], target=32)  # AEN's best is 26.9: 16% low
+    v = CLAIMS["lm_topk_more_dead_than_aen_at_matched_l0"](far)
+    assert v.holds is None and "26.9" in v.sentence
+    rows.loc[rows["label"] == "aen 0.0041", "dead_pct_paper_window"] = 2.0
+    v = CLAIMS["lm_topk_more_dead_than_aen_at_matched_l0"](lm_matched_table(rows, target=32))
+    assert v.holds is True and v.numbers == {"topk": 10.0, "aen": 2.0}

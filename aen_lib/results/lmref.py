@@ -49,7 +49,7 @@ from ..data.activation_cache import ActivationCache, CacheConfig, activation_cac
 __all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "harvest_config", "harvest",
            "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics", "dead_curve_settled",
            "run_lm_set", "lm_set_name", "training_mean", "final_window_record",
-           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "lm_frame", "lm_dead_windows", "latent_samples", "DEFAULT_CACHE_ROOT",
+           "evaluate_lm_set", "trained_saes", "heldout_windows", "EVAL_WINDOWS", "lm_frame", "lm_matched_table", "treatment", "lm_dead_windows", "latent_samples", "DEFAULT_CACHE_ROOT",
            "DEFAULT_CORPUS", "main"]
 
 LM_NAME = "smollm2-135m"
@@ -747,7 +747,9 @@ def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
                    "dead_window_tokens": train["dead_window_steps"] * train["batch_size"],
                    "dead_pct_paper_window": _paper_window_dead(fin, train),
                    "settled": None if settled is None else settled["settled"],
-                   "dead_range": None if settled is None else settled["range"]}
+                   "dead_range": None if settled is None else settled["range"],
+                   "w_mean": fin.get("adaptive_w_mean"), "w_frac_max": fin.get("adaptive_frac_w_max"),
+                   "w_frac_min": fin.get("adaptive_frac_w_min")}
             e = evaluation.get(name)
             if e is not None:
                 sp = e["spliced"]
@@ -759,6 +761,47 @@ def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
                             "spliced_tokens": sp["n_tokens"]})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def treatment(b_dec_init: str, inputs: str) -> str:
+    """How a set treated the activations' mean, in words: ``"b_dec at 0"`` (the paper), ``"b_dec at the mean"`` or
+    ``"centred rows"``."""
+    if inputs == "centred":
+        return "centred rows"
+    return "b_dec at the mean" if b_dec_init == "mean" else "b_dec at 0"
+
+
+MATCH_TOLERANCE = 0.15
+"""How far (as a share of the target) a held-out L0 may lie from the target for its SAE to count as matched."""
+
+
+def lm_matched_table(frame: Any, *, target: float = 32.0, full_steps: int | None = None,
+                     tolerance: float = MATCH_TOLERANCE) -> Any:
+    """The matched-L0 table of the committed language-model sets: for each architecture and treatment of the mean
+    (:func:`treatment`), the full-length SAE whose held-out L0 is closest to ``target`` on a log scale, as the paper
+    picks its rows. ``frame``: :func:`lm_frame`. ``full_steps``: the full run's length (shorter calibration runs are
+    left out; default: the longest run in ``frame``). Columns: ``method, treatment, label, set, heldout_l0,
+    matched`` (within ``tolerance`` of the target), ``off_pct`` (signed distance from the target, %), the dead shares
+    ``dead_pct_paper_window, heldout_dead_pct``, ``heldout_ev``, ``shrinkage``, the adaptive weights' ``w_mean,
+    w_frac_max`` and, where evaluated, ``ce_recovered_mean, kl``."""
+    import numpy as np
+    import pandas as pd
+
+    if frame.empty:
+        return frame.assign(treatment=[], matched=[], off_pct=[])
+    steps = int(full_steps if full_steps is not None else frame["steps"].max())
+    full = frame[frame["steps"] == steps].copy()
+    full["treatment"] = [treatment(b, i) for b, i in zip(full["b_dec_init"], full["inputs"])]
+    full["off_pct"] = 100.0 * (full["heldout_l0"] / target - 1.0)
+    full["matched"] = full["off_pct"].abs() <= 100.0 * tolerance
+    full["_dist"] = np.abs(np.log(full["heldout_l0"].clip(lower=1e-9) / target))
+    rows = full.sort_values("_dist").groupby(["method", "treatment"], sort=False).head(1)
+    order = {"topk": 0, "topk_auxk": 1, "relu_l1": 2, "elastic_net": 3, "adaptive_lasso": 4, "aen": 5}
+    rows = rows.assign(_o=rows["method"].map(order).fillna(9)).sort_values(["_o", "treatment"])
+    cols = ["method", "treatment", "label", "set", "heldout_l0", "matched", "off_pct", "dead_pct_paper_window",
+            "heldout_dead_pct", "heldout_ev", "shrinkage", "w_mean", "w_frac_max"]
+    cols += [c for c in ("ce_recovered_mean", "kl") if c in rows]
+    return pd.DataFrame(rows[cols]).reset_index(drop=True)
 
 
 def lm_dead_windows(folders: Sequence[str | os.PathLike[str]], *, complete_only: bool = True) -> Any:

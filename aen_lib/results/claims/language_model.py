@@ -376,3 +376,72 @@ def lm_mean_removal_cuts_topk_death(df: pd.DataFrame, *, margin: float = DEAD_MA
     if not parts:
         return Verdict(name, None, {}, "The dead % of the compared SAEs is not recorded under either definition.")
     return Verdict(name, bool(ok), {"saes": len(treated)}, f"{b['label']}: " + "; ".join(parts) + ".")
+
+
+# --- the matched-L0 table of the committed sets (aen_lib.results.lmref.lm_matched_table) ------------------------------
+
+def _matched_sets_example() -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "treatment": "b_dec at 0", "label": lab, "heldout_l0": l0, "matched": True,
+                          "dead_pct_paper_window": d}
+                         for m, lab, l0, d in (("topk", "topk k=32", 32.0, 41.0), ("aen", "aen λ1=0.004", 30.5, 8.0))])
+
+
+def _aen_starved(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    top = out.loc[out["method"] == "topk", "dead_pct_paper_window"].max()
+    out.loc[out["method"] == "aen", "dead_pct_paper_window"] = float(top) + 10.0
+    return out
+
+
+@register("lm_topk_more_dead_than_aen_at_matched_l0",
+          "at matched L0 near 32 (each within 15% of it on held-out tokens), TopK has more dead latents than AEN over "
+          "the paper's dead window, scaled to the run; both with the pre-encoder bias at 0 as in the paper",
+          source="paper", counterexample=_aen_starved, example=_matched_sets_example,
+          needs=("method", "treatment", "label", "heldout_l0", "matched", "dead_pct_paper_window"))
+def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) -> Verdict:
+    """``df``: :func:`aen_lib.results.lmref.lm_matched_table`. Holds when TopK's dead % exceeds AEN's by more than
+    ``margin`` points; not testable when either has no row with b_dec at 0, or its closest row is not matched (then
+    the sentence names the L0 it reached)."""
+    name = "lm_topk_more_dead_than_aen_at_matched_l0"
+    base = df[df["treatment"] == "b_dec at 0"]
+    rows = {m: base[base["method"] == m] for m in ("topk", "aen")}
+    missing = [m for m, r in rows.items() if r.empty]
+    if missing:
+        return Verdict(name, None, {}, f"No full-length {' or '.join(missing)} SAE with b_dec at 0 is committed yet.")
+    t, a = rows["topk"].iloc[0], rows["aen"].iloc[0]
+    off = [r for r in (t, a) if not bool(r["matched"])]
+    if off:
+        return Verdict(name, None, {"heldout_l0": {r["label"]: float(r["heldout_l0"]) for r in off}},
+                       "Not yet matched: " + "; ".join(f"{r['label']} reached held-out L0 {float(r['heldout_l0']):.1f}"
+                                                       for r in off) + ", more than 15% from 32.")
+    dt, da = float(t["dead_pct_paper_window"]), float(a["dead_pct_paper_window"])
+    holds = dt - da > margin
+    return Verdict(name, bool(holds), {"topk": dt, "aen": da},
+                   f"{t['label']} (held-out L0 {float(t['heldout_l0']):.1f}) has {dt:.1f}% dead latents over the "
+                   f"window, {a['label']} (L0 {float(a['heldout_l0']):.1f}) {da:.1f}%.")
+
+
+def _weights_example() -> pd.DataFrame:
+    return pd.DataFrame([{"label": "aen λ1=0.004", "method": "aen", "w_frac_max": 0.95}])
+
+
+def _weights_unsaturated(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(w_frac_max=0.0)
+
+
+@register("lm_aen_weights_end_at_w_max",
+          "in the language-model AEN runs most adaptive weights end at w_max (the paper: 90-99.9% on Pythia-70M and "
+          "Llama-3.1-8B)", source="paper", counterexample=_weights_unsaturated, example=_weights_example,
+          needs=("label", "method", "w_frac_max"))
+def lm_aen_weights_end_at_w_max(df: pd.DataFrame, *, share: float = 0.9) -> Verdict:
+    """``df``: :func:`aen_lib.results.lmref.lm_frame` rows. Holds when every AEN SAE ends with at least ``share`` of its
+    weights at w_max; not testable without an AEN SAE that records its weights."""
+    name = "lm_aen_weights_end_at_w_max"
+    aen = df[(df["method"] == "aen") & df["w_frac_max"].notna()]
+    if aen.empty:
+        return Verdict(name, None, {}, "No AEN SAE with recorded adaptive weights.")
+    fr = aen["w_frac_max"].astype(float)
+    holds = bool((fr >= share).all())
+    return Verdict(name, holds, {"min": float(fr.min()), "max": float(fr.max())},
+                   f"Over {len(aen)} AEN SAEs, {100 * fr.min():.1f}% to {100 * fr.max():.1f}% of the weights end at "
+                   f"w_max (the paper: 90-99.9%).")
