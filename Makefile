@@ -4,7 +4,7 @@
 #   make reproduce PROFILE=paper   every params/$(PROFILE)/*.yaml through papermill into runs/$(PROFILE)/ + summary
 #   make check-book            open every page of _build/html in headless Chromium: screenshots + checks
 #   make reference RHO=0.9     train (or continue) the paper-size reference set at one ρ; records go to reference/
-#   make corpus                install the Debian text packages, build the offline corpus (CORPUS_DIR=~/.cache/aen_lib/corpus)
+#   make corpus                install the Debian text packages, build the offline corpus (CORPUS_DIR, CORPUS_PIN)
 #   make strip                 remove outputs from chapters (render-only chapters keep theirs)
 #   make clean                 remove _build/, results/ and runs/ (keeps .venv)
 
@@ -166,8 +166,15 @@ reference: $(STAMP)
 # One thread by default: about 80 s for 9.7M tokens, and the other core stays free.
 CORPUS_DIR ?= $(HOME)/.cache/aen_lib/corpus
 CORPUS_SOURCES ?=
+# CORPUS_PIN=reference/<set>/provenance.json (or a corpus manifest.json) first installs the exact Debian package
+# versions that corpus was built from (apt-get --allow-downgrades): a later point release changes a package's text.
+CORPUS_PIN ?=
 CORPUS_THREADS ?= 1
 corpus: $(STAMP)
+	@if [ -n "$(CORPUS_PIN)" ]; then pins=$$($(PY) -m aen_lib.data.corpus packages --pin $(CORPUS_PIN)); \
+		echo "installing the pinned Debian packages: $$pins"; \
+		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo || true); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends --allow-downgrades $$pins; fi
 	@pkgs=$$($(PY) -m aen_lib.data.corpus packages --missing $(if $(CORPUS_SOURCES),--sources $(CORPUS_SOURCES))); \
 	if [ -n "$$pkgs" ]; then echo "installing Debian packages: $$pkgs"; \
 		SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo || true); \

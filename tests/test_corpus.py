@@ -388,3 +388,34 @@ def test_a_debian_source_counts_as_missing_when_its_package_is_not_installed(tmp
     monkeypatch.setattr(corpus.shutil, "which", lambda name: None)  # no dpkg: the files decide
     monkeypatch.setattr(corpus, "_dpkg_version", lambda package: None)
     assert corpus._when_installed("perl-doc", files)() == [tmp_path / "a.pod"]
+
+
+def test_pinned_packages_and_differences_come_from_the_manifest_or_a_provenance(tmp_path, sources, capsys):
+    """A set's provenance keeps the corpus manifest; ``packages --pin`` turns it into the apt-get pins that rebuild
+    that corpus, and ``corpus_differences`` names what another build changed (a newer package, a split)."""
+    from aen_lib.data.corpus import corpus_differences, manifest_of, pinned_packages
+
+    pip_src = fake_source(tmp_path / "src", "gamma", 5, kind="pip")
+    build_corpus(tmp_path / "c", sources + [pip_src], heldout_tokens=40, tokenizer=TOK)
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    with pytest.raises(ValueError, match="no version for fake-alpha, fake-beta"):  # not installed: nothing to pin
+        pinned_packages(m)
+    for s, v in zip(m["sources"], ("1.0-1", "2:3.2-0+deb12u3", "0.1")):
+        s["version"] = v
+    assert pinned_packages(m) == ["fake-alpha=1.0-1", "fake-beta=2:3.2-0+deb12u3"]
+    assert corpus_differences(m, m) == []
+    newer = json.loads(json.dumps(m))
+    newer["sources"][1].update(version="2.0", sha256="0" * 64, tokens=m["sources"][1]["tokens"] + 51)
+    newer["splits"]["train"].update(sha256="f" * 64, tokens=m["splits"]["train"]["tokens"] + 51)
+    diff = corpus_differences(m, newer)
+    assert len(diff) == 2 and diff[0].startswith("beta: fake-beta") and "2.0" in diff[0]
+    assert diff[1].startswith("train split:")
+    prov = tmp_path / "provenance.json"
+    prov.write_text(json.dumps({"set": "x", "corpus": m}))
+    assert corpus.main(["packages", "--pin", str(prov)]) == 0
+    assert capsys.readouterr().out.split() == pinned_packages(m)
+    prov.write_text(json.dumps({"set": "x"}))  # an older set that did not keep its corpus
+    assert corpus.main(["packages", "--pin", str(prov)]) == 2
+    assert "holds no corpus manifest" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="holds no corpus manifest"):
+        manifest_of({"format": 1})

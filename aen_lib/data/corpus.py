@@ -946,6 +946,48 @@ def build_corpus(
 SPLITS = {"train": TRAIN_NAME, "heldout": HELDOUT_NAME}
 
 
+def manifest_of(record: Mapping[str, Any], where: str = "the record") -> Mapping[str, Any]:
+    """The corpus manifest inside ``record``: a corpus ``manifest.json`` itself, or a language-model set's
+    ``provenance.json``, which keeps the manifest of the corpus it trained on under ``"corpus"``."""
+    if isinstance(record.get("corpus"), Mapping):
+        record = record["corpus"]
+    if record.get("format") != MANIFEST_FORMAT or not isinstance(record.get("sources"), list):
+        raise ValueError(f"{where} holds no corpus manifest of format {MANIFEST_FORMAT} (a corpus folder's "
+                         f"{MANIFEST_NAME}, or a language-model set's provenance.json from a set that kept it)")
+    return record
+
+
+def pinned_packages(manifest: Mapping[str, Any]) -> list[str]:
+    """``package=version`` for every Debian source of ``manifest``, in its order: what ``apt-get install`` needs to
+    put back the exact package versions a corpus was built from (a later point release of a documentation package
+    changes its text, so the same build command gives another corpus)."""
+    debian = [s for s in manifest["sources"] if s.get("kind") == "debian"]
+    unknown = [s["package"] for s in debian if not s.get("version")]
+    if unknown:
+        raise ValueError(f"the manifest records no version for {', '.join(unknown)}: it cannot be pinned")
+    return [f"{s['package']}={s['version']}" for s in debian]
+
+
+def corpus_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What differs between two corpus manifests, one line per source or split (empty when they are the same
+    corpus): package versions, token counts and the splits' checksums."""
+    out = []
+    sa, sb = {s["name"]: s for s in a["sources"]}, {s["name"]: s for s in b["sources"]}
+    for name in sorted(set(sa) | set(sb)):
+        x, y = sa.get(name), sb.get(name)
+        if x is None or y is None:
+            out.append(f"{name}: only in the {'second' if x is None else 'first'}")
+        elif (x["version"], x["sha256"]) != (y["version"], y["sha256"]):
+            out.append(f"{name}: {x['package']} {x['version']} ({x['tokens']:,} tokens) against {y['version']} "
+                       f"({y['tokens']:,} tokens)")
+    for split in SPLITS:
+        x, y = a["splits"][split], b["splits"][split]
+        if x["sha256"] != y["sha256"]:
+            out.append(f"{split} split: {x['tokens']:,} tokens, sha256 {x['sha256'][:12]}... against "
+                       f"{y['tokens']:,}, {y['sha256'][:12]}...")
+    return out
+
+
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a built corpus folder; a folder without one, or of another manifest format, is refused with
     the command that builds it."""
@@ -1022,6 +1064,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("packages", help="print the Debian packages that the sources need, space-separated")
     k.add_argument("--sources", default=None, help="comma-separated names (default: the default sources)")
     k.add_argument("--missing", action="store_true", help="only those of sources whose files are absent")
+    k.add_argument("--pin", default=None, metavar="JSON",
+                   help="print package=version of every Debian source recorded in a corpus manifest.json or a "
+                        "language-model set's provenance.json, for apt-get install --allow-downgrades")
     c = sub.add_parser("check", help="verify a built corpus: both split files against the manifest's checksums")
     c.add_argument("--out", required=True, help="the corpus folder")
     b = sub.add_parser("build", help="assemble the corpus into --out")
@@ -1056,6 +1101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"corpus in {args.out}: both splits match the manifest")
         return 0
     names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else None
+    if args.command == "packages" and args.pin:
+        try:
+            pin = Path(args.pin)
+            record = json.loads(pin.read_text(encoding="utf-8"))
+            print(" ".join(pinned_packages(manifest_of(record, str(pin)))))
+        except (OSError, ValueError) as e:
+            print(f"aen_lib.data.corpus: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "packages":
         try:
             chosen = _resolve(names)
