@@ -198,3 +198,20 @@ def test_reference_set_benchmark_profiles_the_real_set_and_splits_it_exactly(tmp
     assert stages["backward"] > 0 and stages["forward+penalties"] > 0  # the timers saw the real loop
     assert res["top_ops"] and res["matmul_only_gflops"] > 0
     assert res["split_over_one"] > 0 and res["split_records_max_rel_diff"] <= 1e-4  # two processes, same records
+
+
+@pytest.mark.slow
+def test_gpu_session_script_passes_its_settings_to_the_runner(tmp_path):
+    """The shell wrapper a GPU loan runs (not only the Python runner behind it): DRY_RUN=1 and a budget reach
+    gpu_session.py, extra arguments go through as they are, and env.txt and the summary land in $OUT."""
+    env = dict(_env(), DRY_RUN="1", OUT=str(tmp_path), PY=sys.executable)
+    proc = subprocess.run(["bash", str(BENCH / "gpu_session.sh"), "120", "--stages", "correctness", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["dry_run"] is True and s["budget_s"] == 120 and list(s["stages"]) == ["correctness"]
+    assert s["stages"]["correctness"]["status"] == "ok"
+    assert "torch" in (tmp_path / "env.txt").read_text()
+    missing = subprocess.run(["bash", str(BENCH / "gpu_session.sh")], capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in env.items() if k != "OUT"}, cwd=REPO)
+    assert missing.returncode != 0 and "set OUT" in missing.stderr
