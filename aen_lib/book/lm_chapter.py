@@ -2,9 +2,11 @@
 (or find in the cache) the held-out and training activations at the hook block, and build the training stream.
 
 Chapters 8 and 9 read their activations through :func:`lm_chapter_data`, so that the two agree on every key of the
-cache (chapter 9 reuses chapter 8's caches when it finds them) and neither writes the pipeline out again. The pieces
-are the library's own (:mod:`aen_lib.data.lm`, :mod:`aen_lib.data.text`, :mod:`aen_lib.data.activation_cache`,
-:mod:`aen_lib.data.sources`); this module only wires them the way the chapters use them.
+cache (chapter 9 reuses chapter 8's caches when it finds them) and neither writes the pipeline out again. Chapter 9
+gets its two SAEs through :func:`lm_chapter_saes`: chapter 8's, found by the manifest chapter 8 writes beside them,
+or two trained on the spot. The pieces are the library's own (:mod:`aen_lib.data.lm`, :mod:`aen_lib.data.text`,
+:mod:`aen_lib.data.activation_cache`, :mod:`aen_lib.data.sources`, :mod:`aen_lib.training.sweep`); this module only
+wires them the way the chapters use them.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-__all__ = ["LMChapterData", "lm_chapter_data"]
+if TYPE_CHECKING:
+    from .notebook import ChapterContext
+
+__all__ = ["LMChapterData", "LMChapterSAEs", "SAE_ARCHS", "lm_chapter_data", "lm_chapter_saes"]
 
 
 @dataclass
@@ -160,3 +165,224 @@ def lm_chapter_data(model: str, *, layer: int = -1, dataset: str = "offline", lm
                                                       shuffle_buffer=shuffle_buffer, seed=0, dtype=torch.float32)
     data.seconds = time.perf_counter() - t
     return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chapter 9: chapter 8's SAEs, or two of its own
+# ----------------------------------------------------------------------------------------------------------------
+SAE_ARCHS = ("aen", "topk")
+"""The two SAEs chapter 9 looks at, in this order."""
+PREVIOUS_CHAPTER = "08_pythia_reproduction"
+"""The chapter whose ``saes/manifest.json`` :func:`lm_chapter_saes` reads."""
+MANIFEST = "saes/manifest.json"
+REUSE_CHOICES = ("auto", "require", "never")
+_MANIFEST_KEYS = ("model", "layer", "saes")  # read to decide whether the SAEs fit
+_REUSE_KEYS = ("val_docs", "train_start_doc", "eval_cache", "eval_windows", "train")  # read when they are reused
+_SAE_KEYS = ("folder", "label", "history")
+
+
+@dataclass
+class LMChapterSAEs:
+    """Two SAEs, the LM they read and the activations they are looked at on (see :func:`lm_chapter_saes`)."""
+
+    model: str
+    layer: int
+    d_model: int
+    lm: Any = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    reused: bool
+    """True: chapter 8's SAEs (``manifest`` says which); False: two trained by :func:`lm_chapter_saes`."""
+    source: str
+    """Where the SAEs come from, in one line."""
+    replay: str
+    """What the training stream replayed for the firing frequencies is, in words."""
+    saes: dict[str, Any] = field(repr=False)
+    """``{"aen": SAE, "topk": SAE}`` on the caller's device, in eval mode."""
+    histories: dict[str, list[dict[str, Any]]] = field(repr=False)
+    """The training logs of the two SAEs (chapter 8's as its manifest recorded them)."""
+    eval_cache: Any = field(repr=False)
+    eval_windows: int
+    eval_acts: Any = field(repr=False)
+    """:class:`aen_lib.data.harvest.Activations` of the first ``eval_windows`` held-out windows."""
+    train_cache: Any = field(repr=False)
+    train: dict[str, Any]
+    """The training stream to replay: ``steps``, ``batch_size``, ``shuffle_buffer``, ``source_seed``."""
+    train_windows: int
+    train_acts: Any = field(repr=False)
+    """The activations of the first ``train_windows`` windows of ``train_cache`` (those the SAEs trained on)."""
+    note: str | None = None
+    """Why chapter 8's SAEs were not used, when reuse was allowed but they were not found or did not fit."""
+    manifest: Path | None = None
+    """Chapter 8's ``saes/manifest.json`` when its SAEs are reused."""
+
+    def summary(self) -> str:
+        """Where the SAEs come from and how many activations they are looked at on (printed by chapter 9)."""
+        lines = [f"NOTE: {self.note}"] if self.note else []
+        lines.append(self.source)
+        lines.append(f"model {self.model} block {self.layer}; training activations {len(self.train_acts):,}, "
+                     f"held-out {len(self.eval_acts):,}")
+        return "\n".join(lines)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """Chapter 8's SAE manifest, with the keys that decide whether its SAEs fit (errors say what to do)."""
+    from .notebook import load_json
+
+    manifest = load_json(path)
+    missing = [k for k in _MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise ValueError(f"chapter 8's SAE manifest {path} lacks {missing}: it is not one chapter 8 wrote. Run "
+                         f"{PREVIOUS_CHAPTER} again with this results_root, or set reuse_chapter7='never' to train the "
+                         "two SAEs here")
+    return manifest
+
+
+def _check_reusable(manifest: dict[str, Any], path: Path, cache_root: str | Path | None) -> None:
+    """Every file a manifest that fits names is there, before the LM is loaded (errors name the file and the fix)."""
+    from ..data.activation_cache import ActivationCache, CacheConfig, activation_cache_dir
+
+    rerun = (f"run {PREVIOUS_CHAPTER} again with this results_root and cache_root, or set reuse_chapter7='never' "
+             "to train the two SAEs here")
+    missing = [k for k in _REUSE_KEYS if k not in manifest]
+    missing += [f"saes.{a}.{k}" for a in SAE_ARCHS for k in _SAE_KEYS if k not in manifest["saes"][a]]
+    if manifest.get("train_cache") and "train_windows" not in manifest:
+        missing.append("train_windows")
+    if missing:
+        raise ValueError(f"chapter 8's SAE manifest {path} lacks {missing}: {rerun}")
+    for a in SAE_ARCHS:
+        folder = path.parent / manifest["saes"][a]["folder"]
+        if not folder.is_dir():
+            raise FileNotFoundError(f"chapter 8's SAE manifest {path} names the {a} SAE folder "
+                                    f"{manifest['saes'][a]['folder']!r}, but {folder} does not exist: {rerun}")
+    for key in ("eval_cache", "train_cache"):
+        if manifest.get(key):
+            folder = activation_cache_dir(CacheConfig.from_dict(manifest[key]), cache_root)
+            if not (folder / ActivationCache.MANIFEST).is_file():
+                raise FileNotFoundError(
+                    f"chapter 8's SAE manifest {path} names the activation cache {folder} ({key}), which is not "
+                    f"there: give this chapter the cache_root chapter 8 ran with, or {rerun}")
+
+
+def lm_chapter_saes(ctx: ChapterContext, *, reuse: str = "auto", model: str, layer: int = -1, dataset: str = "offline",
+                    device: Any = "cpu", cache_root: str | Path | None = None, val_docs: int, train_start_doc: int,
+                    train_windows: int, eval_windows: int, d_sae: int, steps: int, batch_size: int,
+                    shuffle_buffer: int, aen_l1: float, aen_l2: float, aen_beta: float, topk_k: int,
+                    step_window_fraction: float) -> LMChapterSAEs:
+    """Chapter 9's AEN and TopK SAEs at block ``layer`` of ``model``, with their held-out and training activations.
+
+    ``ctx`` is the chapter's :class:`aen_lib.book.notebook.ChapterContext`. With ``reuse`` ``"auto"`` or
+    ``"require"`` it looks for chapter 8's ``saes/manifest.json`` (:meth:`ChapterContext.previous`): when its model
+    and layer match and it saved both SAEs, those are loaded and the activation caches it recorded are read from
+    ``cache_root`` (nothing is harvested, except a training sample of ``train_windows`` windows from its training
+    documents when chapter 8 streamed). Otherwise (``"never"``, or ``"auto"`` with no fitting manifest, said in
+    ``note``) it harvests ``eval_windows`` held-out windows of documents ``[0, val_docs)`` and ``train_windows`` from
+    ``train_start_doc`` into the cache, trains the two SAEs on one stream (``d_sae`` latents, ``steps`` steps of
+    ``batch_size``; the paper's AEN objective with ``aen_l1``, ``aen_l2``, ``aen_beta`` and TopK with ``topk_k``;
+    dead latents tracked over ``step_window_fraction`` of the steps) and saves them to ``<ctx.results>/saes/``.
+
+    Errors: ``"require"`` without chapter 8's manifest raises
+    :class:`aen_lib.book.notebook.MissingResultsError`, with one that does not fit ``ValueError``; a fitting manifest
+    that lacks a key or names an SAE folder or activation cache that is not there raises naming it and the fix.
+    """
+    import torch
+
+    from ..data.activation_cache import ActivationCache, CacheConfig, activation_cache_dir
+    from ..data.lm import d_model, load_lm, lookup_model
+    from ..data.sources import cache_source
+    from ..data.text import DocRange
+    from ..sae.config import SAEConfig
+    from ..sae.io import load_sae, save_sae
+    from ..training.sweep import train_sweep
+    from ..training.train import TrainConfig
+
+    if reuse not in REUSE_CHOICES:
+        raise ValueError(f"parameter 'reuse_chapter7' = {reuse!r}; allowed: {list(REUSE_CHOICES)}")
+    entry = lookup_model(model)
+    hook = layer if layer >= 0 else (entry.hook_layer if entry is not None else None)
+    if hook is None:
+        raise ValueError(f"model {model!r} is not in the registry: give the hook block with the parameter 'layer'")
+
+    # Chapter 8's results: in this run's results folder, or (make reproduce) in the folder of chapter 8's own run.
+    ch8_dir = (ctx.previous(PREVIOUS_CHAPTER, must_contain=MANIFEST, required=reuse == "require")
+               if reuse != "never" else None)
+    path = ch8_dir / MANIFEST if ch8_dir is not None else None
+    manifest = _read_manifest(path) if path is not None else None
+    mismatch = []
+    if manifest is not None:
+        mismatch = [f"{key}: chapter 8 has {manifest[key]!r}, this chapter {want!r}"
+                    for key, want in (("model", model), ("layer", hook)) if manifest[key] != want]
+        mismatch += [f"chapter 8 saved no {a} SAE" for a in SAE_ARCHS if a not in manifest["saes"]]
+    if mismatch and reuse == "require":
+        raise ValueError(f"reuse_chapter7='require', but chapter 8's SAEs at {path.parent} do not fit: "
+                         + "; ".join(mismatch))
+    reused = manifest is not None and not mismatch
+    note = None
+    if not reused and reuse != "never":
+        note = ("chapter 8's SAEs were not used (" + ("; ".join(mismatch) if mismatch else "chapter 8 has not run "
+                "with these results folders") + "): this chapter harvests and trains its own two SAEs at the "
+                "fallback sizes.")
+    if reused:
+        _check_reusable(manifest, path, cache_root)
+
+    data = None
+    if not reused or not manifest.get("train_cache"):
+        # the LM, with the corpus packed as chapter 8 packs it, to harvest (or find) a training sample and, when
+        # chapter 8 is not reused, this chapter's own held-out cache
+        data = lm_chapter_data(model, layer=hook, dataset=dataset, device=device, cache_root=cache_root,
+                               val_docs=manifest["val_docs"] if reused else val_docs, train_start_doc=train_start_doc,
+                               eval_windows=eval_windows, train_windows=train_windows, batch_size=batch_size,
+                               shuffle_buffer=shuffle_buffer, train=False)
+        lm, tokenizer = data.lm, data.tokenizer
+    else:
+        lm, tokenizer = load_lm(model, dtype=torch.float32, device=device, cache_dir=cache_root)
+
+    if reused:
+        # chapter 8's held-out cache, found by the key it recorded
+        eval_cache = ActivationCache(activation_cache_dir(CacheConfig(**manifest["eval_cache"]), cache_root))
+        eval_n = manifest["eval_windows"]
+        if manifest.get("train_cache"):
+            # chapter 8 trained on a cache: replay exactly its stream of batches
+            train_cache = ActivationCache(activation_cache_dir(CacheConfig(**manifest["train_cache"]), cache_root))
+            train, train_n = manifest["train"], manifest["train_windows"]
+            replay = "chapter 8's training stream, batch for batch"
+        else:
+            # chapter 8 streamed (the paper profile): a sample of its training documents, in order, stands in
+            train_cache = data.harvest(DocRange(manifest["train_start_doc"]), train_windows)
+            train = {"steps": train_cache.n_tokens // batch_size, "batch_size": batch_size, "shuffle_buffer": 0,
+                     "source_seed": 0}
+            train_n = train_windows
+            replay = f"{train_cache.n_tokens:,} activations of chapter 8's training documents, in order"
+        saes = {a: load_sae(path.parent / manifest["saes"][a]["folder"], device=device)[0] for a in SAE_ARCHS}
+        histories = {a: manifest["saes"][a]["history"] for a in SAE_ARCHS}
+        source = "chapter 8's SAEs: " + ", ".join(manifest["saes"][a]["label"] for a in SAE_ARCHS)
+    else:
+        eval_cache = data.eval_cache
+        train_cache = data.harvest(DocRange(train_start_doc), train_windows)
+        eval_n = eval_windows
+        train = {"steps": steps, "batch_size": batch_size, "shuffle_buffer": shuffle_buffer, "source_seed": 0}
+        train_n = train_windows
+        replay = "the training stream of this chapter's SAEs, batch for batch"
+        base = dict(d_in=d_model(lm), d_sae=d_sae, warmup_steps=steps // 6, ramp_steps=steps // 12)
+        cfgs = [SAEConfig(architecture="aen", l1=aen_l1, l2=aen_l2, ema_beta=aen_beta, **base),
+                SAEConfig(architecture="topk", k=topk_k, **base)]
+        src = cache_source(train_cache, batch_size, max_windows=train_windows, loop=True, shuffle_buffer=shuffle_buffer,
+                           seed=0, device=device, dtype=torch.float32)
+        result = train_sweep(cfgs, src, TrainConfig(steps=steps, batch_size=batch_size, grad_clip=1.0,
+                                                    log_every=max(1, steps // 20),
+                                                    dead_window_steps=max(1, round(step_window_fraction * steps)),
+                                                    progress=False), device=device)
+        saes = {a: m.sae.to(device).eval() for a, m in zip(SAE_ARCHS, result.members)}
+        histories = {a: m.history for a, m in zip(SAE_ARCHS, result.members)}
+        for a in SAE_ARCHS:
+            save_sae(saes[a].cpu(), ctx.results / "saes" / a, overwrite=True,
+                     metadata={"model_name": model, "hook_layer": hook},
+                     normalization="per_token_l2" if train_cache.config.normalization != "none" else "none")
+            saes[a].to(device)
+        source = "two SAEs trained in this chapter: " + ", ".join(s.cfg.label for s in saes.values())
+
+    train_acts = _first_windows(train_cache, train_n)  # only the windows the SAEs trained on
+    return LMChapterSAEs(model=model, layer=hook, d_model=d_model(lm), lm=lm, tokenizer=tokenizer, reused=reused,
+                         source=source, replay=replay, saes=saes, histories=histories, eval_cache=eval_cache,
+                         eval_windows=eval_n, eval_acts=_first_windows(eval_cache, eval_n), train_cache=train_cache,
+                         train=train, train_windows=train_n, train_acts=train_acts, note=note,
+                         manifest=path if reused else None)
