@@ -282,3 +282,128 @@ def test_the_outlier_figures_draw_what_they_are_given():
     fig = twin_dead_figure(f)
     ys = sorted(float(v) for line in fig.axes[0].lines for v in line.get_ydata())
     assert ys == [10.0, 96.0]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Chapter figures and tables (moved out of the chapters)
+# ------------------------------------------------------------------------------------------------------------------
+def _seed_table():
+    import pandas as pd
+
+    return pd.DataFrame([{"run": run, "seed": s, "dead": d, "ev": e}
+                         for run, vals in {"relu_l1": [(1.0, 0.9), (3.0, 0.8)], "topk": [(20.0, 0.7), (20.0, 0.75)],
+                                           "relu_l1_matched": [(2.0, 0.6), (4.0, 0.5)]}.items()
+                         for s, (d, e) in enumerate(vals)])
+
+
+LABELS = {"relu_l1": "ReLU + l1", "topk": "TopK", "relu_l1_matched": "ReLU + l1 (matched)"}
+
+
+def test_seed_range_table_writes_mean_and_range_per_run():
+    shown = plotting.seed_range_table(_seed_table(), {"dead": "dead %", "ev": "EV"}, labels=LABELS)
+    assert list(shown.columns) == ["dead %", "EV"]
+    assert list(shown.index) == ["ReLU + l1", "ReLU + l1 (matched)", "TopK"]  # sorted by run name
+    assert shown.loc["ReLU + l1", "dead %"] == "2.00 [1.00, 3.00]"
+    assert shown.loc["TopK", "dead %"] == "20.00"  # no range when every seed agrees
+    assert shown.loc["TopK", "EV"] == "0.72 [0.70, 0.75]"
+    with pytest.raises(ValueError, match="'l0'"):
+        plotting.seed_range_table(_seed_table(), {"l0": "L0"}, labels=LABELS)
+    with pytest.raises(ValueError, match="no label.*topk"):
+        plotting.seed_range_table(_seed_table(), {"dead": "dead %"}, labels={"relu_l1": "a", "relu_l1_matched": "b"})
+
+
+def test_run_seed_strips_figure_draws_every_seed_in_its_architecture_colour():
+    arch = {"relu_l1": "relu_l1", "topk": "topk", "relu_l1_matched": "relu_l1"}
+    fig = plotting.run_seed_strips_figure(_seed_table(), [("dead", "dead (%)", "Dead per seed"),
+                                                          ("ev", "EV", "Reconstruction per seed")],
+                                          labels=LABELS, architectures=arch)
+    assert len(fig.axes) == 2
+    left, right = fig.axes
+    assert (left.get_ylabel(), left.get_title(), right.get_ylabel(), right.get_title()) == (
+        "dead (%)", "Dead per seed", "EV", "Reconstruction per seed")
+    assert [t.get_text() for t in left.get_xticklabels()] == ["ReLU + l1", "TopK", "ReLU + l1 (matched)"]
+    dots = [c for c in left.collections if len(c.get_offsets()) == 2]
+    assert len(dots) == 3  # one strip of two seeds per run
+    colours = [_rgb(c.get_facecolor()[0]) for c in dots]
+    assert colours == [_rgb(plotting.architecture_color(a)) for a in ("relu_l1", "topk", "relu_l1")]
+    assert sorted(np.asarray(dots[1].get_offsets())[:, 1].tolist()) == [20.0, 20.0]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no architecture.*relu_l1_matched"):
+        plotting.run_seed_strips_figure(_seed_table(), [("dead", "d", "t")], labels=LABELS,
+                                        architectures={"relu_l1": "relu_l1", "topk": "topk"})
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.run_seed_strips_figure(_seed_table(), [], labels=LABELS, architectures=arch)
+
+
+def _known_code(right=True):
+    weights = np.array([1.0, 2.0, 1000.0, 900.0, 1.5])
+    code = np.array([1.2, 2.7, 0.0, 0.0, 0.0]) if right else np.array([1.2, 0.0, 0.3, 0.0, 0.0])
+    return dict(weights=weights, code=code, support=[0, 1], true_code=[1.0, 3.0], bias=[0.2, -0.3],
+                closed_form=[0.21, -0.29])
+
+
+def test_adaptive_weights_figure_shows_weights_code_and_bias():
+    fig = plotting.adaptive_weights_figure(**_known_code(), w_max=1000.0, title="γ = 1")
+    weights_ax, code_ax, bias_ax = fig.axes
+    assert fig._suptitle.get_text() == "γ = 1"
+    assert weights_ax.get_yscale() == "log" and weights_ax.get_ylabel() == "adaptive weight $w_i$ (log scale)"
+    assert [t.get_text() for t in weights_ax.get_xticklabels()] == ["true atom", "other atom"]
+    assert code_ax.get_title() == "support recovered: 2 atoms active, 2 of 2 true"
+    assert sorted(round(p.get_height(), 2) for p in bias_ax.patches) == [-0.3, 0.2]
+    assert sorted(t.get_text() for t in bias_ax.get_legend().get_texts()) == ["closed form", "solver"]
+    assert [t.get_text() for t in bias_ax.get_xticklabels()] == ["0", "1"]
+    plt.close(fig)
+    # a missed support: the closed form (valid on the right support only) is not drawn
+    fig = plotting.adaptive_weights_figure(**_known_code(right=False), w_max=1000.0, title="t")
+    assert fig.axes[1].get_title() == "support missed: 2 atoms active, 1 of 2 true"
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == ["solver"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one value per support atom"):
+        plotting.adaptive_weights_figure(**(_known_code() | {"bias": [0.2]}), w_max=1000.0, title="t")
+    with pytest.raises(ValueError, match="distinct atom indices"):
+        plotting.adaptive_weights_figure(**(_known_code() | {"support": [0, 7]}), w_max=1000.0, title="t")
+
+
+def test_weights_vs_usage_figure_puts_silent_latents_at_the_left_edge():
+    fig = plotting.weights_vs_usage_figure([0.0, 0.01, 0.5], [10.0, 2.0, 0.5], n_samples=100, spearman=-0.97)
+    (ax,) = fig.axes
+    xy = np.asarray(ax.collections[0].get_offsets())
+    assert xy[:, 0].tolist() == [0.005, 0.01, 0.5] and xy[:, 1].tolist() == [10.0, 2.0, 0.5]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "Spearman ρ = -0.97" in ax.get_title() and "100 evaluation samples" in ax.get_xlabel()
+    assert _rgb(ax.collections[0].get_facecolor()[0]) == _rgb(plotting.architecture_color("aen"))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one value per latent"):
+        plotting.weights_vs_usage_figure([0.1, 0.2], [1.0], n_samples=10, spearman=0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        plotting.weights_vs_usage_figure([1.5], [1.0], n_samples=10, spearman=0.0)
+
+
+def test_warmup_ablation_figure_draws_one_line_style_per_run():
+    runs = {"with warmup": {"frac_w_max_curve": [(0, 0.0), (50, 0.1), (100, 0.2)], "dead_curve": [(50, 5.0), (100, 2.0)]},
+            "no warmup": {"frac_w_max_curve": [(0, 0.3), (50, 0.4), (100, 0.5)], "dead_curve": [(50, 9.0), (100, 8.0)]}}
+    fig = plotting.warmup_ablation_figure(runs, warmup_steps=40, share_title="shares", dead_ylabel="dead (%)")
+    share_ax, dead_ax = fig.axes
+    curves = [ln for ln in share_ax.get_lines() if ln.get_label() in runs]
+    assert [(ln.get_label(), ln.get_linestyle()) for ln in curves] == [("with warmup", "-"), ("no warmup", "--")]
+    assert curves[1].get_ydata().tolist() == [0.3, 0.4, 0.5]
+    dead = [ln for ln in dead_ax.get_lines() if ln.get_label() in runs]
+    assert dead[0].get_xdata().tolist() == [50, 100] and dead[0].get_marker() == "o"
+    assert any(list(ln.get_xdata()) == [40, 40] for ln in share_ax.get_lines())  # end of the hold
+    assert (share_ax.get_title(), dead_ax.get_ylabel()) == ("shares", "dead (%)")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="'dead_curve'"):
+        plotting.warmup_ablation_figure({"x": {"frac_w_max_curve": []}}, warmup_steps=1, share_title="",
+                                        dead_ylabel="")
+
+
+def test_plan_display_table_names_the_precision_and_rounds():
+    row = {c: 1.23456 for c in plotting.PLAN_COLUMNS} | {"autocast": "none", "n_gpus": 2, "fits": True, "extra": 1}
+    table = plotting.plan_display_table([row, row | {"autocast": "bf16"}])
+    assert list(table.columns) == list(plotting.PLAN_COLUMNS)
+    assert table["autocast"].tolist() == ["fp32", "bf16 autocast"]
+    assert table["hours"].tolist() == [1.23, 1.23]
+    with pytest.raises(ValueError, match="'hours'"):
+        plotting.plan_display_table([{k: v for k, v in row.items() if k != "hours"}])
+    with pytest.raises(ValueError, match="'fp16'"):
+        plotting.plan_display_table([row | {"autocast": "fp16"}])

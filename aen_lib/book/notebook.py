@@ -52,6 +52,7 @@ from ..store import CHECKOUT
 from .. import configure_openmp
 
 __all__ = [
+    "prose_text",
     "reading_balance",
     "reads_as_text",
     "REPO_URL",
@@ -428,14 +429,74 @@ MAX_VISIBLE_CODE_LINES = 250
 """A chapter shows at most this many lines of code (and fewer characters of code than of prose)."""
 
 
+# What counts as prose: the words a reader of the rendered page reads, not the markup that produces them.
+_FENCE_RE = re.compile(r"^(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S)
+_PROSE_DIRECTIVE_RE = re.compile(r"\{(?!code|code-block|code-cell|literalinclude|glue)[\w:-]+\}")
+_DIRECTIVE_OPTION_RE = re.compile(r"^:[\w-]+:.*$\n?", re.M)
+_ROLE_RE = re.compile(r"\{(?P<role>[\w:.-]+)\}`(?P<body>[^`]*)`")
+_EXPLICIT_TITLE_RE = re.compile(r"^(?P<title>.*?)\s*<[^<>]*>$", re.S)
+_IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_LINK_DEFINITION_RE = re.compile(r"^ {0,3}\[[^\]]+\]:[^\n]*\n?", re.M)
+_AUTOLINK_RE = re.compile(r"<(?:https?|mailto|ftp):[^>\s]*>")
+_HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
+_HTML_TAG_RE = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>")
+_HEADING_MARK_RE = re.compile(r"^ {0,3}#{1,6}[ \t]+", re.M)
+_TABLE_RULE_RE = re.compile(  # |---|:--:| under a table header, or a --- rule; not a list bullet "- "
+    r"^(?=[^\n]*(?:\||---))[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$\n?", re.M)
+
+
+def _role_text(match: re.Match[str]) -> str:
+    """What a MyST role shows that the author wrote: the maths of ``{math}``, the explicit title of a cross-reference
+    (``{ref}`the title <label>```); nothing for glued values, citation keys and bare labels (generated text)."""
+    role, body = match.group("role"), match.group("body")
+    if role == "math":
+        return body
+    if role.startswith("glue"):
+        return ""
+    explicit = _EXPLICIT_TITLE_RE.match(body)
+    return explicit.group("title") if explicit else ""
+
+
+def _fence_text(match: re.Match[str]) -> str:
+    """A fenced block is prose only when it is a MyST directive for text or maths (``{note}``, ``{math}``...; its
+    ``:option:`` lines dropped); code blocks, ``{code-cell}`` and glue directives are not prose."""
+    if _PROSE_DIRECTIVE_RE.match(match.group("info").strip()):
+        return _DIRECTIVE_OPTION_RE.sub("", match.group("body"))
+    return ""
+
+
+def prose_text(markdown: str) -> str:
+    """The prose of a markdown cell as the rendered book's reader reads it, without its markup.
+
+    Removed: fenced code blocks (code inside markdown is not prose; MyST directives for text or maths such as
+    ``{note}`` or ``{math}`` keep their body), MyST roles (``{glue:text}`name` ``, ``{cite}`key` ``, ``{ref}`label` ``
+    become nothing, a cross-reference with an explicit title keeps its title, ``{math}`` keeps its maths), link and
+    image targets (``[text](url)`` keeps ``text``), link definitions, autolinks, HTML tags and comments, heading marks
+    and table rules. Inline ``$...$`` and display ``$$...$$`` maths and inline code stay: they are read.
+    """
+    text = _FENCE_RE.sub(_fence_text, markdown)
+    text = _ROLE_RE.sub(_role_text, text)
+    text = _IMAGE_RE.sub("", text)
+    text = _LINK_RE.sub(r"\1", text)
+    text = _LINK_DEFINITION_RE.sub("", text)
+    text = _AUTOLINK_RE.sub("", text)
+    text = _HTML_COMMENT_RE.sub("", text)
+    text = _HTML_TAG_RE.sub("", text)
+    text = _HEADING_MARK_RE.sub("", text)
+    return _TABLE_RULE_RE.sub("", text)
+
+
 def reading_balance(nb: Mapping[str, Any]) -> dict[str, int]:
-    """How much of a chapter a reader of the rendered book reads as prose and as code: characters of markdown, and
-    characters and lines of the code cells not tagged to hide their input (:data:`HIDDEN_INPUT_TAGS`)."""
-    out = {"prose_chars": 0, "code_chars": 0, "code_lines": 0, "hidden_code_cells": 0}
+    """How much of a chapter a reader of the rendered book reads as prose and as code: characters of markdown prose
+    without its markup (:func:`prose_text`), and characters and lines of the code cells not tagged to hide their
+    input (:data:`HIDDEN_INPUT_TAGS`). ``markdown_chars`` is the raw markdown, markup included, for comparison."""
+    out = {"prose_chars": 0, "markdown_chars": 0, "code_chars": 0, "code_lines": 0, "hidden_code_cells": 0}
     for cell in nb.get("cells", []):
         text = "".join(cell.get("source", ""))
         if cell.get("cell_type") == "markdown":
-            out["prose_chars"] += len(text)
+            out["prose_chars"] += len(prose_text(text))
+            out["markdown_chars"] += len(text)
         elif cell.get("cell_type") == "code":
             if set(cell.get("metadata", {}).get("tags", [])) & set(HIDDEN_INPUT_TAGS):
                 out["hidden_code_cells"] += 1
