@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import tempfile
@@ -31,27 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    from .sae.architectures import SPECS  # after configure_openmp (main), so torch's OpenMP starts with sleeping waits
+    # after configure_openmp (main), so torch's OpenMP starts with sleeping waits
+    from .sae.architectures import SPECS
+    from .sae.config import SAEConfig
+    from .data.synthetic import SpikedDictionaryConfig
+    from .training.train import TrainConfig
 
+    sae, data, train = (_defaults(c) for c in (SAEConfig, SpikedDictionaryConfig, TrainConfig))  # the paper's values
     p.add_argument("--architecture", default="aen", help=" | ".join(SPECS) + " (the registered architectures)")
     p.add_argument("--l1", type=float, default=5e-3, help="λ1 (l1 family)")
     p.add_argument("--l2", type=float, default=None, help="λ2 (elastic_net, aen; default 1e-4 for them, else 0)")
     p.add_argument("--k", type=int, default=16, help="k (topk, batchtopk)")
     p.add_argument("--l0", type=float, default=1e-3, help="L0 coefficient (jumprelu)")
-    p.add_argument("--gamma", type=float, default=0.5)
-    p.add_argument("--ema-beta", type=float, default=0.9999)
-    p.add_argument("--ref-top-pct", type=float, default=0.05)
-    p.add_argument("--warmup-steps", type=int, default=10_000, help="T_w")
-    p.add_argument("--ramp-steps", type=int, default=2_000, help="R")
-    p.add_argument("--n", type=int, default=256, help="input dimension")
-    p.add_argument("--m", type=int, default=1024, help="dictionary size (true and learned)")
-    p.add_argument("--data-k", type=int, default=16, help="active atoms per sample")
-    p.add_argument("--rho", type=float, default=0.0, help="spike strength ρ in [0, 1)")
-    p.add_argument("--steps", type=int, default=50_000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--dead-window", type=int, default=10_000, help="dead-latent window in steps")
-    p.add_argument("--log-every", type=int, default=500)
+    p.add_argument("--gamma", type=float, default=sae["gamma"])
+    p.add_argument("--ema-beta", type=float, default=sae["ema_beta"])
+    p.add_argument("--ref-top-pct", type=float, default=sae["ref_top_pct"])
+    p.add_argument("--warmup-steps", type=int, default=sae["warmup_steps"], help="T_w")
+    p.add_argument("--ramp-steps", type=int, default=sae["ramp_steps"], help="R")
+    p.add_argument("--n", type=int, default=data["n"], help="input dimension")
+    p.add_argument("--m", type=int, default=data["m"], help="dictionary size (true and learned)")
+    p.add_argument("--data-k", type=int, default=data["k"], help="active atoms per sample")
+    p.add_argument("--rho", type=float, default=data["rho"], help="spike strength ρ in [0, 1)")
+    p.add_argument("--steps", type=int, default=train["steps"])
+    p.add_argument("--batch-size", type=int, default=train["batch_size"])
+    p.add_argument("--lr", type=float, default=train["lr"])
+    p.add_argument("--dead-window", type=int, default=train["dead_window_steps"], help="dead-latent window in steps")
+    p.add_argument("--log-every", type=int, default=train["log_every"])
     p.add_argument("--seed", type=int, default=0, help="seed of the data generator and of the SAE init")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--autocast", default="none", choices=["none", "bf16"])
@@ -60,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass (fields without a default left out): the flags' defaults live there."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def _one_line(problem: Exception | str) -> str:

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 if __name__ == "__main__":
+    from aen_lib import configure_openmp
+
+    configure_openmp()  # before aen_lib.results.lmref imports torch, or it has no effect
     from aen_lib.results.lmref import main
 
     raise SystemExit(main())

@@ -4,6 +4,9 @@ records (before the library's subpackages); it runs :func:`aen_lib.results.refer
 from __future__ import annotations
 
 if __name__ == "__main__":
+    from aen_lib import configure_openmp
+
+    configure_openmp()  # before aen_lib.results.reference imports torch, or it has no effect
     from aen_lib.results.reference import main
 
     raise SystemExit(main())

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,6 +89,7 @@ def test_out_below_a_file(tmp_path, capsys):
 
 
 def test_out_not_writable(tmp_path, capsys):
+    """A read-only folder, for real; root (as in CI) writes into it anyway: the next test covers that case."""
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -97,6 +100,27 @@ def test_out_not_writable(tmp_path, capsys):
         fails_in_one_line(["--out", str(locked), *TINY], capsys, "not writable")
     finally:
         locked.chmod(0o700)
+
+
+def test_out_not_writable_whoever_runs_it(tmp_path, capsys, monkeypatch):
+    """The CLI's write probe (a temporary file in --out) refused as the kernel refuses it, for any user, root included;
+    in another folder the probe passes and the next check (here: no checkpoint to resume) speaks."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = tempfile.TemporaryFile
+
+    def refuse_in_locked(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(locked.resolve()):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse_in_locked)
+    fails_in_one_line(["--out", str(locked / "run"), *TINY], capsys, "not writable", "choose a folder you can write")
+    fails_in_one_line(["--out", str(locked), *TINY], capsys, "not writable")
+    fails_in_one_line(["--resume", "--out", str(locked), *TINY], capsys, "not writable")
+    (tmp_path / "open").mkdir()
+    err = fails_in_one_line(["--resume", "--out", str(tmp_path / "open"), *TINY], capsys, "cannot resume")
+    assert "not writable" not in err
 
 
 def test_out_holding_a_run_needs_resume(tmp_path, capsys):

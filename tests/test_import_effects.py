@@ -106,7 +106,12 @@ def test_importing_the_library_does_not_import_torch():
 
 def openmp_run(code: str, **extra: str) -> tuple[str, str]:
     """(stdout, the spin count GNU libgomp starts with) of ``code`` in a fresh process; skips without libgomp."""
-    proc = subprocess.run([sys.executable, "-c", code], env=clean_env(OMP_DISPLAY_ENV="VERBOSE", **extra),
+    return openmp_argv(["-c", code], **extra)
+
+
+def openmp_argv(argv: list[str], **extra: str) -> tuple[str, str]:
+    """(stdout, the spin count GNU libgomp starts with) of ``python *argv`` in a fresh process; skips without libgomp."""
+    proc = subprocess.run([sys.executable, *argv], env=clean_env(OMP_DISPLAY_ENV="VERBOSE", **extra),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     spin = [line.split("=", 1)[1].strip(" '") for line in proc.stderr.splitlines() if "GOMP_SPINCOUNT" in line]
@@ -135,3 +140,13 @@ def test_configure_openmp_keeps_the_users_choice():
     out, spin = openmp_run("import os, aen_lib\naen_lib.configure_openmp()\nimport torch\n"
                            "print('OMP_WAIT_POLICY' in os.environ)", GOMP_SPINCOUNT="1000")
     assert (out, spin) == ("False", "1000")
+
+
+@pytest.mark.parametrize("module", ["aen_lib.reference", "aen_lib.lmref", "aen_lib.results.reference",
+                                    "aen_lib.results.lmref"])
+def test_the_reference_set_commands_start_openmp_with_sleeping_waits(module):
+    """``python -m <module>``, under the committed sets' names (the shims) and the modules': torch loads before the
+    flags are parsed (``--help``), and GNU libgomp already starts with sleeping waits (spin count 0, not the 300,000
+    of a configure_openmp that came too late)."""
+    out, spin = openmp_argv(["-m", module, "--help"])
+    assert out.startswith("usage:") and spin == "0"

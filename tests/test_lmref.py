@@ -172,6 +172,7 @@ def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_pa
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["protocol"]["inputs"] == "centred" and prov["protocol"]["b_dec_init"] == "mean"
     assert prov["protocol"]["dead_window_tokens"] == 5 * 32
+    assert prov["corpus"] == json.loads((corpus / "manifest.json").read_text())  # the corpus can be rebuilt from it
     (rec_path,) = [p for p in out.glob("topk-*.json")]
     rec = json.loads(rec_path.read_text())
     fw = rec["extra"]["final_window"]

@@ -11,6 +11,7 @@ from aen_lib.evaluation.metrics import (
     DeadLatentTracker,
     StreamingExplainedVariance,
     explained_variance,
+    explained_variance_from_sums,
     feature_utilisation,
     firing_entropy,
     firing_rates,
@@ -95,6 +96,54 @@ def test_streaming_ev_state_dict_and_errors():
         a.update(torch.ones(2, 3), torch.ones(2, 3))
     with pytest.raises(ValueError, match="same shape"):
         explained_variance(X, X[:, :1])
+
+
+def test_the_three_ev_callers_agree_with_each_other_and_with_sklearn():
+    """explained_variance, the streaming form with centred residual, and the trainer's logged EV are one formula;
+    scikit-learn's variance-weighted explained variance is the same metric, computed independently."""
+    from sklearn.metrics import explained_variance_score
+
+    from aen_lib.training.train import batch_metrics
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g) * torch.linspace(0.5, 3, 8) + 2.0  # features of unequal scale, off-centre
+    x_hat = 0.8 * x + 0.3 * torch.randn(64, 8, generator=g) + 0.1
+    paper = explained_variance(x, x_hat).item()
+    ev = StreamingExplainedVariance()
+    ev.update(x, x_hat)
+    streaming = ev.compute(centre_residual=True).item()
+    logged = batch_metrics(x, x_hat[None], torch.zeros(1, 64, 4))[0]["ev"]
+    sk = explained_variance_score(x.double().numpy(), x_hat.double().numpy(), multioutput="variance_weighted")
+    assert 0.5 < sk < 0.99
+    assert paper == pytest.approx(sk, rel=1e-6)
+    assert streaming == pytest.approx(sk, rel=1e-12) and logged == pytest.approx(sk, rel=1e-12)
+
+
+def test_explained_variance_from_sums_hand_cases():
+    """EV is 1 only for a perfect reconstruction and 0 for predicting the mean; the residual-centred form forgives a
+    constant offset and the globally centred one does not (an input that flips the two)."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(32, 5, generator=g) + 3.0).double()
+
+    def ev(x_hat, centre_residual=True):
+        e = x - x_hat
+        return explained_variance_from_sums(x.shape[0], x.sum(0), (x * x).sum(), e.sum(0), (e * e).sum(),
+                                            centre_residual=centre_residual).item()
+
+    mean = x.mean(0).expand_as(x)
+    for centre in (True, False):
+        assert ev(x, centre) == 1.0
+        assert ev(mean, centre) == pytest.approx(0.0, abs=1e-12)
+        assert ev(0.9 * x + 0.1 * mean, centre) == pytest.approx(1 - 0.01, rel=1e-12)  # e = 0.1 (x − E x)
+    assert ev(x + 0.5) == pytest.approx(1.0, abs=1e-12)
+    assert ev(x + 0.5, centre_residual=False) == pytest.approx(1 - 5 * 0.25 / x.var(0, correction=0).sum().item())
+    assert ev(torch.zeros_like(x)) == pytest.approx(0.0, abs=1e-12)  # x̂ = 0: Var(e) = Var(x)
+    assert ev(torch.zeros_like(x), centre_residual=False) < -1  # E‖x‖² ≫ Var(x) here
+    # batched: count and sums with a leading member dimension, one EV per member
+    e = torch.stack([x - x, x - mean])  # [2, B, n]
+    both = explained_variance_from_sums(torch.tensor([32.0, 32.0], dtype=torch.float64), x.sum(0).expand(2, -1),
+                                        (x * x).sum().expand(2), e.sum(1), (e * e).sum((1, 2)))
+    assert both.shape == (2,) and both[0].item() == 1.0 and both[1].item() == pytest.approx(0.0, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------- dead latents

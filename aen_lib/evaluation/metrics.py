@@ -13,6 +13,9 @@ Two explained-variance definitions are provided on purpose, because they differ:
   EV = 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²), accumulated over batches in float64. A constant bias error lowers it.
   ``compute(centre_residual=True)`` gives the streaming version of the paper's residual-centred formula, which on a
   single batch equals :func:`explained_variance`.
+
+Both, and the trainer's logged EV (:func:`aen_lib.training.train.batch_metrics`), evaluate the one formula
+:func:`explained_variance_from_sums` on float64 token sums.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "l0",
     "mse",
     "explained_variance",
+    "explained_variance_from_sums",
     "StreamingExplainedVariance",
     "DeadLatentTracker",
     "shrinkage_ratio",
@@ -94,20 +98,48 @@ def mse(x: Tensor, x_hat: Tensor) -> Tensor:
     return (d * d).mean()
 
 
+def explained_variance_from_sums(count: int | Tensor, sum_x: Tensor, sum_sq_x: Tensor, sum_e: Tensor,
+                                 sum_sq_e: Tensor, *, centre_residual: bool = True) -> Tensor:
+    """Explained variance from token sums, the one EV formula of the library (book: paper facts, synthetic protocol
+    "EV"); :func:`explained_variance`, :class:`StreamingExplainedVariance` and the trainer's logs all call it.
+
+        EV = 1 − (Σ‖e‖²/N − c·‖Σe/N‖²) / (Σ‖x‖²/N − ‖Σx/N‖²),   e = x − x̂, sums over the N tokens.
+
+    ``centre_residual=True`` (c = 1) is the paper's 1 − Σ_j Var(e_j) / Σ_j Var(x_j) with biased variances: a constant
+    offset error is not counted. ``centre_residual=False`` (c = 0) centres only x, so a constant offset lowers EV.
+
+    ``count``: N, a number or a tensor ``[...]``; ``sum_x, sum_e [..., n]``: Σ_tokens x and e per feature;
+    ``sum_sq_x, sum_sq_e [...]``: Σ over tokens and features of x² and e². Pass float64 sums: the one-pass variance
+    subtracts two nearly equal numbers when the mean is large. Returns ``[...]``; NaN or ±inf where Var(x) is 0.
+    """
+    n_tok = torch.as_tensor(count, dtype=sum_x.dtype, device=sum_x.device)
+    mean_x = sum_x / n_tok.unsqueeze(-1)  # [..., n]
+    var_x = sum_sq_x / n_tok - (mean_x * mean_x).sum(-1)
+    err = sum_sq_e / n_tok
+    if centre_residual:
+        mean_e = sum_e / n_tok.unsqueeze(-1)
+        err = err - (mean_e * mean_e).sum(-1)
+    return 1.0 - err / var_x
+
+
 def explained_variance(x: Tensor, x_hat: Tensor) -> Tensor:
     """The paper's per-batch explained variance (book: paper facts, synthetic protocol "EV"):
 
         EV = 1 − Σ_j Var_b(x_j − x̂_j) / Σ_j Var_b(x_j),
 
-    with biased variances (divide by B) over the batch rows. Because the residual is centred, a constant
-    offset error is ignored (x̂ = x + c gives EV = 1); use :class:`StreamingExplainedVariance` for the globally
-    centred metric that penalises it. Returns NaN when the inputs have zero variance.
+    with biased variances (divide by B) over the batch rows (:func:`explained_variance_from_sums`, float64, in the
+    inputs' float dtype, at least float32). Because the residual is centred, a constant offset error is ignored
+    (x̂ = x + c gives EV = 1); use :class:`StreamingExplainedVariance` for the globally centred metric that penalises
+    it. Returns NaN when the inputs have zero variance.
     """
     x2, xh2 = _pair(x, x_hat)
     x2, xh2 = _float(x2), _float(xh2)
-    num = (x2 - xh2).var(dim=0, correction=0).sum()
-    den = x2.var(dim=0, correction=0).sum()
-    return 1.0 - num / den
+    x64 = x2.to(torch.float64)  # [B, n]
+    e64 = x64 - xh2.to(torch.float64)
+    # centred first (two passes), so the sums keep every digit of the variance and a constant x gives exactly 0 / 0
+    xc, ec = x64 - x64.mean(0), e64 - e64.mean(0)
+    ev = explained_variance_from_sums(x64.shape[0], xc.sum(0), (xc * xc).sum(), ec.sum(0), (ec * ec).sum())
+    return ev.to(x2.dtype)
 
 
 class StreamingExplainedVariance:
@@ -156,14 +188,8 @@ class StreamingExplainedVariance:
         """EV over all tokens seen so far (float64, 0-dim). Raises ``ValueError`` before the first update."""
         if self._sum_x is None or self.n_tokens == 0:
             raise ValueError("StreamingExplainedVariance.compute() called before any update()")
-        N = self.n_tokens
-        mean_x = self._sum_x / N
-        var_x = self._sum_sq_x / N - (mean_x * mean_x).sum()
-        err = self._sum_sq_e / N
-        if centre_residual:
-            mean_e = self._sum_e / N
-            err = err - (mean_e * mean_e).sum()
-        return 1.0 - err / var_x
+        return explained_variance_from_sums(self.n_tokens, self._sum_x, self._sum_sq_x, self._sum_e, self._sum_sq_e,
+                                            centre_residual=centre_residual)
 
     def state_dict(self) -> dict:
         """Accumulators for checkpointing."""

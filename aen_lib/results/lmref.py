@@ -39,6 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+if __name__ == "__main__":  # python -m aen_lib.results.lmref: before torch loads, or it has no effect
+    from aen_lib import configure_openmp
+
+    configure_openmp()
+
 import torch
 from torch import Tensor
 
@@ -124,6 +129,18 @@ def harvest(corpus: str | os.PathLike[str] = DEFAULT_CORPUS, cache_root: str | o
     record = harvest_record(cache)
     write_result(folder / RECORD_NAME, "harvest", record, overwrite=True)
     return cache, record
+
+
+def _corpus_manifest(corpus: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of the corpus a set trained on (package versions, per-source and split checksums), kept in its
+    provenance so that the corpus can be rebuilt from the same package versions on another machine
+    (``python -m aen_lib.data.corpus packages --pin provenance.json``); None for a test's corpus without one."""
+    from ..data.corpus import read_manifest
+
+    try:
+        return read_manifest(Path(corpus).expanduser())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def harvest_record(cache: ActivationCache | str | os.PathLike[str]) -> dict[str, Any]:
@@ -444,6 +461,7 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
         "harvest": {split: {k: v for k, v in r.items() if k not in ("shard_moments", "probe_rows")}
                     for split, r in train_records.items()},
         "inputs": {"outlier_severity_heldout": outlier_severity(heldout)},
+        "corpus": _corpus_manifest(corpus),
         "members": len(configs), "workers": 1, "invocations": calls, "wall_seconds": round(wall, 1),
         "member_steps": total, "member_steps_per_s": round(total / wall, 3) if wall else None,
     }

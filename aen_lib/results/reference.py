@@ -49,6 +49,7 @@ from ..store import CHECKOUT, atomic_write
 from ..theory.mechanism import MECHANISM_SAMPLES, mechanism_measures
 from ..evaluation.dead import DEAD_THRESHOLD
 from ..evaluation.metrics import latent_reach, recovery_metrics
+from ..sae.config import SAEConfig
 from ..sae.model import SAE
 from ..training.runlock import RunLock
 from ..data.sources import CentredSource
@@ -56,11 +57,21 @@ from .records import member_record, read_result, variant_id, write_result
 from ..training.sweep import expand_grid, train_sweep
 from ..training.train import TrainConfig
 
+
+def _defaults(cls: type, *names: str) -> dict[str, Any]:
+    """The field defaults of the config dataclass ``cls``: the one home of the paper's values."""
+    return {name: cls.__dataclass_fields__[name].default for name in names}
+
+
+PAPER_ADAPTIVE_RULE = _defaults(SAEConfig, "gamma", "ema_beta", "ref_top_pct")
+"""The paper's adaptive-weight rule (γ, β, p): :class:`aen_lib.sae.config.SAEConfig`'s defaults."""
+_ADAPTIVE = {name: [value] for name, value in PAPER_ADAPTIVE_RULE.items()}
+
 REFERENCE_SPIKED_GRID: dict[str, dict[str, list[Any]]] = {
     "relu_l1": {"l1": [0.01, 0.005, 0.001]},
     "elastic_net": {"l1": [0.005], "l2": [0.001]},
-    "adaptive_lasso": {"l1": [0.005], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
-    "aen": {"l1": [0.01, 0.005, 0.001], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "adaptive_lasso": {"l1": [0.005], **_ADAPTIVE},
+    "aen": {"l1": [0.01, 0.005, 0.001], "l2": [0.001], **_ADAPTIVE},
     "topk": {"k": [8, 16, 32, 64, 128]},
     "topk_auxk": {"k": [8, 16, 32]},
 }
@@ -70,7 +81,7 @@ REFERENCE_SPIKED_GRID: dict[str, dict[str, list[Any]]] = {
 SEEDS_GRID: dict[str, dict[str, list[Any]]] = {
     "relu_l1": {"l1": [0.005]},
     "elastic_net": {"l1": [0.005], "l2": [0.001]},
-    "aen": {"l1": [0.005, 0.001], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "aen": {"l1": [0.005, 0.001], "l2": [0.001], **_ADAPTIVE},
     "topk": {"k": [8, 16, 32]},
     "topk_auxk": {"k": [32]},
 }
@@ -79,7 +90,7 @@ paper's statements can give a seed range."""
 
 OUTLIER_GRID: dict[str, dict[str, list[Any]]] = {
     "relu_l1": {"l1": [0.005, 0.001]},
-    "aen": {"l1": [0.005, 0.001], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]},
+    "aen": {"l1": [0.005, 0.001], "l2": [0.001], **_ADAPTIVE},
     "topk": {"k": [16, 32]},
 }
 """The SAEs trained again with the input mean taken out of the picture (6 SAEs; Simon, Adams & Zou 2026 tie feature
@@ -91,14 +102,15 @@ SENSITIVITY_AXES: dict[str, list[Any]] = {"gamma": [0.5, 1.0], "ema_beta": [0.99
                                           "ema_init": ["one", "first_batch"]}
 """The adaptive rule's settings varied one grid at a time: γ, β and where the EMA starts (the authors' 1, or the first
 batch's mean |h|), 8 combinations; the paper's setting is γ 0.5, β 0.9999, EMA from 1."""
-SENSITIVITY_AEN_GRID = {"aen": {"l1": [0.005], "l2": [0.001], "ref_top_pct": [0.05], **SENSITIVITY_AXES}}
-SENSITIVITY_ADALASSO_GRID = {"adaptive_lasso": {"l1": [0.005], "ref_top_pct": [0.05], **SENSITIVITY_AXES}}
+SENSITIVITY_AEN_GRID = {"aen": {"l1": [0.005], "l2": [0.001], "ref_top_pct": [PAPER_ADAPTIVE_RULE["ref_top_pct"]],
+                                **SENSITIVITY_AXES}}
+SENSITIVITY_ADALASSO_GRID = {"adaptive_lasso": {"l1": [0.005], "ref_top_pct": [PAPER_ADAPTIVE_RULE["ref_top_pct"]],
+                                                **SENSITIVITY_AXES}}
 
 
 FACTORIAL_TARGET_L0 = 22.5
 """The matched L0 of the 2 × 2 factorial (near the paper-size AEN's 24.0 at ρ = 0); every SAE within 10% of it."""
 FACTORIAL_TOLERANCE = 0.10
-_ADAPTIVE = {"gamma": [0.5], "ema_beta": [0.9999], "ref_top_pct": [0.05]}
 
 
 def _factorial_grid(l1: dict[str, list[float]]) -> dict[str, dict[str, list[Any]]]:
@@ -169,8 +181,11 @@ STUDIES: dict[str, Study] = {
 }
 """Every kind of spiked reference set, by the name that starts its folder (``spiked_<study>_rho<ρ>_seed<s>``)."""
 
-SPIKED_PAPER_SAE = dict(d_in=256, d_sae=1024, warmup_steps=10_000, ramp_steps=2_000)
-SPIKED_PAPER_TRAIN = dict(steps=50_000, batch_size=256, lr=1e-3, dead_window_steps=10_000, log_every=500)
+SPIKED_PAPER_SAE = dict(d_in=256, d_sae=1024, **_defaults(SAEConfig, "warmup_steps", "ramp_steps"))
+"""The paper-size SAE (n = 256, m = 1024) with the paper's warm-up T_w and ramp R (:class:`SAEConfig`'s defaults)."""
+SPIKED_PAPER_TRAIN = _defaults(TrainConfig, "steps", "batch_size", "lr", "dead_window_steps", "log_every")
+"""The paper's synthetic protocol (steps, batch, Adam's learning rate, dead window, log interval):
+:class:`aen_lib.training.train.TrainConfig`'s defaults."""
 
 LEGACY_RECOVERY_THRESHOLD = 1e-6
 """The firing threshold of the recovery measures (held-out L0, support, dead and out of reach on fresh samples) in

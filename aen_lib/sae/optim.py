@@ -22,7 +22,10 @@ from torch import Tensor
 
 class MemberAdam:
     """Adam over ``params``: ``(tensor, member_slice, has_member_dim)`` as :meth:`aen_lib.sae.model.SAE.member_params`
-    gives them. A tensor without a member dimension (a single SAE's weights) is one member."""
+    gives them. A tensor without a member dimension (a single SAE's weights) is one member.
+
+    ``lr``, ``betas`` and ``eps`` default to ``torch.optim.Adam``'s, whose drop-in this is; the trainer always passes
+    its :class:`aen_lib.training.train.TrainConfig`'s, the home of the paper's values."""
 
     def __init__(
         self,

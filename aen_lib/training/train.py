@@ -176,14 +176,6 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def autocast_context(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast for the forward pass when ``cfg.autocast == "bf16"``, else nothing."""
     if cfg.autocast == "bf16":
@@ -198,7 +190,8 @@ def batch_metrics(x: Tensor, x_hat: Tensor, h: Tensor, reducer: Reducer = LOCAL)
 
     x [B, n] or [M, B, n]; x_hat [M, B, n]; h [M, B, m]. Each metric is a ratio of sums over tokens, so ranks sum
     per-dimension statistics (float64) and every rank gets the metrics of the concatenated batch:
-    EV = 1 − Σ_j Var(e_j) / Σ_j Var(x_j) with biased variances from Σe, Σe², Σx, Σx².
+    EV = 1 − Σ_j Var(e_j) / Σ_j Var(x_j) with biased variances from Σe, Σe², Σx, Σx²
+    (:func:`aen_lib.evaluation.metrics.explained_variance_from_sums`).
     """
     mm, n = x_hat.shape[0], x_hat.shape[-1]
     x64 = x.to(torch.float64).expand(mm, -1, -1) if x.dim() == 2 else x.to(torch.float64)
@@ -216,9 +209,7 @@ def batch_metrics(x: Tensor, x_hat: Tensor, h: Tensor, reducer: Reducer = LOCAL)
     stats = reducer.sum(per_member)
     se, se2, sx, sx2 = stats[:, :n], stats[:, n:2 * n], stats[:, 2 * n:3 * n], stats[:, 3 * n:4 * n]
     count, active, l1_hat, l1_x = stats[:, 4 * n:].unbind(dim=1)
-    var_e = (se2 / count[:, None] - (se / count[:, None]) ** 2).sum(1)
-    var_x = (sx2 / count[:, None] - (sx / count[:, None]) ** 2).sum(1)
-    ev = 1.0 - var_e / var_x
+    ev = M.explained_variance_from_sums(count, sx, sx2.sum(1), se, se2.sum(1))
     mse = se2.sum(1) / (count * n)
     return [{"l0": float(active[j] / count[j]), "ev": float(ev[j]), "mse_metric": float(mse[j]),
              "shrinkage": float(l1_hat[j] / l1_x[j])} for j in range(mm)]
