@@ -135,18 +135,23 @@ def _reverse_l0(df: pd.DataFrame) -> pd.DataFrame:
           needs=("method", "l1", "l2"))
 def lm_l0_falls_with_l1(df: pd.DataFrame, *, l0: str = "heldout_l0") -> Verdict:
     """Holds when, for every (architecture, λ2) trained at two or more λ1, the L0 column ``l0`` (held-out L0 by
-    default) strictly decreases with λ1."""
+    default) strictly decreases with λ1. With a ``steps`` column, SAEs trained for different lengths are compared
+    only among themselves (a short calibration run and a full-length one are not one curve: L0 still falls while
+    an ℓ1 SAE trains)."""
     name = "lm_l0_falls_with_l1"
     if l0 not in df.columns:
         raise ValueError(f"lm_l0_falls_with_l1 needs the column {l0!r}; the frame has {sorted(df.columns)}")
-    groups = [(k, g.sort_values("l1")) for k, g in df[df["l1"] > 0].groupby(["method", "l2"]) if len(g) >= 2]
+    keys = ["method", "l2"] + (["steps"] if "steps" in df.columns else [])
+    groups = [(k, g.sort_values("l1")) for k, g in df[df["l1"] > 0].groupby(keys) if len(g) >= 2]
     if not groups:
-        return Verdict(name, None, {}, "No ℓ1 architecture was trained at two λ1.")
+        return Verdict(name, None, {}, "No ℓ1 architecture was trained at two λ1"
+                       + (" for the same number of steps." if "steps" in df.columns else "."))
     bad = [k for k, g in groups if not (g[l0].diff().dropna() < 0).all()]
     parts = []
-    for (m, l2), g in groups:
+    for k, g in groups:
         seq = " → ".join(f"{v:.1f}" for v in g[l0])
-        parts.append(f"{m} (λ1 {g['l1'].min():g} to {g['l1'].max():g}): {seq}")
+        steps = f", {int(k[2]):,} steps" if len(k) > 2 else ""
+        parts.append(f"{k[0]} (λ1 {g['l1'].min():g} to {g['l1'].max():g}{steps}): {seq}")
     sentence = ("Held-out L0" if l0 == "heldout_l0" else "L0") + " as λ1 rises: " + "; ".join(parts) + "."
     return Verdict(name, not bad, {"groups": len(groups), "not_falling": bad}, sentence)
 
