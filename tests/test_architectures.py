@@ -132,7 +132,7 @@ def test_topk_auxk_stacked_members_match_the_dense_auxiliary_loss():
     dead[1, [7]] = True
     with torch.no_grad():
         run.tokens_since_fired.copy_(torch.where(dead, 9, 0))
-    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    x = torch.randn(2, 64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # enough tokens that every dead latent fires
     out, t = sae.loss(x, update=False)
     got = torch.autograd.grad(t.aux.sum(), [sae.W_enc, sae.b_enc, sae.W_dec], retain_graph=True)
     aux = []

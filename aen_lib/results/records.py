@@ -28,14 +28,14 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..sae.architectures import architecture_spec
+from ..sae.architectures import architecture_names, architecture_spec
 from ..sae.config import SAEConfig
 from ..store import atomic_write
 
@@ -403,8 +403,34 @@ def pareto_frontier(
     return out if x_direction == "min" else out.iloc[::-1]
 
 
-FIGURE2_CORE = ("relu_l1", "elastic_net", "topk", "aen")
-"""The methods whose dead % the paper's Figure-2 statements compare (adaptive lasso is judged on its L0 alone)."""
+FIGURE2_L0_ONLY = ("adaptive_lasso",)
+"""The paper's methods that its Figure-2 statements judge on their L0 alone (adaptive lasso has no Pareto curve)."""
+
+
+class _Figure2Core(Sequence[str]):
+    """The paper's architectures (``in_paper`` in their specs) but :data:`FIGURE2_L0_ONLY`, read from the registry
+    each time it is used (so an architecture registered later with ``in_paper=True`` joins them): the baselines in
+    legend order, then AEN, the paper's own method, which every comparison is against."""
+
+    def _names(self) -> tuple[str, ...]:
+        names = [a for a in architecture_names(in_paper=True) if a not in FIGURE2_L0_ONLY]
+        return tuple(sorted(names, key=lambda a: a == "aen"))  # stable: the baselines keep the legend order
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+FIGURE2_CORE: Sequence[str] = _Figure2Core()
+"""The methods whose dead % the paper's Figure-2 statements compare: today ReLU + ℓ1, elastic net, TopK and AEN."""
 
 
 def figure2_findings(df: pd.DataFrame, *, k: int, target_l0: float, ev_spread: float = 0.1,

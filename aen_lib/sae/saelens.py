@@ -199,7 +199,8 @@ def read_saelens_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], di
         c = SAEConfig.from_dict(dict(raw["aen_lib"])).to_dict()  # validates every field, naming a bad one
         meta.setdefault("normalization", _SAELENS_TO_NORMALIZATION.get(raw.get("normalize_activations", "none"), "none"))
         tensors = _read_tensors(folder)
-        _check_shapes(w_path, tensors, c["d_in"], c["d_sae"], c.get("architecture") in ("jumprelu", "batchtopk"))
+        threshold = get_architecture(c["architecture"]).saelens_architecture == "jumprelu"  # a layout with thresholds
+        _check_shapes(w_path, tensors, c["d_in"], c["d_sae"], threshold)
         return tensors, c, meta
 
     arch = raw.get("architecture", "standard")

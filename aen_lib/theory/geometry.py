@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..sae.adaptive import raw_adaptive_weights, reference_scale
+from ..sae.architectures import architecture_names, architecture_spec
 from ..evaluation.metrics import support_metrics
 from .sparse_coding import sae_coding_objective, sae_to_theory_penalties, weighted_elastic_net
 
@@ -788,12 +789,15 @@ def amortisation_gap(
     if not hasattr(sae, "W_dec") or not hasattr(sae, "cfg"):
         raise TypeError(f"sae must be an aen_lib SAE, got {type(sae).__name__}")
     cfg = sae.cfg
-    if cfg.architecture not in ("relu_l1", "elastic_net", "adaptive_lasso", "aen"):
-        raise ValueError(f"amortisation_gap needs an l1-family SAE, got architecture={cfg.architecture!r}")
-    uses_l2 = cfg.architecture in ("elastic_net", "aen")
+    uses = architecture_spec(cfg.architecture).uses  # the config fields its loss reads
+    if "l1" not in uses:
+        raise ValueError(f"amortisation_gap needs an l1-family SAE ({', '.join(architecture_names(uses='l1'))}), "
+                         f"got architecture={cfg.architecture!r}")
+    uses_l2 = "l2" in uses
     l1_sae, l2_sae = float(cfg.l1), float(cfg.l2) if uses_l2 else 0.0
     if weights is None:
-        weights = sae.architecture.weights()[0].to(sae.W_dec)  # ones for the non-adaptive members
+        run = sae.architecture  # ones for the non-adaptive members, and for an architecture without weights
+        weights = run.weights()[0].to(sae.W_dec) if hasattr(run, "weights") else sae.W_dec.new_ones(sae.W_dec.shape[-2])
     D = sae.W_dec.detach()
     y = x.to(D) - sae.b_dec.detach()
     n = D.shape[1]

@@ -34,15 +34,26 @@ import torch
 from torch import Tensor
 
 from ..evaluation.metrics import DEAD_THRESHOLD
+from ..sae.architectures import architecture_names, architecture_spec
 from .sparse_coding import closed_form_on_support, sae_coding_objective, sae_to_theory_penalties, weighted_elastic_net
 
 __all__ = ["jacobian_norms", "amortisation_gap", "weights_vs_firing", "mechanism_measures", "MECHANISM_SAMPLES"]
 
 MECHANISM_SAMPLES = 2048
 """Fresh samples per SAE for the mechanism measures (the exact codes cost a FISTA solve per sample)."""
-L1_FAMILY = ("relu_l1", "elastic_net", "adaptive_lasso", "aen")
-SUPPORT_REFIT = ("topk", "topk_auxk", "batchtopk")
-PIECEWISE_LINEAR = L1_FAMILY + SUPPORT_REFIT + ("jumprelu",)
+PIECEWISE_LINEAR_FIELDS = ("l1", "k", "l0")
+"""An architecture whose spec reads one of these config fields has a piecewise-linear encoder: ReLU codes under an ℓ1
+penalty, TopK-style codes of a fixed k, JumpReLU codes under an ℓ0 penalty. Which measure handles an architecture is
+read from its :class:`aen_lib.sae.architectures.ArchitectureSpec` (``uses``), so one registered later is handled by
+what it declares: ``l1`` (the ℓ1 family) has an exact reference code, ``k`` a support refit."""
+
+
+def _uses(architecture: str, *fields: str) -> bool:
+    return any(f in architecture_spec(architecture).uses for f in fields)
+
+
+def _names(*fields: str) -> str:
+    return ", ".join(a for a in architecture_names() if _uses(a, *fields))
 
 
 def _single(sae: Any) -> None:
@@ -64,8 +75,8 @@ def jacobian_norms(sae: Any, x: Tensor, *, batch_size: int = 512) -> Tensor:
     latents' encoder columns; 0 where no latent fires."""
     _single(sae)
     arch = sae.cfg.architecture
-    if arch not in PIECEWISE_LINEAR:
-        raise ValueError(f"jacobian_norms needs a piecewise-linear encoder ({', '.join(PIECEWISE_LINEAR)}); "
+    if not _uses(arch, *PIECEWISE_LINEAR_FIELDS):
+        raise ValueError(f"jacobian_norms needs a piecewise-linear encoder ({_names(*PIECEWISE_LINEAR_FIELDS)}); "
                          f"got {arch!r}")
     _check_x(x, sae.d_in)
     Wt = sae.W_enc.detach().double().T  # [m, n]: row i is latent i's encoder direction
@@ -107,7 +118,7 @@ def amortisation_gap(sae: Any, x: Tensor, *, tol: float = 1e-7, max_iter: int = 
     h_enc = sae.encode(x).double()
     n = sae.d_in
     out: dict[str, Any] = {}
-    if cfg.architecture in L1_FAMILY:
+    if _uses(cfg.architecture, "l1"):
         w = _final_weights(sae).double().to(dev)
         l1_t, l2_t = sae_to_theory_penalties(cfg.l1, cfg.l2, n)
         h_ref, info = weighted_elastic_net(D, y, l1_t, l2_t, w, tol=tol, max_iter=max_iter, dtype=torch.float64,
@@ -121,7 +132,7 @@ def amortisation_gap(sae: Any, x: Tensor, *, tol: float = 1e-7, max_iter: int = 
                    exact_dead_pct=100.0 * float((~used_exact).double().mean()),
                    encoder_dead_exact_used_pct=100.0 * float((~fired_enc & used_exact).double().mean()),
                    solver_unconverged=int((~info.converged).sum()))
-    elif cfg.architecture in SUPPORT_REFIT:
+    elif _uses(cfg.architecture, "k"):
         support = h_enc.abs() > DEAD_THRESHOLD
         h_ref = closed_form_on_support(D, y, support, 0.0, 0.0)
         obj_enc = sae_coding_objective(D, y, h_enc, 0.0, 0.0)
@@ -129,7 +140,7 @@ def amortisation_gap(sae: Any, x: Tensor, *, tol: float = 1e-7, max_iter: int = 
         out["gap_reference"] = "support_refit"
     else:
         raise ValueError(f"no amortisation-gap reference for architecture {cfg.architecture!r}; "
-                         f"supported: {', '.join(L1_FAMILY + SUPPORT_REFIT)}")
+                         f"supported: {_names('l1', 'k')}")
     gap = obj_enc - obj_ref
     rel = gap / obj_ref.clamp_min(torch.finfo(torch.float64).tiny)
     out.update(gap_rel_mean=float(rel.mean()), gap_rel_median=float(rel.median()), gap_abs_mean=float(gap.mean()),
@@ -151,7 +162,7 @@ def weights_vs_firing(sae: Any, x: Tensor, *, bins: int = 10) -> dict[str, Any] 
     weight per firing-frequency group (never firing; then ``bins`` quantile groups of the firing latents). None for
     a member with fixed weights."""
     _single(sae)
-    if sae.cfg.architecture not in ("adaptive_lasso", "aen"):
+    if not _uses(sae.cfg.architecture, "gamma"):  # the adaptive members: their weights have an exponent γ
         return None
     _check_x(x, sae.d_in)
     h = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype))
