@@ -407,3 +407,45 @@ def test_plan_display_table_names_the_precision_and_rounds():
         plotting.plan_display_table([{k: v for k, v in row.items() if k != "hours"}])
     with pytest.raises(ValueError, match="'fp16'"):
         plotting.plan_display_table([row | {"autocast": "fp16"}])
+
+
+def test_latent_profile_figure_places_the_latent_and_orders_its_tokens():
+    rates = [0.0, 0.001, 0.01, 0.1, 0.2]
+    fig = plotting.latent_profile_figure(rates, 0.1, [("the", 0.5), ("a", 0.25)], [("of", -0.4)], architecture="aen",
+                                         title="AEN latent 3")
+    ecdf_ax, logit_ax = fig.axes
+    assert fig._suptitle.get_text() == "AEN latent 3"
+    # 0.1 fires more often than three of the five latents (0, 0.001, 0.01)
+    assert ecdf_ax.get_title() == "fires on 10.00% of training tokens: more often than 60% of the 5 latents"
+    assert any(list(ln.get_xdata()) == [0.1, 0.1] for ln in ecdf_ax.get_lines())  # the latent's frequency marked
+    # bottom to top: the suppressed tokens (weakest first), then the promoted ones (weakest first)
+    assert [t.get_text() for t in logit_ax.get_yticklabels()] == ["'of'", "'a'", "'the'"]
+    bars = logit_ax.patches
+    assert [round(b.get_width(), 2) for b in bars] == [-0.4, 0.25, 0.5]
+    assert _rgb(bars[0].get_facecolor()) == _rgb("grey")
+    assert _rgb(bars[2].get_facecolor()) == _rgb(plotting.architecture_color("aen"))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="fraction in"):
+        plotting.latent_profile_figure(rates, 1.5, [("the", 0.5)], [], architecture="aen", title="t")
+    with pytest.raises(ValueError, match="pairs"):
+        plotting.latent_profile_figure(rates, 0.1, [("the",)], [], architecture="aen", title="t")
+    with pytest.raises(ValueError, match="'sparsemax'"):
+        plotting.latent_profile_figure(rates, 0.1, [("the", 0.5)], [], architecture="sparsemax", title="t")
+
+
+def test_lm_latents_table_names_its_columns_and_adds_the_dense_counts():
+    import pandas as pd
+
+    frame = pd.DataFrame({"name": ["TopK", "AEN"], "heldout_l0": [32.004, 30.5], "heldout_dead_pct": [12.346, 0.0],
+                          "dead_out_of_reach_pct": [1.0, 0.0], "dead_pct_window": [20.0, 1.5],
+                          "dead_window_tokens": [1_000_000, 1_000_000], "method": ["topk", "aen"]},
+                         index=pd.MultiIndex.from_tuples([("set", "topk"), ("set", "aen")]))
+    table = plotting.lm_latents_table(frame, {"TopK": 7})
+    assert list(table.columns) == list(plotting.LM_LATENT_COLUMNS.values())
+    assert table.index.tolist() == [0, 1] and table["name"].tolist() == ["TopK", "AEN"]
+    assert table["held-out L0"].tolist() == [32.0, 30.5] and table["silent on held-out (%)"].tolist() == [12.35, 0.0]
+    assert table["dense (> 10% of tokens)"].iloc[0] == 7 and pd.isna(table["dense (> 10% of tokens)"].iloc[1])
+    with pytest.raises(ValueError, match="'dead_out_of_reach_pct'"):
+        plotting.lm_latents_table(frame.drop(columns="dead_out_of_reach_pct"), {})
+    with pytest.raises(ValueError, match="no rows"):
+        plotting.lm_latents_table(frame.iloc[:0], {})

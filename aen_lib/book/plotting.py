@@ -53,6 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "factorial_figure",
+    "latent_profile_figure",
+    "LM_LATENT_COLUMNS",
+    "lm_latents_table",
     "OKABE_ITO",
     "ARCHITECTURE_COLORS",
     "ARCHITECTURE_LABELS",
@@ -979,3 +982,58 @@ def plan_display_table(rows: Sequence[Mapping[str, Any]], *, decimals: int = 2) 
         raise ValueError(f"plan_display_table: autocast must be 'none' or 'bf16', got {unknown}")
     df["autocast"] = df["autocast"].map({"none": "fp32", "bf16": "bf16 autocast"})
     return df.round(decimals)
+
+
+def latent_profile_figure(frequencies: Sequence[float], frequency: float, promotes: Sequence[tuple[str, float]],
+                          suppresses: Sequence[tuple[str, float]], *, architecture: str, title: str,
+                          tokens: str = "training tokens") -> Figure:
+    """Chapter 9's look at one latent: left, where its firing ``frequency`` (a fraction of ``tokens``) sits in the
+    cumulative distribution of the ``frequencies [d_sae]`` of all latents of its SAE (:func:`plot_firing_ecdf`);
+    right, the logit change per unit along its decoder direction of the tokens it ``promotes`` (coloured) and
+    ``suppresses`` (grey), each ``[(token, logit change)]`` as :func:`aen_lib.evaluation.features.top_logit_tokens`
+    returns them, strongest first."""
+    import matplotlib.pyplot as plt
+
+    rates = np.asarray(frequencies, dtype=float)
+    if rates.ndim != 1 or not rates.size or not 0.0 <= frequency <= 1.0:
+        raise ValueError(f"latent_profile_figure: frequencies {rates.shape} must be a non-empty 1-D array and "
+                         f"frequency ({frequency}) a fraction in [0, 1]")
+    pairs = [*suppresses, *promotes]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise ValueError("latent_profile_figure: promotes and suppresses must be [(token, logit change)] pairs, "
+                         "at least one in all")
+    color = architecture_color(architecture)
+    fig, (ax_f, ax_l) = plt.subplots(1, 2, figsize=(11, 3.4), constrained_layout=True)
+    plot_firing_ecdf(ax_f, {architecture: rates}, mark={architecture: frequency})
+    ax_f.set_title(f"fires on {100 * frequency:.2f}% of {tokens}: more often than "
+                   f"{100 * float((rates < frequency).mean()):.0f}% of the {len(rates)} latents", fontsize=9)
+    names = [t for t, _ in suppresses][::-1] + [t for t, _ in promotes][::-1]
+    values = [v for _, v in suppresses][::-1] + [v for _, v in promotes][::-1]
+    ax_l.barh(range(len(names)), values, color=[color if v > 0 else "grey" for v in values])
+    ax_l.set_yticks(range(len(names)), [repr(t) for t in names], fontsize=8)
+    ax_l.axvline(0, color="black", lw=0.8)
+    ax_l.set_xlabel("logit change per unit along the direction (before the final norm)")
+    ax_l.set_title("tokens it promotes (coloured) and suppresses (grey)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+LM_LATENT_COLUMNS = {"name": "name", "heldout_l0": "held-out L0", "heldout_dead_pct": "silent on held-out (%)",
+                     "dead_out_of_reach_pct": "out of reach (%)",
+                     "dead_pct_window": "dead % (last complete training window)",
+                     "dead_window_tokens": "that window (tokens)", "dense_latents": "dense (> 10% of tokens)"}
+"""The columns of :func:`lm_latents_table`: ``{column of the frame: header}``, in order."""
+
+
+def lm_latents_table(frame: Any, dense: Mapping[str, int], *, decimals: int = 2) -> Any:
+    """Chapter 9's table of the committed language-model SAEs: per SAE (a row of
+    :func:`aen_lib.results.lmref.lm_frame` with a ``name`` column added), its held-out L0, the shares silent on the
+    held-out tokens and out of reach, the dead share of the last complete training window and that window's length,
+    and ``dense[name]``, its number of latents firing on more than 10% of the held-out tokens (missing when the set
+    has no features file). Headers as in :data:`LM_LATENT_COLUMNS`, numbers rounded to ``decimals``."""
+    df = _frame_with(frame, [c for c in LM_LATENT_COLUMNS if c != "dense_latents"], "lm_latents_table")
+    view = df[[c for c in LM_LATENT_COLUMNS if c != "dense_latents"]]
+    view = view.assign(dense_latents=view["name"].map(dict(dense)))
+    return view.rename(columns=LM_LATENT_COLUMNS).round(decimals).reset_index(drop=True)
+
+
