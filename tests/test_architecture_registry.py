@@ -294,3 +294,64 @@ def test_a_saelens_folder_is_checked_by_the_layout_its_architecture_exports_to(t
             read_saelens_folder(folder)
     finally:
         unregister_architecture("jump_test")
+
+
+OPTION_THROWAWAY = '''
+from aen_lib.sae.architectures import ArchitectureSpec, register_architecture
+from aen_lib.sae.architectures.base import Option
+from aen_lib.sae.architectures.topk import TopK
+
+
+@register_architecture(ArchitectureSpec("damped_topk_test", "Damped TopK (test)", "#654321", "h", uses=("k",)))
+class DampedTopK(TopK):
+    """TopK whose kept codes are scaled by a damping factor of its own, made up for the options test."""
+
+    OPTIONS = {"damping_test": Option(1.0, lambda v: isinstance(v, float) and 0 < v <= 1, "must be a float in (0, 1]",
+                                      "factor every kept code is multiplied by")}
+
+    def __init__(self, cfgs, start, device, dtype):
+        super().__init__(cfgs, start, device, dtype)
+        self.hyper("damping", [self.option(c, "damping_test") for c in cfgs], device, dtype)
+
+    def activate(self, pre, ctx):
+        return super().activate(pre, ctx) * self.damping.reshape(-1, 1, 1)
+'''
+
+
+def test_a_new_architecture_declares_and_checks_its_own_option_in_its_own_file(tmp_path):
+    """Its option is set, swept, stored, checked (a bad value names the option and the allowed range) and used, all
+    declared in its module: the config module never names it, and the stored form of every other config is as before."""
+    import aen_lib.sae.config as config_module
+    from aen_lib import SAE, SAEConfig
+    from aen_lib.results.records import variant_id
+    from aen_lib.sae.architectures import unregister_architecture
+    from aen_lib.training.sweep import expand_grid
+
+    topk = SAEConfig(d_in=8, d_sae=16, architecture="topk", k=3)
+    before = (topk.to_dict(), variant_id(topk))
+    path = tmp_path / "option_test_architecture.py"
+    path.write_text(OPTION_THROWAWAY)
+    spec = importlib.util.spec_from_file_location("option_test_architecture", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    try:
+        cfg = SAEConfig(d_in=8, d_sae=16, architecture="damped_topk_test", k=3, options={"damping_test": 0.5})
+        assert cfg.to_dict()["options"] == {"damping_test": 0.5} and SAEConfig.from_dict(cfg.to_dict()) == cfg
+        grid = expand_grid(dict(d_in=8, d_sae=16), {"damped_topk_test": {"k": [3], "damping_test": [0.5, 1.0]}})
+        assert grid[0] == cfg and grid[1].options == {"damping_test": 1.0}
+        for bad in (0.0, 1.5, "half"):
+            with pytest.raises(ValueError) as e:
+                SAEConfig(d_in=8, d_sae=16, architecture="damped_topk_test", k=3, options={"damping_test": bad})
+            assert str(e.value) == f"options['damping_test']={bad!r} is invalid: must be a float in (0, 1]"
+        with pytest.raises(ValueError, match=r"^options\['damping_test'\]=0\.5 is invalid: topk takes the options"):
+            SAEConfig(d_in=8, d_sae=16, architecture="topk", k=3, options={"damping_test": 0.5})  # not topk's
+        # the option reaches the architecture: codes are TopK's, halved
+        damped, plain = SAE(cfg), SAE(SAEConfig(d_in=8, d_sae=16, architecture="topk", k=3))
+        plain.load_state_dict(damped.state_dict())
+        x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.allclose(damped.encode(x), 0.5 * plain.encode(x))
+        assert (topk.to_dict(), variant_id(topk)) == before  # no other config's stored form moved
+        source = Path(config_module.__file__).read_text(encoding="utf-8")
+        assert "damping_test" not in source and "damped_topk_test" not in source
+    finally:
+        unregister_architecture("damped_topk_test")

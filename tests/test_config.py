@@ -55,3 +55,53 @@ def test_unknown_field_and_corrupt_json(tmp_path):
         SAEConfig.from_json(bad)
     with pytest.raises(FileNotFoundError):
         SAEConfig.from_json(tmp_path / "missing.json")
+
+
+# --- the stored form: committed records keep their identity --------------------------------------------------------
+
+def test_every_committed_record_keeps_its_variant_id_and_its_config():
+    """A record's file name is the variant id of its stored config; rebuilding the config from it must give that id
+    and that dict back, key order included (a field moved to an architecture's options must not change either)."""
+    from pathlib import Path
+
+    from aen_lib.results.records import read_result, variant_id
+
+    paths = sorted((Path(__file__).resolve().parent.parent / "reference").glob("*/*-*.json"))
+    assert len(paths) >= 100  # the committed sets are there
+    for path in paths:
+        stored = read_result(path, "sae")["sae_config"]
+        cfg = SAEConfig.from_dict(dict(stored))
+        assert variant_id(cfg) == path.stem, path
+        assert list(cfg.to_dict().items()) == list(stored.items()), path
+
+
+def test_a_top_level_option_is_one_setting_however_it_is_written():
+    """JumpReLU's and BatchTopK's settings live in their files as options, yet stay keywords and top-level keys."""
+    from aen_lib.results.records import variant_id
+    from aen_lib.training.sweep import expand_grid
+
+    base = dict(d_in=8, d_sae=16, architecture="jumprelu", l0=0.01)
+    ways = [SAEConfig(**base, jumprelu_bandwidth=0.25),
+            SAEConfig(**base, options={"jumprelu_bandwidth": 0.25}),
+            SAEConfig.from_dict({**base, "jumprelu_bandwidth": 0.25}),
+            SAEConfig(**base, jumprelu_bandwidth=0.5).replace(jumprelu_bandwidth=0.25),
+            expand_grid(dict(d_in=8, d_sae=16), {"jumprelu": {"l0": [0.01], "jumprelu_bandwidth": [0.25]}})[0]]
+    assert all(c == ways[0] for c in ways) and len({variant_id(c) for c in ways}) == 1
+    d = ways[0].to_dict()
+    assert (d["jumprelu_bandwidth"], d["jumprelu_init_threshold"], d["batchtopk_threshold_beta"]) == (0.25, 0.001, 0.99)
+    assert d["options"] == {} and list(d)[-2:] == ["seed", "options"]
+    # a default is not kept, an integer is the float it was as a field: one config, one id
+    assert SAEConfig(**base, jumprelu_bandwidth=0.001).options == {}
+    assert SAEConfig(**base, jumprelu_bandwidth=1).to_dict()["jumprelu_bandwidth"] == 1.0
+    assert variant_id(SAEConfig(**base, jumprelu_bandwidth=1)) == variant_id(SAEConfig(**base, jumprelu_bandwidth=1.0))
+    # checked by the architecture that declares it, named as the keyword
+    with pytest.raises(ValueError, match=r"^jumprelu_bandwidth=-1\.0 is invalid: must be a finite number > 0"):
+        SAEConfig(**base, jumprelu_bandwidth=-1.0)
+    with pytest.raises(ValueError, match=r"^batchtopk_threshold_beta=1\.0 is invalid: must be a number in \[0, 1\)"):
+        SAEConfig(d_in=8, d_sae=16, architecture="batchtopk", k=2, batchtopk_threshold_beta=1.0)
+    # another architecture's setting: only its default, which every stored record holds
+    assert SAEConfig(d_in=8, d_sae=16, jumprelu_bandwidth=0.001) == SAEConfig(d_in=8, d_sae=16)
+    with pytest.raises(ValueError, match=r"^jumprelu_bandwidth=0\.5 is invalid: aen takes .*default 0\.001"):
+        SAEConfig(d_in=8, d_sae=16, architecture="aen", jumprelu_bandwidth=0.5)
+    with pytest.raises(ValueError, match="given twice"):
+        SAEConfig(**base, jumprelu_bandwidth=0.2, options={"jumprelu_bandwidth": 0.3})

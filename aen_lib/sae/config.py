@@ -6,19 +6,22 @@ a sweep grid stops the run before any work is done.
 
 :class:`SAEConfig` describes one sparse autoencoder: its sizes, its architecture (which sparsity objective it
 trains with, book: paper facts, model and loss) and every hyperparameter of that objective, including the adaptive-weight rule of
-book: paper facts, model and loss.
+book: paper facts, model and loss. What only one architecture reads, it declares itself (its ``OPTIONS``, in its file
+under :mod:`aen_lib.sae.architectures`), default and check included, so a new architecture edits nothing here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Callable, TypeVar, get_type_hints
 
 from .architectures import get_architecture
+from .architectures.base import top_level_options
 from ..errors import fail
 
 T = TypeVar("T", bound="ConfigBase")
@@ -32,10 +35,15 @@ class ConfigBase:
         return dataclasses.asdict(self)
 
     @classmethod
+    def stored_keys(cls) -> set[str]:
+        """The keys of :meth:`to_dict` (the fields)."""
+        return {f.name for f in fields(cls)}
+
+    @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         if not isinstance(data, dict):
             raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
+        known = cls.stored_keys()
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
@@ -100,14 +108,13 @@ class SAEConfig(ConfigBase):
     d_sae: int
     """Dictionary size m (number of latents)."""
     architecture: str = "aen"
-    """relu_l1 | elastic_net | adaptive_lasso | aen | topk | topk_auxk | batchtopk | jumprelu
-    (:mod:`aen_lib.sae.architectures`)."""
+    """A registered architecture name (:func:`aen_lib.sae.architectures.architecture_names`)."""
     l1: float = 0.0
     """λ1, coefficient of the (adaptive) l1 penalty (l1 family only)."""
     l2: float = 0.0
     """λ2, coefficient of the l2 'structural' penalty Σ h² (elastic_net and aen only; no ½ factor)."""
     k: int = 0
-    """Active latents per token (topk) or on average per token across the batch (batchtopk)."""
+    """Active latents per token, or on average per token across the batch (the k-sparse architectures)."""
     gamma: float = 0.5
     """γ, exponent of the adaptive weight (r / EMA)^γ (book: paper facts, model and loss)."""
     ema_beta: float = 0.9999
@@ -123,17 +130,14 @@ class SAEConfig(ConfigBase):
     ramp_steps: int = 2_000
     """R: after T_w the weights ramp linearly from 1 to their adaptive value over R steps."""
     l0: float = 0.0
-    """JumpReLU only: coefficient of the L0 penalty (Rajamanoharan et al. 2024)."""
-    jumprelu_init_threshold: float = 0.001
-    """JumpReLU only: initial threshold θ for every latent."""
-    jumprelu_bandwidth: float = 0.001
-    """JumpReLU only: bandwidth ε of the rectangle kernel in the straight-through estimator."""
-    batchtopk_threshold_beta: float = 0.99
-    """BatchTopK only: EMA decay of the inference threshold (mean smallest kept activation)."""
+    """λ0, coefficient of an L0 penalty (the architectures whose spec reads ``l0``)."""
     seed: int = 0
     """Seed of the parameter initialisation."""
     options: dict = dataclasses.field(default_factory=dict)
-    """Hyperparameters particular to one architecture, declared by it (e.g. topk_auxk's ``auxk_coef``)."""
+    """Hyperparameters particular to one architecture, declared by its ``OPTIONS`` (e.g. topk_auxk's ``auxk_coef``).
+    A *top-level* option (:attr:`aen_lib.sae.architectures.base.Option.top_level`, a field here once) is also taken
+    as a keyword and is a top-level key of :meth:`to_dict`, as it was then; it is kept here only where it differs from
+    its default."""
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -143,6 +147,7 @@ class SAEConfig(ConfigBase):
             fail("d_sae", self.d_sae, "must be a positive integer")
         if not isinstance(self.options, dict):
             fail("options", self.options, "must be a dict of architecture options")
+        self.options = _without_top_level_defaults(self.options)
         arch = get_architecture(self.architecture)  # ValueError listing the known architectures
         for name in ("l1", "l2", "l0"):
             if getattr(self, name) < 0:
@@ -163,15 +168,68 @@ class SAEConfig(ConfigBase):
             fail("warmup_steps", self.warmup_steps, "must be >= 0")
         if self.ramp_steps < 0:
             fail("ramp_steps", self.ramp_steps, "must be >= 0")
-        if self.jumprelu_init_threshold <= 0:
-            fail("jumprelu_init_threshold", self.jumprelu_init_threshold, "must be > 0")
-        if self.jumprelu_bandwidth <= 0:
-            fail("jumprelu_bandwidth", self.jumprelu_bandwidth, "must be > 0")
-        if not 0 <= self.batchtopk_threshold_beta < 1:
-            fail("batchtopk_threshold_beta", self.batchtopk_threshold_beta, "must lie in [0, 1)")
-        arch.validate(self)
+        arch.validate(self)  # its options, and whatever else it needs
 
     @property
     def label(self) -> str:
         """Short human-readable name of the configuration, e.g. ``aen λ1=0.005 λ2=0.0001 γ=0.5``."""
         return get_architecture(self.architecture).label(self)
+
+    # --- top-level options: the stored form of the settings that were fields before options existed -------------
+    @classmethod
+    def stored_keys(cls) -> set[str]:
+        return super().stored_keys() | set(top_level_options())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, with every registered architecture's top-level option as a key of its own (its default where
+        this config does not set it) before ``seed``: the form of every committed record, so its variant id holds."""
+        d = super().to_dict()
+        seed, options = d.pop("seed"), d.pop("options")
+        top = top_level_options()
+        for name in sorted(top, reverse=True):  # the order they had as fields: a new record reads as the committed do
+            d[name] = options.pop(name, top[name].default)
+        return {**d, "seed": seed, "options": options}
+
+    def replace(self, **changes: Any) -> "SAEConfig":
+        """A copy with some fields or top-level options changed (validated again)."""
+        top = {k: changes.pop(k) for k in list(changes) if k in top_level_options()}
+        if top:
+            changes["options"] = {**changes.get("options", self.options), **top}
+        return dataclasses.replace(self, **changes)
+
+
+def _without_top_level_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the top-level options at their default, an integer given for a float one made a float
+    (as the field it once was): the same config has one ``options`` and one variant id however it was written."""
+    top = top_level_options()
+    out = {}
+    for key, value in options.items():
+        if key in top:
+            default = top[key].default
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is type(default) and value == default:
+                continue
+        out[key] = value
+    return out
+
+
+def _taking_top_level_options(init: Callable[..., None]) -> Callable[..., None]:
+    """Let ``SAEConfig(...)`` take a top-level option as a keyword, as it took the field it once was (the chapters,
+    the tests and :meth:`SAEConfig.from_dict` of a stored record do): it goes into ``options``."""
+
+    @functools.wraps(init)
+    def __init__(self: SAEConfig, *args: Any, **kwargs: Any) -> None:
+        top = {k: kwargs.pop(k) for k in list(kwargs) if k in top_level_options()}
+        options = kwargs.get("options") or {}
+        if top and isinstance(options, dict):
+            twice = sorted(set(top) & set(options))
+            if twice:
+                raise ValueError(f"{twice[0]} is given twice, as a keyword and in options; give it once")
+            kwargs["options"] = {**options, **top}
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+SAEConfig.__init__ = _taking_top_level_options(SAEConfig.__init__)  # type: ignore[method-assign]

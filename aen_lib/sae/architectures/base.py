@@ -16,7 +16,7 @@ ARCHITECTURES: dict[str, type["Architecture"]] = {}
 """Registered architecture name -> class (several names may share one class, e.g. the l1 family)."""
 
 CONFIG_FIELDS = ("l1", "l2", "k", "l0", "gamma", "ema_beta", "ref_top_pct", "w_min", "w_max", "warmup_steps",
-                 "ramp_steps", "jumprelu_init_threshold", "jumprelu_bandwidth", "batchtopk_threshold_beta")
+                 "ramp_steps")
 """The hyperparameter fields of :class:`aen_lib.sae.config.SAEConfig` an architecture may read (sizes and seed are
 every architecture's; architecture-only ones live in ``SAEConfig.options``, declared by :attr:`Architecture.OPTIONS`)."""
 
@@ -25,8 +25,9 @@ every architecture's; architecture-only ones live in ``SAEConfig.options``, decl
 class ArchitectureSpec:
     """Everything outside an architecture's class that the rest of the library needs to know about one registered
     name: how the book shows it (``label``, ``color``, ``marker``), whether the paper trains it (``in_paper``), which
-    :data:`CONFIG_FIELDS` it reads (``uses``; the command line leaves the others at 0) and the command line's
-    defaults for them where they differ from :class:`aen_lib.sae.config.SAEConfig`'s (``cli_defaults``)."""
+    :data:`CONFIG_FIELDS` it reads (``uses``; the command line leaves the others at 0; an option an architecture
+    registered before declares may be named too) and the command line's defaults for them where they differ from
+    :class:`aen_lib.sae.config.SAEConfig`'s (``cli_defaults``). Its own options it declares in its ``OPTIONS``."""
 
     name: str
     label: str
@@ -37,7 +38,7 @@ class ArchitectureSpec:
     cli_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [f for f in (*self.uses, *self.cli_defaults) if f not in CONFIG_FIELDS]
+        unknown = [f for f in (*self.uses, *self.cli_defaults) if f not in CONFIG_FIELDS and f not in declared_options()]
         if unknown:
             raise ValueError(f"architecture {self.name!r} names config fields {unknown} that SAEConfig does not have; "
                              f"known: {list(CONFIG_FIELDS)} (architecture-only settings go in OPTIONS)")
@@ -110,6 +111,26 @@ class Option:
     check: Callable[[Any], bool]
     allowed: str
     doc: str
+    top_level: bool = False
+    """Also a keyword of ``SAEConfig`` (``SAEConfig(jumprelu_bandwidth=0.1)``) and a top-level key of its ``to_dict()``,
+    for every architecture, holding the default where another architecture is configured. Only the settings that
+    were ``SAEConfig`` fields before options existed are: every record written since holds them so, and its variant
+    id (:func:`aen_lib.results.records.variant_id`) hashes them. A new top-level option would change the id of every
+    committed record (``tests/test_config.py`` recomputes them); declare a new option without it."""
+
+
+def declared_options() -> dict[str, Option]:
+    """Every option a registered architecture declares, name -> :class:`Option` (the first declaration of a name)."""
+    out: dict[str, Option] = {}
+    for cls in ARCHITECTURES.values():
+        for name, opt in cls.OPTIONS.items():
+            out.setdefault(name, opt)
+    return out
+
+
+def top_level_options() -> dict[str, Option]:
+    """The :attr:`Option.top_level` options of the registered architectures, in registry order."""
+    return {name: opt for name, opt in declared_options().items() if opt.top_level}
 
 
 class Architecture(nn.Module):
@@ -143,11 +164,14 @@ class Architecture(nn.Module):
     @classmethod
     def validate(cls, cfg: Any) -> None:
         """Check the fields this architecture uses (``ValueError`` naming field, value and range)."""
+        top = top_level_options()
         for key, value in cfg.options.items():
+            name = key if key in top else f"options[{key!r}]"  # a top-level option is named as its keyword
             if key not in cls.OPTIONS:
-                fail(f"options[{key!r}]", value, f"{cfg.architecture} takes the options {sorted(cls.OPTIONS)}")
+                fail(name, value, f"{cfg.architecture} takes the options {sorted(cls.OPTIONS)}"
+                     + (f"; leave {key} at its default {top[key].default!r}" if key in top else ""))
             if not cls.OPTIONS[key].check(value):
-                fail(f"options[{key!r}]", value, cls.OPTIONS[key].allowed)
+                fail(name, value, cls.OPTIONS[key].allowed)
 
     @classmethod
     def option(cls, cfg: Any, key: str) -> Any:

@@ -11,25 +11,34 @@ import torch
 from torch import Tensor
 
 from ...palette import OKABE_ITO
-from .base import ArchitectureSpec, StepContext, register_architecture
+from .base import ArchitectureSpec, Option, StepContext, register_architecture
 from .topk import KSparse
 
 
-@register_architecture(ArchitectureSpec("batchtopk", "BatchTopK", OKABE_ITO["reddish_purple"], "v",
-                                        uses=("k", "batchtopk_threshold_beta")))
+def _decay(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+
+
+@register_architecture(ArchitectureSpec("batchtopk", "BatchTopK", OKABE_ITO["reddish_purple"], "v", uses=("k",)))
 class BatchTopK(KSparse):
     """State: ``threshold [Mg]`` (float32) and ``threshold_initialised [Mg]``."""
 
     saelens_architecture = "jumprelu"
     supports_ddp = False  # the top-(k·B) selection spans the whole batch, which DDP splits across ranks
     ACTIVATION_COUNTS = (4, 5, 3)
+    # top-level: it was an SAEConfig field, and every committed record's variant id hashes it (Option.top_level)
+    OPTIONS = {
+        "batchtopk_threshold_beta": Option(0.99, _decay, "must be a number in [0, 1)",
+                                           "EMA decay of the inference threshold (mean smallest kept activation)",
+                                           top_level=True),
+    }
 
     threshold: Tensor
     threshold_initialised: Tensor
 
     def __init__(self, cfgs: list[Any], start: int, device: torch.device | None, dtype: torch.dtype) -> None:
         super().__init__(cfgs, start, device, dtype)
-        self.hyper("beta", [c.batchtopk_threshold_beta for c in cfgs], device, torch.float64)
+        self.hyper("beta", [self.option(c, "batchtopk_threshold_beta") for c in cfgs], device, torch.float64)
         self.register_buffer("threshold", torch.zeros(len(cfgs), device=device, dtype=torch.float32))
         self.register_buffer("threshold_initialised", torch.zeros(len(cfgs), device=device, dtype=torch.bool))
 

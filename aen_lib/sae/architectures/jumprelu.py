@@ -11,7 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from ...palette import OKABE_ITO
-from .base import Architecture, ArchitectureSpec, StepContext, register_architecture
+from .base import Architecture, ArchitectureSpec, Option, StepContext, register_architecture
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 class JumpReLUFn(torch.autograd.Function):
@@ -49,22 +53,29 @@ class StepFn(torch.autograd.Function):
         return torch.zeros_like(z), dtheta.reshape(-1, theta.shape[-1]).sum(0), None
 
 
-@register_architecture(ArchitectureSpec("jumprelu", "JumpReLU", OKABE_ITO["black"], "P",
-                                        uses=("l0", "jumprelu_init_threshold", "jumprelu_bandwidth")))
+@register_architecture(ArchitectureSpec("jumprelu", "JumpReLU", OKABE_ITO["black"], "P", uses=("l0",)))
 class JumpReLU(Architecture):
     """Learned ``log_threshold [Mg, m]`` (an extra parameter, trained by the same Adam); per-member λ0."""
 
     saelens_architecture = "jumprelu"
     ACTIVATION_COUNTS = (5, 8, 6)
+    # top-level: they were SAEConfig fields, and every committed record's variant id hashes them (Option.top_level)
+    OPTIONS = {
+        "jumprelu_init_threshold": Option(0.001, _positive, "must be a finite number > 0",
+                                          "initial threshold θ of every latent", top_level=True),
+        "jumprelu_bandwidth": Option(0.001, _positive, "must be a finite number > 0",
+                                     "bandwidth ε of the rectangle kernel in the straight-through estimator",
+                                     top_level=True),
+    }
 
     def __init__(self, cfgs: list[Any], start: int, device: torch.device | None, dtype: torch.dtype) -> None:
         super().__init__(cfgs, start, device, dtype)
-        init = torch.tensor([[math.log(c.jumprelu_init_threshold)] for c in cfgs], device=device)
+        init = torch.tensor([[math.log(self.option(c, "jumprelu_init_threshold"))] for c in cfgs], device=device)
         self.log_threshold = nn.Parameter(init.expand(len(cfgs), self.d_sae).clone())
         self.hyper("l0", [c.l0 for c in cfgs], device, torch.float32)
         # members laid side by side as one wide layer [B, r·m], one autograd call per distinct bandwidth ε
-        self.eps_rows = {e: [i for i, c in enumerate(cfgs) if c.jumprelu_bandwidth == e]
-                         for e in sorted({c.jumprelu_bandwidth for c in cfgs})}
+        eps = [float(self.option(c, "jumprelu_bandwidth")) for c in cfgs]
+        self.eps_rows = {e: [i for i, ei in enumerate(eps) if ei == e] for e in sorted(set(eps))}
 
     @classmethod
     def label(cls, cfg: Any) -> str:
