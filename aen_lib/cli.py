@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -182,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluation.metrics import recovery_metrics
     from .sae.model import SAE
     from .training.train import TrainConfig, Trainer
+    from .results.records import write_result
 
     try:
         spec = architecture_spec(args.architecture)  # ValueError naming the registered architectures
@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if out is not None:
         save_sae(sae, out / "sae", metadata={"data": data_cfg.to_dict()}, normalization="none", overwrite=True)
-        (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+        # a stored result (versioned); rewritten when --resume continues a finished run (_prepare_out refuses a new
+        # run in a folder that holds one)
+        write_result(out / "final.json", "train_final", final, overwrite=True)
     return 0
 
 

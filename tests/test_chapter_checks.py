@@ -107,7 +107,7 @@ def test_chapter1_claims_hold_on_its_results_and_are_the_ones_it_saved(ch1):
     fresh = CLAIMS["topk_silent_more_than_l1_on_fresh_samples"](ch1["table"], k=ch1["k"], tol=ch1["tol"],
                                                                  eval_samples=ch1["eval_samples"])
     _same_verdict(ch1["saved"]["fresh"], fresh)
-    assert set(ch1["saved"]) == {"headline", "fresh", "free", "reconstruction", "revival", "reach"}
+    assert set(ch1["saved"]) - {"record_version"} == {"headline", "fresh", "free", "reconstruction", "revival", "reach"}
 
 
 @pytest.mark.slow

@@ -39,6 +39,22 @@ def test_cli_topk_has_l0_k(tmp_path):
     assert final["l0"] <= 3.0
 
 
+def test_final_json_is_a_versioned_train_final_result_that_a_resume_rewrites(tmp_path, capsys):
+    from aen_lib.results.records import read_result
+
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--checkpoint-every", "20", *TINY]) == 0
+    first = read_result(out / "final.json", "train_final")
+    assert first["record_version"] == 1 and list(json.loads((out / "final.json").read_text()))[0] == "record_version"
+    with pytest.raises(ValueError, match="final.json: this distributed_result record lacks .*train_final record"):
+        read_result(out / "final.json", "distributed_result")
+    (out / "final.json").write_text(json.dumps({k: v for k, v in first.items() if k != "record_version"}))
+    assert read_result(out / "final.json", "train_final")["l0"] == first["l0"]  # written before the version: v1
+    assert main(["--resume", "--out", str(out), *TINY, "--steps", "60"]) == 0  # the same run continued: replaced
+    assert json.loads((out / "final.json").read_text())["record_version"] == 1  # the legacy file was rewritten
+    capsys.readouterr()
+
+
 def test_cli_bad_values_exit_2(capsys):
     assert main(["--architecture", "gated", *TINY]) == 2
     assert "architecture" in capsys.readouterr().err

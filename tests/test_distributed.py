@@ -319,6 +319,35 @@ def test_cli_one_process_writes_results_and_skips_finished(tmp_path):
         run(RunConfig.from_dict(dict(rc, out_dir=str(tmp_path / "o2"))), DistContext(rank=0, world_size=5))
 
 
+def test_result_json_is_a_versioned_result_and_a_legacy_one_is_still_skipped(tmp_path):
+    from aen_lib.results.records import read_result
+    from aen_lib.training.distributed import run
+
+    torch.save(_rows(), tmp_path / "rows.pt")
+    rc = {"out_dir": str(tmp_path / "out"), "device": "cpu",
+          "train": {"steps": 4, "batch_size": 12, "lr": 1e-2, "log_every": 2, "progress": False},
+          "data": {"kind": "tensor", "path": str(tmp_path / "rows.pt")},
+          "saes": [{"name": "old", **_sae_cfg().to_dict()}, {"name": "new", **_sae_cfg("topk").to_dict()}]}
+    legacy = {"name": "old", "sae_cfg": _sae_cfg().to_dict(), "final": {"l0": 1.0}, "steps": 4, "skipped_steps": 0,
+              "seconds": 1.0, "world_size": 1}  # written before result.json had a version
+    (tmp_path / "out" / "old").mkdir(parents=True)
+    (tmp_path / "out" / "old" / "result.json").write_text(json.dumps(legacy, indent=2))
+    results = run(RunConfig.from_dict(rc), DistContext())
+    assert results["old"] == legacy  # finished: skipped, read as version 1
+    written = read_result(tmp_path / "out" / "new" / "result.json", "distributed_result")
+    assert written["record_version"] == 1 and written["steps"] == 4
+    same = json.dumps(results["new"])  # as text: NaN metrics compare equal
+    assert json.dumps({k: v for k, v in written.items() if k != "record_version"}) == same  # what a resume returns
+    assert json.dumps(run(RunConfig.from_dict(rc), DistContext())["new"]) == same
+    (tmp_path / "out" / "old" / "result.json").write_text(json.dumps({**legacy, "record_version": 2}))
+    with pytest.raises(ValueError, match=r"old/result.json: record_version 2 is not supported .*update aen_lib.* "
+                                         r"\(or delete .*old/result.json to retrain that SAE\)"):
+        run(RunConfig.from_dict(rc), DistContext())
+    (tmp_path / "out" / "old" / "result.json").write_text(json.dumps({"l0": 1.0}))
+    with pytest.raises(ValueError, match="this distributed_result record lacks .*to retrain that SAE"):
+        run(RunConfig.from_dict(rc), DistContext())
+
+
 # --------------------------------------------------------------------------------------------------------------
 # torchrun: a crashing rank fails the launch; the checkpoint survives
 # --------------------------------------------------------------------------------------------------------------

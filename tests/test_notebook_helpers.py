@@ -280,3 +280,58 @@ def test_chapter_setup_cell_reaches_openmp_in_time():
     if not spin:
         pytest.skip("torch's OpenMP runtime is not GNU libgomp here: no spin count to read")
     assert spin == ["  GOMP_SPINCOUNT = '0'"]
+
+
+def test_save_json_writes_a_versioned_result_of_the_kind_its_name_says_and_rewrites_it(tmp_path):
+    from aen_lib.results.records import read_result
+
+    out = tmp_path / "results" / "01_feature_starvation"
+    summary = nbh.save_json({"b": np.float64(0.5), "a": {"z": 1, "y": [2]}}, out / "summary.json")
+    text = summary.read_text()
+    assert json.loads(text) == {"record_version": 1, "a": {"y": [2], "z": 1}, "b": 0.5}
+    assert list(json.loads(text)) == ["record_version", "a", "b"] and text.index('"y"') < text.index('"z"')  # sorted
+    assert read_result(summary, "chapter_summary")["b"] == 0.5
+    nbh.save_json({"a": 2}, summary)  # a chapter rewrites its summary on every run
+    assert nbh.load_json(summary) == {"record_version": 1, "a": 2}
+    claims = nbh.save_json({"headline": {"holds": True}}, out / "claims.json")
+    manifest = nbh.save_json({"model": "m", "saes": {}}, out / "saes" / "manifest.json")
+    other = nbh.save_json({"device": "cpu"}, out / "timing.json")
+    for path, kind in ((claims, "chapter_claims"), (manifest, "chapter_manifest"), (other, "chapter_result")):
+        assert nbh.CHAPTER_RESULT_KINDS.get(path.name, "chapter_result") == kind
+        assert read_result(path, kind)["record_version"] == 1
+    with pytest.raises(ValueError, match=r"x.json: this train_final record lacks \['dead_pct'"):  # an explicit kind
+        nbh.save_json({"l0": 1.0}, out / "x.json", kind="train_final")
+    assert not (out / "x.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["claims.json", "saes", "summary.json", "timing.json"]  # no tmp
+
+
+def test_save_json_keeps_a_table_as_it_is_and_load_json_reads_legacy_files(tmp_path):
+    rows = [{"run": "ch1", "status": "ok"}]
+    path = nbh.save_json(rows, tmp_path / "summary.json")  # make reproduce's run summary: a list has no version
+    assert json.loads(path.read_text()) == rows and nbh.load_json(path) == rows
+    assert nbh.load_json(nbh.save_json(None, tmp_path / "ddp_demo.json")) is None
+    legacy = {"parameters": {"steps": 10}, "nan": float("nan")}  # a summary.json written before results had a version
+    (tmp_path / "old" / "saes").mkdir(parents=True)
+    (tmp_path / "old" / "summary.json").write_text(json.dumps(legacy, indent=2, sort_keys=True) + "\n")
+    back = nbh.load_json(tmp_path / "old" / "summary.json")
+    assert sorted(back) == ["nan", "parameters"] and back["parameters"] == {"steps": 10} and math.isnan(back["nan"])
+    (tmp_path / "old" / "saes" / "manifest.json").write_text(json.dumps({"model": "m", "saes": {}}))
+    assert nbh.load_json(tmp_path / "old" / "saes" / "manifest.json") == {"model": "m", "saes": {}}  # as version 1
+
+
+def test_load_json_refuses_a_newer_version_or_another_kind_naming_the_file_and_the_fix(tmp_path):
+    newer = tmp_path / "summary.json"
+    newer.write_text(json.dumps({"record_version": 2, "dead": 1}))
+    with pytest.raises(ValueError, match=r"summary.json: record_version 2 is not supported \(this library reads 1\); "
+                                         "it was written by a newer aen_lib: update aen_lib"):
+        nbh.load_json(newer)
+    final = tmp_path / "final.json"
+    final.write_text(json.dumps({"l0": 1.0, "dead_pct": 0.0, "ev": 0.9, "skipped_steps": 0, "seconds": 1.0}))
+    assert nbh.load_json(final, kind="train_final")["l0"] == 1.0
+    with pytest.raises(ValueError, match="final.json: this invocation record lacks .*holds the keys of a train_final"):
+        nbh.load_json(final, kind="invocation")
+    with pytest.raises(ValueError, match="a stored train_final result must be a JSON object"):
+        nbh.load_json(nbh.save_json([1], tmp_path / "rows.json"), kind="train_final")
+    (tmp_path / "cut.json").write_text('{"a": ')
+    with pytest.raises(ValueError, match="cut.json is not valid JSON .*run the chapter that writes it again"):
+        nbh.load_json(tmp_path / "cut.json")

@@ -113,6 +113,32 @@ def test_a_killed_invocation_leaves_its_record_and_its_saved_progress_counts(tmp
     assert calls[0]["seconds"] >= 0.2 and calls[0]["ended"] is not None and calls[0]["commit"]
 
 
+def test_the_ledger_writes_versioned_invocations_and_reads_legacy_ones(tmp_path):
+    import torch
+
+    from aen_lib.results.records import read_result
+    from aen_lib.results.reference import InvocationLedger, read_invocations, settled_invocations
+
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    legacy = {"started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T01:00:00+00:00", "completed": False,
+              "commit": "abc", "seconds": 3600.0, "cpu_seconds": 3500.0, "member_steps_at_start": 0}
+    (inv / "20260101T000000000000.json").write_text(json.dumps(legacy, indent=1))  # written before the version
+    with InvocationLedger(inv, sweep_dir=tmp_path / "sweep", device=torch.device("cpu"), every_s=0.05) as ledger:
+        first = json.loads(ledger.path.read_text())
+    assert list(first)[0] == "record_version" and first["record_version"] == 1  # every heartbeat rewrites it
+    assert read_result(ledger.path, "invocation")["completed"] is True
+    calls = settled_invocations(inv, total=0)
+    assert calls[0] == {**legacy, "member_steps": 0} and "record_version" not in calls[1]  # provenance lists calls
+    assert [c["completed"] for c in read_invocations(inv)] == [False, True]
+    (inv / "30000101T000000000000.json").write_text(json.dumps({**legacy, "record_version": 2}))
+    with pytest.raises(ValueError, match=r"30000101T000000000000.json: record_version 2 is not supported"):
+        read_invocations(inv)
+    (inv / "30000101T000000000000.json").write_text(json.dumps({"l0": 1.0}))
+    with pytest.raises(ValueError, match=r"30000101T000000000000.json: this invocation record lacks \['started'"):
+        settled_invocations(inv, total=0)
+
+
 def test_git_state_names_the_uncommitted_files(tmp_path):
     import subprocess
 

@@ -264,3 +264,75 @@ def test_committed_results_read_through_the_one_reader():
         read_result(f, kind)
         seen += 1
     assert seen > 100
+
+
+# the kinds added when every stored result went through write_result / read_result: a body of each as its writer
+# writes it (aen_lib.results.reference's ledger, aen-train's final.json, a distributed run's result.json, a chapter)
+NEW_KINDS = {
+    "invocation": {"started": "2026-01-01T00:00:00+00:00", "ended": None, "completed": False, "commit": "abc",
+                   "seconds": 0.0, "cpu_seconds": 0.0, "member_steps_at_start": 0},
+    "train_final": {"l0": 15.9, "dead_pct": 1.5, "ev": 0.61, "support_f1": 0.9, "skipped_steps": 0, "seconds": 2.5},
+    "distributed_result": {"name": "aen", "sae_cfg": {"architecture": "aen"}, "final": {"l0": 4.0}, "steps": 8,
+                           "skipped_steps": 0, "seconds": 1.0, "world_size": 2, "global_batch_size": 12},
+    "chapter_summary": {"parameters": {"steps": 10}, "table": [{"l0": 3.0, "ev": float("nan")}]},
+    "chapter_claims": {"headline": {"claim": "c", "holds": True, "numbers": {"x": 1.0}, "sentence": "s"}},
+    "chapter_manifest": {"model": "m", "layer": 3, "saes": {"aen": {"folder": "aen"}}},
+    "chapter_result": {"device": "cpu", "runs": []},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NEW_KINDS))
+def test_each_new_kind_round_trips_with_its_version_and_reads_without_one(tmp_path, kind):
+    from aen_lib.results.records import RECORD_VERSION, RESULT_KINDS, read_result, write_result
+
+    assert kind in RESULT_KINDS
+    body = NEW_KINDS[kind]
+    path = write_result(tmp_path / f"{kind}.json", kind, body)
+    assert next(iter(json.loads(path.read_text()))) == "record_version"  # the version comes first in the file
+    back = read_result(path, kind)
+    assert back["record_version"] == RECORD_VERSION == 1
+    assert json.dumps({k: v for k, v in back.items() if k != "record_version"}) == json.dumps(body)  # NaN included
+    # written before these results had a version: reads as version 1, content unchanged
+    (tmp_path / "legacy.json").write_text(json.dumps(body))
+    assert json.dumps(read_result(tmp_path / "legacy.json", kind)) == json.dumps(body)
+    # a newer version is refused, naming the file and the fix
+    (tmp_path / "newer.json").write_text(json.dumps({"record_version": RECORD_VERSION + 1, **body}))
+    with pytest.raises(ValueError, match=r"newer.json: record_version 2 is not supported .* newer aen_lib: update"):
+        read_result(tmp_path / "newer.json", kind)
+
+
+def test_a_file_of_another_kind_is_refused_naming_the_file_and_what_it_is(tmp_path):
+    from aen_lib.results.records import read_result, write_result
+
+    final = write_result(tmp_path / "final.json", "train_final", NEW_KINDS["train_final"])
+    with pytest.raises(ValueError, match=r"final.json: this distributed_result record lacks \['name', 'sae_cfg', "
+                                         r"'final', 'steps', 'world_size'\]; it holds the keys of a train_final "
+                                         "record: read it as that kind"):
+        read_result(final, "distributed_result")
+    ledger = write_result(tmp_path / "inv.json", "invocation", NEW_KINDS["invocation"])
+    with pytest.raises(ValueError, match=r"inv.json: this train_final record lacks .*; it holds the keys of a "
+                                         "invocation record"):
+        read_result(ledger, "train_final")
+    manifest = write_result(tmp_path / "manifest.json", "chapter_manifest", NEW_KINDS["chapter_manifest"])
+    with pytest.raises(ValueError, match=r"manifest.json: this invocation record lacks .* not a invocation record: "
+                                         "delete it and run what writes it again"):
+        read_result(manifest, "invocation")
+    # the writer refuses too: nothing is written
+    with pytest.raises(ValueError, match="lacks"):
+        write_result(tmp_path / "x.json", "distributed_result", NEW_KINDS["train_final"])
+    with pytest.raises(ValueError, match="must be a mapping"):
+        write_result(tmp_path / "x.json", "chapter_result", [1, 2])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_overwrite_replaces_a_result_atomically_and_schema_is_an_ordinary_key_of_the_new_kinds(tmp_path):
+    from aen_lib.results.records import read_result, write_result
+
+    path = write_result(tmp_path / "summary.json", "chapter_summary", {"schema": "v", "n": 1})
+    with pytest.raises(FileExistsError, match="nothing was overwritten"):
+        write_result(path, "chapter_summary", {"n": 2})
+    write_result(path, "chapter_summary", {"n": 2}, overwrite=True)
+    assert read_result(path, "chapter_summary") == {"record_version": 1, "n": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+    write_result(path, "chapter_summary", {"schema": "v"}, overwrite=True)
+    assert read_result(path, "chapter_summary")["schema"] == "v"  # content, not an old name of the version

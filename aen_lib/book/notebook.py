@@ -48,7 +48,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..store import CHECKOUT
+from ..store import CHECKOUT, atomic_write
 from .. import configure_openmp
 
 __all__ = [
@@ -238,23 +238,63 @@ def _to_jsonable(obj: Any) -> Any:
     raise TypeError(f"save_json cannot store a value of type {type(obj).__name__}: {obj!r}")
 
 
-def save_json(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` as indented JSON (numpy/torch values, dataclasses and paths are converted) and return the path.
+CHAPTER_RESULT_KINDS = {"summary.json": "chapter_summary", "claims.json": "chapter_claims",
+                        "manifest.json": "chapter_manifest"}
+"""The result kind (:data:`aen_lib.results.records.RESULT_KINDS`) of a chapter's JSON file, by file name; any other
+name is a ``"chapter_result"``."""
 
-    Non-finite floats are written as ``NaN``/``Infinity`` (Python's json default), which ``load_json`` reads back.
+
+def _chapter_kind(path: Path) -> str:
+    return CHAPTER_RESULT_KINDS.get(path.name, "chapter_result")
+
+
+def _sorted_keys(value: Any) -> Any:
+    """``value`` with every object's keys in sorted order (so a chapter's files diff cleanly between runs)."""
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def save_json(obj: Any, path: str | Path, kind: str | None = None) -> Path:
+    """Write ``obj`` as a stored result (:func:`aen_lib.results.records.write_result`, atomically, with
+    ``record_version``) and return the path; numpy/torch values, dataclasses and paths are converted, keys sorted.
+
+    ``kind`` defaults to the file's name (:data:`CHAPTER_RESULT_KINDS`: ``summary.json``, ``claims.json``,
+    ``manifest.json``; else ``"chapter_result"``). A chapter rewrites its results on every run, so an existing file is
+    replaced. A value that is not a JSON object (a table as a list of rows, or ``None``) has no place for the version:
+    without an explicit ``kind`` it is written as it is. Non-finite floats are written as ``NaN``/``Infinity``
+    (Python's json default), which :func:`load_json` reads back.
     """
+    from ..results.records import write_result  # here: it imports torch, which configure_openmp must precede
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_to_jsonable(obj), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    value = _sorted_keys(_to_jsonable(obj))
+    if isinstance(value, dict) or kind is not None:
+        return write_result(path, kind or _chapter_kind(path), value, overwrite=True)
+    text = json.dumps(value, indent=2) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def load_json(path: str | Path) -> Any:
-    """Read a JSON file written by :func:`save_json`."""
+def load_json(path: str | Path, kind: str | None = None) -> Any:
+    """Read a JSON file written by :func:`save_json`: a JSON object through
+    :func:`aen_lib.results.records.read_result` (its version and keys checked; returned as stored, with its
+    ``record_version``; a file written before results had a version reads as version 1), anything else as it is.
+    ``kind`` as in :func:`save_json`."""
+    from ..results.records import read_result  # here: it imports torch, which configure_openmp must precede
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no JSON results file at {path}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt: run the chapter that writes it "
+                         "again") from e
+    if not isinstance(value, dict) and kind is None:
+        return value
+    return read_result(path, kind or _chapter_kind(path))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,11 +15,13 @@ target and report each metric as mean [min, max] over seeds: :func:`closest_to_t
 frontiers of a metric against L0 (book: paper facts, synthetic protocol): :func:`pareto_frontier`, with the better direction of each metric
 in :data:`METRIC_DIRECTIONS`.
 
-Every result file the project stores (this record, and a reference set's ``provenance.json``, ``mechanism.json``,
-``evaluation.json``, ``features.json`` and ``harvest_<split>.json``) is written by :func:`write_result` and read by
-:func:`read_result`: one format, versioned by one field (``record_version``, :data:`RECORD_VERSION`), each kind
-with the keys it must hold (:data:`RESULT_KINDS`). A reader gets a one-line error that names the file and what is
-wrong, never a ``KeyError`` three calls later.
+Every result file the project stores (this record; a reference set's ``provenance.json``, ``mechanism.json``,
+``evaluation.json``, ``features.json``, ``harvest_<split>.json`` and its invocation ledger; a chapter's
+``summary.json``, ``claims.json``, ``saes/manifest.json`` and other JSON results, through
+:func:`aen_lib.book.notebook.save_json`; ``aen-train``'s ``final.json``; a distributed run's ``result.json``) is written
+by :func:`write_result` and read by :func:`read_result`: one format, versioned by one field (``record_version``,
+:data:`RECORD_VERSION`), each kind with the keys it must hold (:data:`RESULT_KINDS`). A reader gets a one-line error
+that names the file, what is wrong and what to do, never a ``KeyError`` three calls later.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ import pandas as pd
 
 from ..sae.architectures import architecture_names, architecture_spec
 from ..sae.config import SAEConfig
-from ..store import atomic_write
+from ..store import RECORD_VERSION, RESULT_KINDS, UNVERSIONED_BEFORE, check_result, read_result, write_result
 
 __all__ = [
     "RECORD_VERSION",
     "RESULT_KINDS",
+    "UNVERSIONED_BEFORE",
     "write_result",
     "read_result",
     "METRIC_DIRECTIONS",
@@ -58,61 +61,6 @@ __all__ = [
     "figure2_findings",
     "auxk_comparison",
 ]
-
-RECORD_VERSION = 1
-"""The version of every stored result's format. Files written before the version was one field name it ``schema``
-(a trained SAE's record) or, for a harvest record, not at all; :func:`read_result` reads them as version 1."""
-
-RESULT_KINDS: dict[str, tuple[str, ...]] = {
-    "sae": ("method", "variant", "seed", "sae_config", "final"),
-    "provenance": ("set", "command", "protocol", "members", "invocations"),
-    "mechanism": ("set", "members"),
-    "evaluation": ("set", "saes"),
-    "features": ("set", "saes"),
-    "harvest": ("config", "windows", "rows", "checksum"),
-}
-"""Each kind of stored result and the keys a file of that kind must hold."""
-
-
-def _check_result(rec: Any, kind: str, where: str) -> dict[str, Any]:
-    if kind not in RESULT_KINDS:
-        raise ValueError(f"unknown result kind {kind!r}; known: {sorted(RESULT_KINDS)}")
-    if not isinstance(rec, dict):
-        raise ValueError(f"{where}: a stored {kind} result must be a JSON object, got {type(rec).__name__}")
-    version = rec.get("record_version", rec.get("schema", 1 if kind == "harvest" else None))
-    if version != RECORD_VERSION:
-        raise ValueError(f"{where}: record_version {version!r} is not supported (this library reads "
-                         f"{RECORD_VERSION}); read it with the aen_lib version that wrote it")
-    missing = [k for k in RESULT_KINDS[kind] if k not in rec]
-    if missing:
-        raise ValueError(f"{where}: this {kind} record lacks {missing}; the file is incomplete or not a {kind} record")
-    return rec
-
-
-def write_result(path: str | Path, kind: str, body: Mapping[str, Any], *, overwrite: bool = False) -> Path:
-    """Write one stored result of ``kind`` atomically as JSON (``record_version`` first, NaN kept as ``NaN``).
-
-    Refuses to replace an existing file unless ``overwrite``: what is saved is not lost by a second run.
-    """
-    path = Path(path)
-    rec = _check_result({"record_version": RECORD_VERSION,
-                         **{k: v for k, v in body.items() if k not in ("record_version", "schema")}}, kind, str(path))
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; delete it to write it again (nothing was overwritten)")
-    text = json.dumps(rec, indent=1, allow_nan=True, ensure_ascii=False) + "\n"
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def read_result(path: str | Path, kind: str) -> dict[str, Any]:
-    """Read one stored result of ``kind``, checking its version and keys (errors name the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected a {kind} record)")
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt") from e
-    return _check_result(rec, kind, str(path))
 
 METRIC_DIRECTIONS: dict[str, str] = {
     "l0": "min",
@@ -252,7 +200,7 @@ def member_record(
 def save_record(rec: Mapping[str, Any], folder: str | Path, name: str | None = None) -> Path:
     """Write ``rec`` atomically as ``folder/<name>.json`` (default name ``<variant>_seed<seed>``); a chapter's rerun
     replaces its own record."""
-    rec = _check_result(dict(rec), "sae", "save_record")
+    rec = check_result(dict(rec), "sae", "save_record")
     name = name or f"{rec['variant']}_seed{rec['seed']}"
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"record name must be a plain file stem, got {name!r}")
@@ -277,7 +225,7 @@ def records_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     ``data_``), every final metric, and every scalar extra. Histories stay in the records."""
     rows = []
     for rec in records:
-        rec = _check_result(dict(rec), "sae", "records_frame")
+        rec = check_result(dict(rec), "sae", "records_frame")
         row: dict[str, Any] = {k: rec[k] for k in ("method", "label", "variant", "seed")}
         # a config field that a final metric also names (l0: JumpReLU's λ0 against the measured L0; l1, l2: the
         # penalties against their loss terms) is kept as config_<name>, and the metric keeps the plain name

@@ -289,8 +289,8 @@ class InvocationLedger:
         self.record.update(update, ended=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            seconds=round(time.perf_counter() - self._t0, 1),
                            cpu_seconds=round(time.process_time() - self._c0, 1))
-        rec = dict(self.record)
-        atomic_write(self.path, lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
+        rec = dict(self.record)  # a copy in one step: the heartbeat thread and the caller both update the record
+        write_result(self.path, "invocation", rec, overwrite=True)  # each heartbeat rewrites the same file
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -311,9 +311,16 @@ class InvocationLedger:
         return settled_invocations(self.folder, total)
 
 
+def read_invocations(folder: Path) -> list[dict[str, Any]]:
+    """The invocation records in ``folder`` (stored ``invocation`` results), in start order, without the files'
+    ``record_version`` (a set's provenance lists them as invocations, not as files)."""
+    calls = [read_result(p, "invocation") for p in sorted(Path(folder).glob("*.json"))]  # names: start time, µs
+    return [{k: v for k, v in c.items() if k != "record_version"} for c in calls]
+
+
 def settled_invocations(folder: Path, total: int) -> list[dict[str, Any]]:
     """The invocation records in ``folder``, in start order, each with its saved ``member_steps``."""
-    calls = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]  # names: start time, µs
+    calls = read_invocations(folder)
     for call, saved in zip(calls, saved_member_steps(calls, total)):
         call["member_steps"] = saved
     return calls
@@ -744,7 +751,7 @@ def _set_status(work: str | Path, *, now: dt.datetime | None = None, every_s: fl
     plan = json.loads(manifest.read_text())
     total = sum(len(c) for c in plan["chunks"]) * int(plan["train"]["steps"])
     held = checkpointed_member_steps(work / "sweep")
-    calls = [json.loads(p.read_text()) for p in sorted((work / "invocations").glob("*.json"))]
+    calls = read_invocations(work / "invocations")
     now = now or dt.datetime.now(dt.timezone.utc)
     last = calls[-1] if calls else None
     running = bool(last and not last.get("completed") and last.get("ended")

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from ..sae.config import ConfigBase, SAEConfig
 from ..errors import fail
 from ..sae.io import save_sae
-from ..store import atomic_write
+from ..store import read_result, write_result
 from ..sae.model import SAE
 from ..sae.reduce import LOCAL, ProcessGroupReducer, Reducer
 from ..data.sources import ActivationSource, DataSource, StridedShard, TensorStream, shard_windows
@@ -335,11 +335,13 @@ def _lock_run_folder(out_root: Path, ctx: DistContext) -> Any:
 
 
 def _read_result(path: Path) -> dict[str, Any]:
+    """A finished SAE's ``result.json`` (a stored ``distributed_result``), as :func:`_run_locked` returned it when it
+    trained that SAE (without the file's ``record_version``)."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the file is truncated or corrupt: delete it to retrain "
-                         "that SAE") from e
+        rec = read_result(path, "distributed_result")
+    except ValueError as e:
+        raise ValueError(f"{e} (or delete {path} to retrain that SAE)") from e
+    return {k: v for k, v in rec.items() if k != "record_version"}
 
 
 def run(rc: RunConfig, ctx: DistContext | None = None) -> dict[str, dict[str, Any]]:
@@ -382,7 +384,8 @@ def _run_locked(rc: RunConfig, ctx: DistContext, tcfg: TrainConfig, per_rank: in
                    "global_batch_size": tcfg.batch_size, "device": str(ctx.device), "autocast": tcfg.autocast}
         if ctx.is_main:
             save_sae(sae, folder / "sae", metadata=dict(rc.metadata), normalization=normalization, overwrite=True)
-            atomic_write(folder / "result.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+            # replaced when the SAE is trained again (a run without resume retrains every SAE)
+            write_result(folder / "result.json", "distributed_result", summary, overwrite=True)
         ctx.reducer.barrier()
         results[name] = summary
     return results
