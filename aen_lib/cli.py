@@ -27,6 +27,23 @@ if TYPE_CHECKING:  # main() imports torch after configure_openmp(): torch's Open
 PROG = "aen-train"
 
 
+def _options(items: list[str]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` arguments as an options dict; the architecture validates names and values."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--option {item!r} is not NAME=VALUE (e.g. --option auxk_k=64)")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[name.strip()] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -48,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-top-pct", type=float, default=sae["ref_top_pct"])
     p.add_argument("--warmup-steps", type=int, default=sae["warmup_steps"], help="T_w")
     p.add_argument("--ramp-steps", type=int, default=sae["ramp_steps"], help="R")
+    from .sae.architectures.base import declared_options
+
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an architecture's own setting, repeatable; VALUE is read as JSON (a number, true/false) or "
+                        "else as text. Declared: " + ", ".join(f"{n} ({o.doc})" for n, o in declared_options().items()))
     p.add_argument("--n", type=int, default=data["n"], help="input dimension")
     p.add_argument("--m", type=int, default=data["m"], help="dictionary size (true and learned)")
     p.add_argument("--data-k", type=int, default=data["k"], help="active atoms per sample")
@@ -193,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             d_in=args.n, d_sae=args.m, architecture=args.architecture, **given,
             gamma=args.gamma, ema_beta=args.ema_beta, ref_top_pct=args.ref_top_pct,
             warmup_steps=args.warmup_steps, ramp_steps=args.ramp_steps, seed=args.seed,
+            options=_options(args.option),
         )
         data_cfg = SpikedDictionaryConfig(n=args.n, m=args.m, k=args.data_k, rho=args.rho, seed=args.seed)
         out = Path(args.out) if args.out else None

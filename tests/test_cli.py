@@ -184,3 +184,23 @@ def test_console_script_fails_in_one_line_and_sleeps_openmp(tmp_path):
     if "GOMP_SPINCOUNT" not in proc.stderr:
         pytest.skip("torch's OpenMP runtime is not GNU libgomp here: no spin count to read")
     assert "GOMP_SPINCOUNT = '0'" in proc.stderr
+
+
+def test_option_flags_reach_the_architecture_and_bad_ones_fail_in_one_line(tmp_path, capsys):
+    """--option sets an architecture's own setting (here TopK+AuxK's k_aux and coefficient, saved with the SAE's
+    config); an unknown name, a bad value or a malformed flag ends in one line naming the problem, exit 2."""
+    from aen_lib.sae.io import load_sae
+
+    out = tmp_path / "aux"
+    assert main(["--architecture", "topk_auxk", "--k", "3", "--option", "auxk_k=5", "--option", "auxk_coef=0.25",
+                 "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    sae, _ = load_sae(out / "sae")
+    assert sae.cfgs[0].options == {"auxk_k": 5, "auxk_coef": 0.25}
+    for flags, says in ((["--option", "auxk_k=-1"], "auxk_k"), (["--option", "nonsense=1"], "nonsense"),
+                        (["--option", "auxk_k"], "NAME=VALUE")):
+        assert main(["--architecture", "topk_auxk", "--k", "3", *flags, *TINY]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert "auxk_dead_tokens" in subprocess.run([sys.executable, "-m", "aen_lib.cli", "--help"], capture_output=True,
+                                                text=True, timeout=120).stdout
