@@ -48,7 +48,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..store import CHECKOUT, atomic_write
+from ..store import CHECKOUT, atomic_write, check_result, write_result
 from .. import configure_openmp
 
 __all__ = [
@@ -258,7 +258,7 @@ def _sorted_keys(value: Any) -> Any:
 
 
 def save_json(obj: Any, path: str | Path, kind: str | None = None) -> Path:
-    """Write ``obj`` as a stored result (:func:`aen_lib.results.records.write_result`, atomically, with
+    """Write ``obj`` as a stored result (:func:`aen_lib.store.write_result`, atomically, with
     ``record_version``) and return the path; numpy/torch values, dataclasses and paths are converted, keys sorted.
 
     ``kind`` defaults to the file's name (:data:`CHAPTER_RESULT_KINDS`: ``summary.json``, ``claims.json``,
@@ -267,8 +267,6 @@ def save_json(obj: Any, path: str | Path, kind: str | None = None) -> Path:
     without an explicit ``kind`` it is written as it is. Non-finite floats are written as ``NaN``/``Infinity``
     (Python's json default), which :func:`load_json` reads back.
     """
-    from ..results.records import write_result  # here: it imports torch, which configure_openmp must precede
-
     path = Path(path)
     value = _sorted_keys(_to_jsonable(obj))
     if isinstance(value, dict) or kind is not None:
@@ -279,11 +277,9 @@ def save_json(obj: Any, path: str | Path, kind: str | None = None) -> Path:
 
 def load_json(path: str | Path, kind: str | None = None) -> Any:
     """Read a JSON file written by :func:`save_json`: a JSON object through
-    :func:`aen_lib.results.records.read_result` (its version and keys checked; returned as stored, with its
+    the store's :func:`aen_lib.store.check_result` (its version and keys checked; returned as stored, with its
     ``record_version``; a file written before results had a version reads as version 1), anything else as it is.
     ``kind`` as in :func:`save_json`."""
-    from ..results.records import read_result  # here: it imports torch, which configure_openmp must precede
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no JSON results file at {path}")
@@ -294,7 +290,7 @@ def load_json(path: str | Path, kind: str | None = None) -> Any:
                          "again") from e
     if not isinstance(value, dict) and kind is None:
         return value
-    return read_result(path, kind or _chapter_kind(path))
+    return check_result(value, kind or _chapter_kind(path), str(path))
 
 
 # ----------------------------------------------------------------------------------------------------------------
