@@ -447,6 +447,7 @@ def lm_aen_weights_end_at_w_max(df: pd.DataFrame, *, share: float = 0.9) -> Verd
         return Verdict(name, None, {}, "No AEN SAE with recorded adaptive weights.")
     fr = aen["w_frac_max"].astype(float)
     holds = bool((fr >= share).all())
+    share = (f"the AEN SAE ends with {100 * fr.min():.1f}% of its weights at w_max" if len(aen) == 1 else
+             f"over {len(aen)} AEN SAEs, {100 * fr.min():.1f}% to {100 * fr.max():.1f}% of the weights end at w_max")
     return Verdict(name, holds, {"min": float(fr.min()), "max": float(fr.max())},
-                   f"Over {len(aen)} AEN SAEs, {100 * fr.min():.1f}% to {100 * fr.max():.1f}% of the weights end at "
-                   f"w_max (the paper: 90-99.9%).")
+                   f"{share[0].upper()}{share[1:]} (the paper: 90-99.9%).")
