@@ -149,6 +149,10 @@ def test_recorded_command_drops_machine_folders():
     cmd = recorded_command(["train", "--study", "pilot", "--corpus", "/x/corpus", "--cache-root=/y", "--seed", "1",
                             "--work", "/z", "--no-progress"])
     assert cmd == "python -m aen_lib.results.lmref train --study pilot --seed 1 --no-progress"
+    from aen_lib.store import CHECKOUT
+
+    cmd = recorded_command(["evaluate", str(CHECKOUT / "reference" / "lm_x_seed0"), "--no-progress"])
+    assert cmd == "python -m aen_lib.results.lmref evaluate reference/lm_x_seed0 --no-progress"
 
 
 def test_a_tiny_set_trains_records_its_final_window_and_evaluates_centred(tmp_path, corpus, tiny, monkeypatch):

@@ -899,9 +899,12 @@ _MACHINE_FLAGS = ("--corpus", "--cache-root", "--work")
 
 
 def recorded_command(argv: Sequence[str]) -> str:
-    """The train command as a record keeps it: folders are this machine's, so ``--corpus``,
-    ``--cache-root`` and ``--work`` (either spelling) are left out."""
+    """A command as a record keeps it: folders are this machine's, so ``--corpus``, ``--cache-root`` and ``--work``
+    (either spelling) are left out, and an absolute path inside the checkout (a set folder given to ``evaluate`` or
+    ``features``) is written relative to it."""
     import shlex
+
+    from ..store import CHECKOUT
 
     words, skip = [], False
     for a in argv:
@@ -910,7 +913,8 @@ def recorded_command(argv: Sequence[str]) -> str:
         elif a in _MACHINE_FLAGS:
             skip = True
         elif not a.startswith(tuple(f + "=" for f in _MACHINE_FLAGS)):
-            words.append(a)
+            p = Path(a)
+            words.append(str(p.relative_to(CHECKOUT)) if p.is_absolute() and p.is_relative_to(CHECKOUT) else a)
     return "python -m aen_lib.results.lmref " + " ".join(shlex.quote(a) for a in words)
 
 
