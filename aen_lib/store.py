@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["CHECKOUT", "atomic_write", "RECORD_VERSION", "RESULT_KINDS", "UNVERSIONED_BEFORE", "write_result",
-           "read_result", "check_result"]
+           "read_result", "check_result", "read_json"]
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 """The folder that holds the ``aen_lib`` package: the repository root of a source checkout (its ``reference/`` sets,
@@ -117,13 +117,19 @@ def write_result(path: str | Path, kind: str, body: Mapping[str, Any], *, overwr
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def read_result(path: str | Path, kind: str) -> dict[str, Any]:
-    """Read one stored result of ``kind``, checking its version and keys (errors name the file)."""
+def read_json(path: str | Path, *, missing: str, corrupt: str) -> Any:
+    """The parsed JSON of ``path``; ``FileNotFoundError(missing)`` when there is no file, and a ``ValueError`` naming
+    the file and the parse error, followed by ``corrupt`` (what to do), when it does not parse."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected a {kind} record)")
+        raise FileNotFoundError(missing)
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt") from e
+        raise ValueError(f"{path} is not valid JSON ({e}); {corrupt}") from e
+
+
+def read_result(path: str | Path, kind: str) -> dict[str, Any]:
+    """Read one stored result of ``kind``, checking its version and keys (errors name the file)."""
+    rec = read_json(path, missing=f"{path} does not exist (expected a {kind} record)", corrupt="the file is corrupt")
     return check_result(rec, kind, str(path))

@@ -48,7 +48,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..store import CHECKOUT, atomic_write, check_result, write_result
+from ..store import CHECKOUT, atomic_write, check_result, read_json, write_result
 from .. import configure_openmp
 
 __all__ = [
@@ -281,13 +281,8 @@ def load_json(path: str | Path, kind: str | None = None) -> Any:
     ``record_version``; a file written before results had a version reads as version 1), anything else as it is.
     ``kind`` as in :func:`save_json`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no JSON results file at {path}")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt: run the chapter that writes it "
-                         "again") from e
+    value = read_json(path, missing=f"no JSON results file at {path}",
+                      corrupt="the file is corrupt: run the chapter that writes it again")
     if not isinstance(value, dict) and kind is None:
         return value
     return check_result(value, kind or _chapter_kind(path), str(path))
