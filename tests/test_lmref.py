@@ -126,6 +126,7 @@ def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tm
         "record_version": 1, "set": folder.name, "kind": "language_model", "wall_seconds": 7200.0,
         "command": "python -m aen_lib.results.lmref train --study pilot", "members": 1,
         "protocol": {"train": {"steps": 2500, "batch_size": 4096}},
+        "harvest": {"train": {"config": {"dataset": "aen-corpus:train:a2882c5f6aa9ae70"}}},
         "invocations": [{"cpu": "Some CPU", "device": "cpu"}, {"cpu": "Some CPU", "device": "cpu"}]}))
     rec = {"record_version": 1, "method": "topk", "variant": "topk-abc", "seed": 0, "sae_config": {"k": 32},
            "label": "topk k=32", "final": {"dead_pct_window": 13.94},
@@ -135,12 +136,12 @@ def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tm
     (folder / "harvest_train.json").write_text("{}")  # harvest records are not SAEs
     lines = lm_table([folder]).splitlines()
     assert len(lines) == 3
-    assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | — | — | 13.9 | "
+    assert lines[2] == ("| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | `a2882c5f` | 32.0 | 0.712 | 20.5 | — | — | 13.9 | "
                         "1.75 points (not settled) | 2 | 2.0 | Some CPU (cpu) |")
     (folder / "evaluation.json").write_text(json.dumps({"record_version": 1, "set": folder.name, "saes": {"topk-abc.json": {
         "dead_out_of_reach_heldout_pct": 4.56, "spliced": {"ce_recovered_mean_ablation": 0.9412}}}}))
     assert lm_table([folder]).splitlines()[2].startswith(
-        "| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | 32.0 | 0.712 | 20.5 | 4.6 | 0.941 | 13.9 |")
+        "| `lm_smollm2_pilot_seed0` | topk k=32 | 2,500 | 10,240,000 | `a2882c5f` | 32.0 | 0.712 | 20.5 | 4.6 | 0.941 | 13.9 |")
 
 
 def test_recorded_command_drops_machine_folders():
@@ -327,12 +328,14 @@ def _frame_rows():
     import pandas as pd
 
     base = {"b_dec_init": "zero", "inputs": "raw", "steps": 2500, "dead_pct_paper_window": 10.0,
-            "heldout_dead_pct": 40.0, "heldout_ev": 0.6, "shrinkage": 0.7, "w_mean": None, "w_frac_max": None}
+            "heldout_dead_pct": 40.0, "heldout_ev": 0.6, "shrinkage": 0.7, "w_mean": None, "w_frac_max": None,
+            "ema_beta": None}
     rows = [{"method": "topk", "label": "topk k=32", "set": "pilot", "heldout_l0": 32.0},
             {"method": "topk", "label": "topk k=32 mean", "set": "biasmean", "heldout_l0": 32.0, "b_dec_init": "mean"},
-            {"method": "aen", "label": "aen 0.0045", "set": "a", "heldout_l0": 26.9},
-            {"method": "aen", "label": "aen 0.0041", "set": "b", "heldout_l0": 36.0},
-            {"method": "aen", "label": "aen 0.005 short", "set": "bracket", "heldout_l0": 32.1, "steps": 1200},
+            {"method": "aen", "label": "aen 0.0045", "set": "a", "heldout_l0": 26.9, "ema_beta": 0.999},
+            {"method": "aen", "label": "aen 0.0041", "set": "b", "heldout_l0": 36.0, "ema_beta": 0.999},
+            {"method": "aen", "label": "aen 0.005 short", "set": "bracket", "heldout_l0": 32.1, "steps": 1200,
+             "ema_beta": 0.999},
             {"method": "relu_l1", "label": "l1 0.02", "set": "c", "heldout_l0": 0.2}]
     return pd.DataFrame([{**base, **r} for r in rows])
 
@@ -346,6 +349,43 @@ def test_matched_table_picks_the_closest_full_length_sae_per_method_and_treatmen
     assert got == {("topk", "b_dec at 0"): ("topk k=32", True), ("topk", "b_dec at the mean"): ("topk k=32 mean", True),
                    ("aen", "b_dec at 0"): ("aen 0.0041", True), ("relu_l1", "b_dec at 0"): ("l1 0.02", False)}
     assert t.loc[t["label"] == "aen 0.0041", "off_pct"].iloc[0] == pytest.approx(12.5)
+
+
+def test_matched_table_keeps_seeds_betas_and_training_splits_apart():
+    import pandas as pd
+    from aen_lib.results.lmref import lm_matched_table
+
+    rows = _frame_rows().assign(seed=0, train_split="a2882c5f")
+    extra = pd.DataFrame([{**rows.iloc[3].to_dict(), "label": "aen beta paper", "ema_beta": 0.9999, "heldout_l0": 32.0},
+                          {**rows.iloc[0].to_dict(), "label": "topk seed 1", "seed": 1, "train_split": "818e8edf"}])
+    t = lm_matched_table(pd.concat([rows, extra], ignore_index=True), target=32)
+    got = {(r.method, r.treatment, r.beta, r.seed): (r.label, r.train_split) for r in t.itertuples()}
+    # the β 0.9999 SAE is nearer 32 but is its own row; seed 1 is its own row and names its training split
+    assert got[("aen", "b_dec at 0", "0.999", 0)] == ("aen 0.0041", "a2882c5f")
+    assert got[("aen", "b_dec at 0", "0.9999", 0)] == ("aen beta paper", "a2882c5f")
+    assert got[("topk", "b_dec at 0", "", 1)] == ("topk seed 1", "818e8edf")
+    assert len(got) == len(t) == 6
+
+
+def test_matched_claim_pairs_seeds_and_judges_the_protocol_beta_only():
+    import pandas as pd
+    from aen_lib.results.claims import CLAIMS
+    from aen_lib.results.lmref import lm_matched_table
+
+    rows = _frame_rows().assign(seed=0)
+    rows.loc[rows["label"] == "aen 0.0041", "dead_pct_paper_window"] = 2.0
+    seed1 = rows[rows["label"].isin(["topk k=32", "aen 0.0041"])].assign(seed=1)
+    both = pd.concat([rows, seed1], ignore_index=True)
+    claim = CLAIMS["lm_topk_more_dead_than_aen_at_matched_l0"]
+    v = claim(lm_matched_table(both, target=32))
+    assert v.holds is True and v.numbers == {"seeds": [0, 1], "topk": [10.0, 10.0], "aen": [2.0, 2.0]}
+    # one seed where AEN starves as much as TopK breaks the verdict
+    both.loc[(both["seed"] == 1) & (both["method"] == "aen"), "dead_pct_paper_window"] = 30.0
+    assert claim(lm_matched_table(both, target=32)).holds is False
+    # an AEN at another β does not stand in for the protocol's
+    other = rows.copy()
+    other.loc[other["method"] == "aen", "ema_beta"] = 0.9999
+    assert claim(lm_matched_table(other, target=32)).holds is None
 
 
 def test_matched_claim_waits_for_a_matched_aen_and_then_judges_it():

@@ -245,6 +245,9 @@ steps, 40% of 25,000; over 2,500 steps that β would move the EMA only about a f
 leaving AEN nearly an elastic net. β 0.999 keeps the time constant at 40% of the run; the paper's literal 0.9999 is
 trained beside it (issue 21's β study)."""
 
+LM_ADAPTIVE_BETA: float = _ADAPTIVE["ema_beta"][0]
+"""The EMA's β of the sets' adaptive rule (:data:`_ADAPTIVE`); the matched-L0 claim compares AEN at this β."""
+
 LM_STUDIES: dict[str, LMStudy] = {
     "pilot": LMStudy({"topk": {"k": [32]}},
                      "TopK k=32 alone, to choose the scale: its dead % must have stopped moving (within 1 point over "
@@ -278,6 +281,15 @@ LM_STUDIES: dict[str, LMStudy] = {
                                   "(λ1 0.0045) ended at held-out L0 26.9 and adaptive_lasso_matched (0.0027) at "
                                   "about 23, both below 32 by more than 15%; each λ1 is moved by the log-log slope "
                                   "of the adaptive bracket (L0 ∝ λ1^-1.7 between 0.00125 and 0.005)"),
+    "aen_l0_range": LMStudy({"aen": {"l1": [0.0061, 0.0018], "l2": [0.001], **_ADAPTIVE}},
+                            "AEN near L0 16 and 128 (the paper's Pythia rows at L0 16 and 128): from aen_matched's "
+                            "held-out L0 26.9 at λ1 0.0045 and the adaptive bracket's slope (L0 ∝ λ1^-1.7), "
+                            "λ1 0.0045 x (26.9/16)^(1/1.7) = 0.0061 and 0.0045 x (26.9/128)^(1/1.7) = 0.0018"),
+    "aen_beta_paper": LMStudy({"aen": {"l1": [0.0045], "l2": [0.001], "gamma": [0.5], "ema_beta": [0.9999],
+                                       "ref_top_pct": [0.05]}},
+                              "AEN at the paper's literal β 0.9999 beside aen_matched's β 0.999, at the same λ1 "
+                              "0.0045, so that β is the only difference (over 2,500 steps β 0.9999 moves the EMA "
+                              "about a fifth of the way from its start at 1)"),
     "topk_biasmean": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 with the pre-encoder bias "
                              "started at the training rows' mean", b_dec_init="mean"),
     "topk_centred": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 on mean-centred rows",
@@ -755,6 +767,7 @@ def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
             except ValueError:
                 settled = None
             row = {"set": prov["set"], "study": prov["study"], "seed": rec["seed"], "method": rec["method"],
+                   "train_split": training_split_label(prov),
                    "label": rec["label"], "variant": rec["variant"], "l1": cfg["l1"], "l2": cfg["l2"], "k": cfg["k"],
                    "ema_beta": cfg["ema_beta"], "steps": train["steps"], "tokens": train["steps"] * train["batch_size"],
                    "b_dec_init": prov["protocol"].get("b_dec_init", "zero"),
@@ -781,6 +794,14 @@ def lm_frame(folders: Sequence[str | os.PathLike[str]]) -> Any:
     return pd.DataFrame(rows)
 
 
+def training_split_label(provenance: dict[str, Any]) -> str:
+    """The training split a language-model set read, as the first 8 hex digits of its checksum (the cache key's
+    ``dataset``, e.g. ``"a2882c5f"``). Debian point releases change the corpus: sets on different builds are
+    labelled apart, never silently pooled (README, offline corpus)."""
+    dataset = str(provenance["harvest"]["train"]["config"]["dataset"])
+    return dataset.rsplit(":", 1)[-1][:8]
+
+
 def treatment(b_dec_init: str, inputs: str) -> str:
     """How a set treated the activations' mean, in words: ``"b_dec at 0"`` (the paper), ``"b_dec at the mean"`` or
     ``"centred rows"``."""
@@ -795,29 +816,38 @@ MATCH_TOLERANCE = 0.15
 
 def lm_matched_table(frame: Any, *, target: float = 32.0, full_steps: int | None = None,
                      tolerance: float = MATCH_TOLERANCE) -> Any:
-    """The matched-L0 table of the committed language-model sets: for each architecture and treatment of the mean
-    (:func:`treatment`), the full-length SAE whose held-out L0 is closest to ``target`` on a log scale, as the paper
-    picks its rows. ``frame``: :func:`lm_frame`. ``full_steps``: the full run's length (shorter calibration runs are
-    left out; default: the longest run in ``frame``). Columns: ``method, treatment, label, set, heldout_l0,
-    matched`` (within ``tolerance`` of the target), ``off_pct`` (signed distance from the target, %), the dead shares
-    ``dead_pct_paper_window, heldout_dead_pct``, ``heldout_ev``, ``shrinkage``, the adaptive weights' ``w_mean,
-    w_frac_max`` and, where evaluated, ``ce_recovered_mean, kl``."""
+    """The matched-L0 table of the committed language-model sets: for each architecture, treatment of the mean
+    (:func:`treatment`), adaptive rule (``beta``: the EMA's β, empty for fixed-weight SAEs) and seed, the full-length
+    SAE whose held-out L0 is closest to ``target`` on a log scale, as the paper picks its rows. ``frame``:
+    :func:`lm_frame`. ``full_steps``: the full run's length (shorter calibration runs are left out; default: the
+    longest run in ``frame``). Columns: ``method, treatment, beta, seed, label, set, train_split`` (the training
+    split's checksum prefix: :func:`training_split_label`), ``heldout_l0, matched`` (within ``tolerance`` of the
+    target), ``off_pct`` (signed distance from the target, %), the dead shares ``dead_pct_paper_window,
+    heldout_dead_pct``, ``heldout_ev``, ``shrinkage``, the adaptive weights' ``w_mean, w_frac_max`` and, where
+    evaluated, ``ce_recovered_mean, kl``."""
     import numpy as np
     import pandas as pd
 
     if frame.empty:
-        return frame.assign(treatment=[], matched=[], off_pct=[])
+        return frame.assign(treatment=[], beta=[], matched=[], off_pct=[])
     steps = int(full_steps if full_steps is not None else frame["steps"].max())
     full = frame[frame["steps"] == steps].copy()
     full["treatment"] = [treatment(b, i) for b, i in zip(full["b_dec_init"], full["inputs"])]
     full["off_pct"] = 100.0 * (full["heldout_l0"] / target - 1.0)
     full["matched"] = full["off_pct"].abs() <= 100.0 * tolerance
     full["_dist"] = np.abs(np.log(full["heldout_l0"].clip(lower=1e-9) / target))
-    rows = full.sort_values("_dist").groupby(["method", "treatment"], sort=False).head(1)
+    adaptive = full["method"].isin(["adaptive_lasso", "aen"])
+    beta = full["ema_beta"] if "ema_beta" in full else pd.Series([None] * len(full), index=full.index)
+    full["beta"] = [f"{float(b):g}" if a and b is not None and b == b else "" for a, b in zip(adaptive, beta)]
+    if "seed" not in full:
+        full["seed"] = 0
+    if "train_split" not in full:
+        full["train_split"] = ""
+    rows = full.sort_values("_dist").groupby(["method", "treatment", "beta", "seed"], sort=False).head(1)
     order = {"topk": 0, "topk_auxk": 1, "relu_l1": 2, "elastic_net": 3, "adaptive_lasso": 4, "aen": 5}
-    rows = rows.assign(_o=rows["method"].map(order).fillna(9)).sort_values(["_o", "treatment"])
-    cols = ["method", "treatment", "label", "set", "heldout_l0", "matched", "off_pct", "dead_pct_paper_window",
-            "heldout_dead_pct", "heldout_ev", "shrinkage", "w_mean", "w_frac_max"]
+    rows = rows.assign(_o=rows["method"].map(order).fillna(9)).sort_values(["_o", "treatment", "beta", "seed"])
+    cols = ["method", "treatment", "beta", "seed", "label", "set", "train_split", "heldout_l0", "matched", "off_pct",
+            "dead_pct_paper_window", "heldout_dead_pct", "heldout_ev", "shrinkage", "w_mean", "w_frac_max"]
     cols += [c for c in ("ce_recovered_mean", "kl") if c in rows]
     return pd.DataFrame(rows[cols]).reset_index(drop=True)
 
@@ -849,20 +879,22 @@ def lm_dead_windows(folders: Sequence[str | os.PathLike[str]], *, complete_only:
 
 
 def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
-    """A markdown table of committed language-model sets, one row per SAE: set, SAE, steps, tokens, held-out L0, EV
+    """A markdown table of committed language-model sets, one row per SAE: set, SAE, steps, tokens, the training
+    split's checksum prefix (:func:`training_split_label`), held-out L0, EV
     and dead %, and once the set is evaluated (``evaluation.json``) the share out of reach and the CE recovered
     against mean ablation, the last window's dead % in training, and whether it settled over the last quarter (its
     range)."""
-    rows = ["| set | SAE | steps | tokens | held-out L0 | held-out EV | held-out dead % | out of reach % "
+    rows = ["| set | SAE | steps | tokens | training split | held-out L0 | held-out EV | held-out dead % | out of reach % "
             "| CE recovered (mean abl.) | dead % (last window) | dead % moved over the last quarter | invocations "
             "| wall h | hardware |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+            "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for folder in folders:
         folder = Path(folder)
         prov = read_result(folder / "provenance.json", "provenance")
         calls = prov.get("invocations", [])
         hw = sorted({f"{c.get('cpu', '?')} ({c.get('device', '?')})" for c in calls})
         train = prov["protocol"]["train"]
+        split = training_split_label(prov)
         ev_path = folder / EVALUATION_NAME
         evaluation = read_result(ev_path, "evaluation")["saes"] if ev_path.exists() else {}
         for rec_path in sorted(folder.glob("*-*.json")):
@@ -881,7 +913,7 @@ def lm_table(folders: Sequence[str | os.PathLike[str]]) -> str:
                      if settled else "not judged (short run)")
             dead_w = fin.get("dead_pct_window")
             rows.append(f"| `{prov['set']}` | {rec['label']} | {train['steps']:,} | "
-                        f"{train['steps'] * train['batch_size']:,} | {ex['heldout_l0']:.1f} | {ex['heldout_ev']:.3f} | "
+                        f"{train['steps'] * train['batch_size']:,} | `{split}` | {ex['heldout_l0']:.1f} | {ex['heldout_ev']:.3f} | "
                         f"{ex['heldout_dead_pct']:.1f} | {reach} | {ce_rec} | "
                         f"{'—' if dead_w is None or dead_w != dead_w else f'{dead_w:.1f}'} | {moved} | {len(calls)} | "
                         f"{prov['wall_seconds'] / 3600:.1f} | {', '.join(hw)} |")

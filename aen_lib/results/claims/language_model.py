@@ -24,6 +24,8 @@ attention-sink position too).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from .core import DEAD_MARGIN, Verdict, register
@@ -400,30 +402,58 @@ def _aen_starved(df: pd.DataFrame) -> pd.DataFrame:
 
 @register("lm_topk_more_dead_than_aen_at_matched_l0",
           "at matched L0 near 32 (each within 15% of it on held-out tokens), TopK has more dead latents than AEN over "
-          "the paper's dead window, scaled to the run; both with the pre-encoder bias at 0 as in the paper",
-          source="paper", counterexample=_aen_starved, example=_matched_sets_example,
+          "the paper's dead window, scaled to the run, on every seed; both with the pre-encoder bias at 0 as in the "
+          "paper", source="paper", counterexample=_aen_starved, example=_matched_sets_example,
           needs=("method", "treatment", "label", "heldout_l0", "matched", "dead_pct_paper_window"))
-def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) -> Verdict:
-    """``df``: :func:`aen_lib.results.lmref.lm_matched_table`. Holds when TopK's dead % exceeds AEN's by more than
-    ``margin`` points; not testable when either has no row with b_dec at 0, or its closest row is not matched (then
-    the sentence names the L0 it reached)."""
+def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MARGIN,
+                                             beta: str | None = None) -> Verdict:
+    """``df``: :func:`aen_lib.results.lmref.lm_matched_table`. TopK and AEN rows are paired by seed (a frame without a
+    ``seed`` column is one seed); AEN's rows are those of the sets' adaptive rule (``beta``, default the β of
+    :data:`aen_lib.results.lmref.LM_ADAPTIVE_BETA`), so a β study does not stand in for the matched row. Holds when
+    TopK's dead % exceeds AEN's by more than ``margin`` points on every seed where both are matched; not testable
+    when no seed has both rows with b_dec at 0, or none has both matched (the sentence names the L0 reached)."""
+    from ..lmref import LM_ADAPTIVE_BETA
+
     name = "lm_topk_more_dead_than_aen_at_matched_l0"
     base = df[df["treatment"] == "b_dec at 0"]
-    rows = {m: base[base["method"] == m] for m in ("topk", "aen")}
+    if "seed" not in base:
+        base = base.assign(seed=0)
+    want = f"{LM_ADAPTIVE_BETA:g}" if beta is None else beta
+    aen = base[base["method"] == "aen"]
+    if "beta" in aen:
+        aen = aen[aen["beta"] == want]
+    rows = {"topk": base[base["method"] == "topk"], "aen": aen}
     missing = [m for m, r in rows.items() if r.empty]
     if missing:
         return Verdict(name, None, {}, f"No full-length {' or '.join(missing)} SAE with b_dec at 0 is committed yet.")
-    t, a = rows["topk"].iloc[0], rows["aen"].iloc[0]
-    off = [r for r in (t, a) if not bool(r["matched"])]
-    if off:
+    seeds = sorted(set(rows["topk"]["seed"]) & set(rows["aen"]["seed"]))
+    if not seeds:
+        return Verdict(name, None, {}, "TopK and AEN have no seed in common yet.")
+    pairs, off = [], []
+    for seed in seeds:
+        t = rows["topk"][rows["topk"]["seed"] == seed].iloc[0]
+        a = rows["aen"][rows["aen"]["seed"] == seed].iloc[0]
+        bad = [r for r in (t, a) if not bool(r["matched"])]
+        (off.extend(bad) if bad else pairs.append((int(seed), t, a)))
+    if not pairs:
         return Verdict(name, None, {"heldout_l0": {r["label"]: float(r["heldout_l0"]) for r in off}},
                        "Not yet matched: " + "; ".join(f"{r['label']} reached held-out L0 {float(r['heldout_l0']):.1f}"
                                                        for r in off) + ", more than 15% from 32.")
-    dt, da = float(t["dead_pct_paper_window"]), float(a["dead_pct_paper_window"])
-    holds = dt - da > margin
-    return Verdict(name, bool(holds), {"topk": dt, "aen": da},
-                   f"{t['label']} (held-out L0 {float(t['heldout_l0']):.1f}) has {dt:.1f}% dead latents over the "
-                   f"window, {a['label']} (L0 {float(a['heldout_l0']):.1f}) {da:.1f}%.")
+    gaps = {s: float(t["dead_pct_paper_window"]) - float(a["dead_pct_paper_window"]) for s, t, a in pairs}
+    holds = all(g > margin for g in gaps.values())
+    numbers: dict[str, Any] = {"topk": float(pairs[0][1]["dead_pct_paper_window"]),
+                               "aen": float(pairs[0][2]["dead_pct_paper_window"])}
+    if len(pairs) > 1:
+        numbers = {"seeds": [s for s, _, _ in pairs],
+                   "topk": [float(t["dead_pct_paper_window"]) for _, t, _ in pairs],
+                   "aen": [float(a["dead_pct_paper_window"]) for _, _, a in pairs]}
+    sentence = "; ".join(f"seed {s}: {t['label']} (held-out L0 {float(t['heldout_l0']):.1f}) has "
+                         f"{float(t['dead_pct_paper_window']):.1f}% dead latents over the window, {a['label']} "
+                         f"(L0 {float(a['heldout_l0']):.1f}) {float(a['dead_pct_paper_window']):.1f}%" for s, t, a in pairs)
+    if off:
+        sentence += "; not matched, left out: " + ", ".join(f"{r['label']} (L0 {float(r['heldout_l0']):.1f})"
+                                                           for r in off)
+    return Verdict(name, bool(holds), numbers, sentence + ".")
 
 
 def _weights_example() -> pd.DataFrame:
