@@ -275,12 +275,14 @@ LM_STUDIES: dict[str, LMStudy] = {
                                       "the adaptive lasso near L0 32 at full length: λ1 from the adaptive bracket's "
                                       "log-log interpolation between 0.00125 (L0 151) and 0.005 (L0 13) at 1,200 "
                                       "steps, about 0.0029, moved a little lower as L0 still fell"),
-    "adaptive_matched_2": LMStudy({"aen": {"l1": [0.0041], "l2": [0.001], **_ADAPTIVE},
-                                   "adaptive_lasso": {"l1": [0.0022], **_ADAPTIVE}},
-                                  "the second calibration step of the adaptive SAEs at full length: aen_matched "
-                                  "(λ1 0.0045) ended at held-out L0 26.9 and adaptive_lasso_matched (0.0027) at "
-                                  "about 23, both below 32 by more than 15%; each λ1 is moved by the log-log slope "
-                                  "of the adaptive bracket (L0 ∝ λ1^-1.7 between 0.00125 and 0.005)"),
+    "aen_matched_2": LMStudy({"aen": {"l1": [0.0041], "l2": [0.001], **_ADAPTIVE}},
+                             "the second calibration step of AEN at full length: aen_matched (λ1 0.0045) ended at "
+                             "held-out L0 26.9, 16% below 32; λ1 moved by the log-log slope of the adaptive bracket "
+                             "(L0 ∝ λ1^-1.7 between 0.00125 and 0.005): 0.0045 x (26.9/32)^(1/1.7) = 0.0041"),
+    "adaptive_lasso_matched_2": LMStudy({"adaptive_lasso": {"l1": [0.0022], **_ADAPTIVE}},
+                                        "the second calibration step of the adaptive lasso at full length: "
+                                        "adaptive_lasso_matched (λ1 0.0027) ended at held-out L0 23.3, 27% below "
+                                        "32; by the same slope 0.0027 x (23.3/32)^(1/1.7) = 0.0022"),
     "aen_l0_range": LMStudy({"aen": {"l1": [0.0061, 0.0018], "l2": [0.001], **_ADAPTIVE}},
                             "AEN near L0 16 and 128 (the paper's Pythia rows at L0 16 and 128): from aen_matched's "
                             "held-out L0 26.9 at λ1 0.0045 and the adaptive bracket's slope (L0 ∝ λ1^-1.7), "
