@@ -17,6 +17,11 @@ recorded as ``failed`` / ``timeout`` with its error, and the next stage starts):
   llama_shape    ``gpu_llama_shape.py``: the paper's Llama-3.1-8B SAE shape, step time against the planner's
                  prediction (``aen_lib.training.planner.plan``) and peak memory against its model; writes
                  ``gpu_llama_shape.json``;
+  pythia_slice   the paper's Pythia-70M protocol on a slice of its grid (``params/pythia_slice``: TopK k 32 and AEN at
+                 the paper's L0-32 row, one seed, 204.8M tokens each) through chapter 8 with papermill, where the
+                 Hugging Face Hub is reachable and switched on (``HF_HUB_OFFLINE=0`` in the session's environment);
+                 otherwise it records why it did not run, in seconds. A run cut off by its limit resumes from its
+                 results folder (``OUT/pythia_slice``) next time;
   reference      ``python -m aen_lib.results.reference spiked`` for the sets of ``REFERENCE_SETS`` (or ``--sets``) in order of
                  priority, ``--parallel`` side by side, with the time left; each finished set gets its mechanism
                  measures (``python -m aen_lib.results.reference mechanism``) and is packed into ``reference.tar.gz`` at
@@ -55,9 +60,13 @@ from typing import Any, Callable, TextIO
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SUMMARY_VERSION = 1
-STAGES = ("correctness", "sweep", "pythia_tokens", "llama_shape", "reference")
+STAGES = ("correctness", "sweep", "pythia_tokens", "llama_shape", "pythia_slice", "reference")
 #: seconds each stage may run: (on the GPU, in a dry run). The reference sets get whatever the budget leaves.
-LIMITS = {"correctness": (60, 40), "sweep": (120, 40), "pythia_tokens": (60, 40), "llama_shape": (180, 40)}
+LIMITS = {"correctness": (60, 40), "sweep": (120, 40), "pythia_tokens": (60, 40), "llama_shape": (180, 40),
+          "pythia_slice": (600, 20)}
+PYTHIA_SLICE = REPO / "params" / "pythia_slice" / "08_pythia_reproduction.yaml"
+PYTHIA_SLICE_CHAPTER = REPO / "chapters" / "08_pythia_reproduction.ipynb"
+HUB_PROBE = "https://huggingface.co/api/models/EleutherAI/pythia-70m-deduped"
 #: the reference sets the session trains, in order of priority (study, ρ, seed): what the book still lacks, the
 #: smallest first (the factorial at ρ = 0.9, seeds 0 to 2), then the larger sets
 REFERENCE_SETS = (("factorial", 0.9, 0), ("factorial", 0.9, 1), ("factorial", 0.9, 2), ("centred", 0.9, 0),
@@ -289,6 +298,57 @@ def stage_llama_shape(device: str, dry: bool, out: Path, **_: Any) -> dict[str, 
             "file": "gpu_llama_shape.json"}
 
 
+def hub_unavailable(env: dict[str, str] | None = None, timeout: float = 5.0) -> str | None:
+    """None when the Hugging Face Hub is switched on (``HF_HUB_OFFLINE`` unset or 0) and answers within ``timeout``
+    seconds; otherwise the reason, in words."""
+    import urllib.request
+
+    env = os.environ if env is None else env
+    if env.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return f"the Hub is switched off (HF_HUB_OFFLINE={env['HF_HUB_OFFLINE']}); set HF_HUB_OFFLINE=0 to run the slice"
+    try:
+        with urllib.request.urlopen(HUB_PROBE, timeout=timeout):
+            return None
+    except Exception as e:  # noqa: BLE001 - any failure means: no Hub here
+        return f"the Hugging Face Hub is not reachable from this machine ({type(e).__name__}: {e})"
+
+
+def stage_pythia_slice(device: str, dry: bool, out: Path, deadline: float, **_: Any) -> dict[str, Any]:
+    """Chapter 8 under ``params/pythia_slice`` with papermill until ``deadline``, where the Hub is reachable."""
+    import papermill as pm
+    import yaml
+
+    params = yaml.safe_load(PYTHIA_SLICE.read_text())
+    unknown = sorted(set(params) - set(pm.inspect_notebook(str(PYTHIA_SLICE_CHAPTER))))
+    if unknown:
+        raise ValueError(f"{PYTHIA_SLICE.name}: parameters the chapter does not have: {unknown}")
+    info: dict[str, Any] = {"profile": str(PYTHIA_SLICE.relative_to(REPO)), "saes": {
+        "topk_k": params["topk_k"], "aen_l1": params["aen_l1"], "aen_l2": params["aen_l2"], "seeds": params["seeds"]},
+        "tokens_per_sae": params["steps"] * params["batch_size"]}
+    reason = "dry run: the slice needs a GPU and the Hub" if dry else hub_unavailable()
+    if reason:
+        print(f"pythia_slice not run: {reason}")
+        return {**info, "ran": False, "reason": reason}
+    results = out / "pythia_slice"
+    results.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ}
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env[k] = "0"
+    cmd = [sys.executable, "-m", "papermill", str(PYTHIA_SLICE_CHAPTER), str(results / "08_pythia_slice.ipynb"),
+           "--cwd", str(PYTHIA_SLICE_CHAPTER.parent), "-f", str(PYTHIA_SLICE), "-p", "results_root", str(results),
+           "-p", "device", device, "--no-progress-bar"]
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, env=env, timeout=max(deadline - time.time() - 10, 1), capture_output=True,
+                              text=True)
+        finished, tail = proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    except subprocess.TimeoutExpired:
+        finished, tail = False, "stopped at the stage's limit; run the stage again to resume (resume: true)"
+    files = sorted(str(p.relative_to(results)) for p in results.rglob("*.json"))
+    return {**info, "ran": True, "finished": finished, "seconds": round(time.time() - t0, 1),
+            "results_folder": "pythia_slice", "json_files": files, "log_tail": tail}
+
+
 def parse_sets(text: str) -> list[tuple[str, float, int]]:
     """``"factorial:0.9:0,paper:0.5:0"`` → [(study, ρ, seed), ...]; ``ValueError`` naming the bad item."""
     out = []
@@ -442,7 +502,7 @@ def _rmtree(path: Path) -> None:
 
 STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "correctness": stage_correctness, "sweep": stage_sweep, "pythia_tokens": stage_pythia_tokens,
-    "llama_shape": stage_llama_shape, "reference": stage_reference,
+    "llama_shape": stage_llama_shape, "pythia_slice": stage_pythia_slice, "reference": stage_reference,
 }
 
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def _finite_numbers(obj) -> list[float]:
 def test_gpu_session_dry_run_writes_every_section_with_numbers(tmp_path):
     _run("gpu_session.py", "--out", str(tmp_path), "--dry-run", "--threads", "1")
     s = json.loads((tmp_path / "summary.json").read_text())
-    stages = ("correctness", "sweep", "pythia_tokens", "llama_shape", "reference")
+    stages = ("correctness", "sweep", "pythia_tokens", "llama_shape", "pythia_slice", "reference")
     assert s["dry_run"] is True and s["device"] == "cpu" and s["summary_version"] == 1
     assert list(s["stages"]) == list(stages)
     for name in stages:
@@ -69,6 +70,8 @@ def test_gpu_session_dry_run_writes_every_section_with_numbers(tmp_path):
     assert {(r["arch"], r["autocast"]) for r in rows} == {(a, c) for a in ("aen", "topk") for c in ("none", "bf16")}
     for r in rows:
         assert r["measured_over_planner"] == pytest.approx(r["ms_per_step"] / r["planner_step_ms"])
+    sl = s["stages"]["pythia_slice"]["result"]
+    assert sl["ran"] is False and "dry run" in sl["reason"] and sl["tokens_per_sae"] == 25_000 * 8_192
     ref = s["stages"]["reference"]["result"]
     assert ref["finished"] == ref["attempted"] == 2 and ref["parallel"] == 2 and ref["tarball"] == "reference.tar.gz"
     assert [r["study"] for r in ref["sets"]] == ["factorial", "factorial"]
@@ -81,6 +84,17 @@ def test_gpu_session_dry_run_writes_every_section_with_numbers(tmp_path):
     assert [g["applies"] for g in s["goals"]] == [True, True, False, False]  # speed goals are GPU goals
     for f in ("bench_sweep.json", "bench_sweep.txt", "gpu_llama_shape.json", "session.txt"):
         assert (tmp_path / f).is_file(), f
+
+
+def test_pythia_slice_says_why_it_does_not_run_without_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    mod = _session_module()
+    assert "switched off" in mod.hub_unavailable({"HF_HUB_OFFLINE": "1"})
+    res = mod.stage_pythia_slice(device="cuda", dry=False, out=tmp_path, deadline=time.time() + 60)
+    # the Hub switched off: the stage returns at once, names the profile and runs nothing
+    assert res["ran"] is False and "HF_HUB_OFFLINE" in res["reason"]
+    assert res["profile"] == "params/pythia_slice/08_pythia_reproduction.yaml" and res["saes"]["topk_k"] == [32]
+    assert not (tmp_path / "pythia_slice").exists()
 
 
 @pytest.mark.slow

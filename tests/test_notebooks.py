@@ -119,6 +119,27 @@ def test_profile_exists_and_passes_the_chapter_validation(chapter, profile):
     _run_cells([cells[2].source], ns)
 
 
+SLICE_GRID = {"seeds", "vanilla_l1", "en_l1", "en_l2", "adalasso_l1", "aen_l1", "aen_l2", "adaptive_gamma",
+              "adaptive_beta", "adaptive_p", "topk_k", "topk_auxk_k", "targets"}
+
+
+def test_the_pythia_slice_is_the_paper_protocol_with_a_smaller_grid():
+    """params/pythia_slice (the GPU session's Pythia stage) keeps every protocol setting of the paper profile and
+    trains a subset of its grid: TopK k 32 and AEN at the paper's L0-32 row, one seed; the chapter accepts it."""
+    ch = next(c for c in CHAPTERS if c.stem.startswith("08_"))
+    paper = yaml.safe_load((ROOT / "params" / "paper" / f"{ch.stem}.yaml").read_text())
+    piece = yaml.safe_load((ROOT / "params" / "pythia_slice" / f"{ch.stem}.yaml").read_text())
+    assert set(piece) == set(paper)
+    assert {k: v for k, v in piece.items() if k not in SLICE_GRID} == {k: v for k, v in paper.items() if k not in SLICE_GRID}
+    for key in SLICE_GRID:
+        assert set(piece[key]) <= set(paper[key]), key
+    assert piece["topk_k"] == [32] and piece["aen_l1"] == [0.005] and piece["seeds"] == [0]
+    cells = _code_cells(_load(ch))
+    ns = _run_cells([cells[1].source])
+    ns.update(piece)
+    _run_cells([cells[2].source], ns)
+
+
 def test_every_profile_file_belongs_to_a_chapter():
     stems = {c.stem for c in CHAPTERS}
     for path in sorted(ROOT.glob("params/*/*.yaml")):
