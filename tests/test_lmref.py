@@ -295,7 +295,7 @@ def test_density_histogram_figure_draws_one_bar_per_bin_and_sae():
 
 
 def test_the_paper_window_is_the_token_window_or_a_step_window_of_its_length():
-    from aen_lib.results.lmref import PAPER_WINDOW_TOKENS, _paper_window_dead
+    from aen_lib.results.lm_tables import PAPER_WINDOW_TOKENS, _paper_window_dead
 
     final = {"dead_pct_window": 41.0, "dead_pct_tokens_window": 37.5}
     assert _paper_window_dead(final, {"dead_window_steps": 500, "batch_size": 4096,

@@ -649,7 +649,7 @@ def factorial_figure(frames: Mapping[float, Any], *, dead: str = "dead_pct_windo
 
 def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_tokens: float | None = None,
                        colors: Mapping[str, str] | None = None) -> Figure:
-    """Dead %, L0 and EV against training tokens for each SAE of ``curves`` (:func:`aen_lib.results.lmref.lm_dead_windows`
+    """Dead %, L0 and EV against training tokens for each SAE of ``curves`` (:func:`aen_lib.results.lm_tables.lm_dead_windows`
     with ``complete_only=False``): every log as a thin line (its dead % over the window so far), the complete windows
     as markers. ``paper_dead`` draws the paper's final dead % at ``paper_tokens`` as a reference mark (another model,
     another corpus: a position, not a target). ``colors`` (``{label: colour}``) tells apart SAEs of one architecture
@@ -658,7 +658,7 @@ def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_to
 
     need = {"label", "method", "tokens", "fill", "dead_pct", "l0", "ev"}
     if missing := need - set(curves.columns):
-        raise ValueError(f"lm_training_figure needs the columns {sorted(missing)} (aen_lib.results.lmref.lm_dead_windows)")
+        raise ValueError(f"lm_training_figure needs the columns {sorted(missing)} (aen_lib.results.lm_tables.lm_dead_windows)")
     if curves.empty:
         raise ValueError("lm_training_figure got no logged rows")
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6))
@@ -687,13 +687,13 @@ def lm_training_figure(curves: Any, *, paper_dead: float | None = None, paper_to
 
 
 def l1_bracket_figure(frame: Any, *, target: float = 32.0) -> Figure:
-    """Held-out L0 against λ1 (both log scales) for each ℓ1 architecture of ``frame`` (:func:`aen_lib.results.lmref.lm_frame`),
+    """Held-out L0 against λ1 (both log scales) for each ℓ1 architecture of ``frame`` (:func:`aen_lib.results.lm_tables.lm_frame`),
     with the target L0 as a dashed line: the calibration from which the matched-L0 λ1 are read."""
     import matplotlib.pyplot as plt
 
     need = {"method", "l1", "heldout_l0", "steps"}
     if missing := need - set(frame.columns):
-        raise ValueError(f"l1_bracket_figure needs the columns {sorted(missing)} (aen_lib.results.lmref.lm_frame)")
+        raise ValueError(f"l1_bracket_figure needs the columns {sorted(missing)} (aen_lib.results.lm_tables.lm_frame)")
     d = frame[frame["l1"] > 0]
     if d.empty:
         raise ValueError("l1_bracket_figure got no ℓ1 SAE")
@@ -749,7 +749,7 @@ def density_histogram_figure(histograms: Mapping[str, Mapping[str, Any]], *,
 
 def lm_sets_figure(frame: Any, *, full_steps: int, paper: Any = None) -> Figure:
     """Held-out dead % (left) and explained variance (right) against held-out L0 for every SAE of the committed
-    language-model sets (``frame``: :func:`aen_lib.results.lmref.lm_frame`): filled markers for SAEs trained the full
+    language-model sets (``frame``: :func:`aen_lib.results.lm_tables.lm_frame`): filled markers for SAEs trained the full
     ``full_steps``, hollow for shorter calibration runs. ``paper`` (columns ``method, l0, dead_pct, ev``) adds the
     paper's Pythia-70M rows as grey-edged crosses in each method's colour: another model and 20 times the tokens, so
     a position to compare with, not a target."""
@@ -757,7 +757,7 @@ def lm_sets_figure(frame: Any, *, full_steps: int, paper: Any = None) -> Figure:
 
     need = {"method", "steps", "heldout_l0", "heldout_dead_pct", "heldout_ev"}
     if missing := need - set(frame.columns):
-        raise ValueError(f"lm_sets_figure needs the columns {sorted(missing)} (aen_lib.results.lmref.lm_frame)")
+        raise ValueError(f"lm_sets_figure needs the columns {sorted(missing)} (aen_lib.results.lm_tables.lm_frame)")
     if frame.empty:
         raise ValueError("lm_sets_figure got no SAE")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -1027,7 +1027,7 @@ LM_LATENT_COLUMNS = {"name": "name", "heldout_l0": "held-out L0", "heldout_dead_
 
 def lm_latents_table(frame: Any, dense: Mapping[str, int], *, decimals: int = 2) -> Any:
     """Chapter 9's table of the committed language-model SAEs: per SAE (a row of
-    :func:`aen_lib.results.lmref.lm_frame` with a ``name`` column added), its held-out L0, the shares silent on the
+    :func:`aen_lib.results.lm_tables.lm_frame` with a ``name`` column added), its held-out L0, the shares silent on the
     held-out tokens and out of reach, the dead share of the last complete training window and that window's length,
     and ``dense[name]``, its number of latents firing on more than 10% of the held-out tokens (missing when the set
     has no features file). Headers as in :data:`LM_LATENT_COLUMNS`, numbers rounded to ``decimals``."""

@@ -695,7 +695,7 @@ def committed_sets(root: str | Path, device: str | None = None, study: str | Non
     """The set folders under ``root`` (each holds a provenance.json) of one study (default: the paper's grid;
     ``None``: every study); with ``device`` ("cpu", "cuda"), only the sets whose last invocation trained on that
     device type. ``kind`` is ``"spiked"`` (the synthetic sets, the default), ``"language_model"`` (the
-    :mod:`aen_lib.results.lmref` sets, whose studies are :data:`aen_lib.results.lmref.LM_STUDIES`) or ``"any"``."""
+    :mod:`aen_lib.results.lmref` sets, whose studies are :data:`aen_lib.results.lm_sets.LM_STUDIES`) or ``"any"``."""
     if kind not in ("spiked", "language_model", "any"):
         raise ValueError(f"kind={kind!r}; allowed: 'spiked', 'language_model', 'any'")
     root = Path(root)

@@ -2,8 +2,8 @@
 enough for its dead % to settle, how it moved, whether λ1 orders L0, whether the SAEs beat mean ablation when spliced
 in, and what kind of death TopK's is.
 
-Two frames feed them: :func:`aen_lib.results.lmref.lm_dead_windows` (one row per complete dead window of one SAE's training:
-``label, step, dead_pct``) and :func:`aen_lib.results.lmref.lm_frame` (one row per SAE: ``method, label, l1, l2,
+Two frames feed them: :func:`aen_lib.results.lm_tables.lm_dead_windows` (one row per complete dead window of one SAE's training:
+``label, step, dead_pct``) and :func:`aen_lib.results.lm_tables.lm_frame` (one row per SAE: ``method, label, l1, l2,
 heldout_l0, heldout_dead_pct`` and, once a set is evaluated, ``dead_out_of_reach_pct, ce_clean, ce_patched,
 ce_mean_ablated``).
 
@@ -362,7 +362,7 @@ def _mean_useless(df: pd.DataFrame) -> pd.DataFrame:
           source="book", counterexample=_mean_useless, example=_mean_example,
           needs=("label", "b_dec_init", "inputs", "heldout_dead_pct", "dead_pct_paper_window"))
 def lm_mean_removal_cuts_topk_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) -> Verdict:
-    """``df``: the TopK SAEs of one k (:func:`aen_lib.results.lmref.lm_frame` rows). Holds when every treated SAE (b_dec at
+    """``df``: the TopK SAEs of one k (:func:`aen_lib.results.lm_tables.lm_frame` rows). Holds when every treated SAE (b_dec at
     the mean, or centred inputs) has fewer dead latents than the untreated one (b_dec at 0, raw inputs) by more than
     ``margin`` points under both definitions; not testable without both."""
     name = "lm_mean_removal_cuts_topk_death"
@@ -385,7 +385,7 @@ def lm_mean_removal_cuts_topk_death(df: pd.DataFrame, *, margin: float = DEAD_MA
     return Verdict(name, bool(ok), {"saes": len(treated)}, f"{b['label']}: " + "; ".join(parts) + ".")
 
 
-# --- the matched-L0 table of the committed sets (aen_lib.results.lmref.lm_matched_table) ------------------------------
+# --- the matched-L0 table of the committed sets (aen_lib.results.lm_tables.lm_matched_table) ------------------------------
 
 def _matched_sets_example() -> pd.DataFrame:
     return pd.DataFrame([{"method": m, "treatment": "b_dec at 0", "label": lab, "heldout_l0": l0, "matched": True,
@@ -407,12 +407,12 @@ def _aen_starved(df: pd.DataFrame) -> pd.DataFrame:
           needs=("method", "treatment", "label", "heldout_l0", "matched", "dead_pct_paper_window"))
 def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MARGIN,
                                              beta: str | None = None) -> Verdict:
-    """``df``: :func:`aen_lib.results.lmref.lm_matched_table`. TopK and AEN rows are paired by seed (a frame without a
+    """``df``: :func:`aen_lib.results.lm_tables.lm_matched_table`. TopK and AEN rows are paired by seed (a frame without a
     ``seed`` column is one seed); AEN's rows are those of the sets' adaptive rule (``beta``, default the β of
-    :data:`aen_lib.results.lmref.LM_ADAPTIVE_BETA`), so a β study does not stand in for the matched row. Holds when
+    :data:`aen_lib.results.lm_sets.LM_ADAPTIVE_BETA`), so a β study does not stand in for the matched row. Holds when
     TopK's dead % exceeds AEN's by more than ``margin`` points on every seed where both are matched; not testable
     when no seed has both rows with b_dec at 0, or none has both matched (the sentence names the L0 reached)."""
-    from ..lmref import LM_ADAPTIVE_BETA
+    from ..lm_sets import LM_ADAPTIVE_BETA
 
     name = "lm_topk_more_dead_than_aen_at_matched_l0"
     base = df[df["treatment"] == "b_dec at 0"]
@@ -469,7 +469,7 @@ def _weights_unsaturated(df: pd.DataFrame) -> pd.DataFrame:
           "Llama-3.1-8B)", source="paper", counterexample=_weights_unsaturated, example=_weights_example,
           needs=("label", "method", "w_frac_max"))
 def lm_aen_weights_end_at_w_max(df: pd.DataFrame, *, share: float = 0.9) -> Verdict:
-    """``df``: :func:`aen_lib.results.lmref.lm_frame` rows. Holds when every AEN SAE ends with at least ``share`` of its
+    """``df``: :func:`aen_lib.results.lm_tables.lm_frame` rows. Holds when every AEN SAE ends with at least ``share`` of its
     weights at w_max; not testable without an AEN SAE that records its weights."""
     name = "lm_aen_weights_end_at_w_max"
     aen = df[(df["method"] == "aen") & df["w_frac_max"].notna()]

@@ -46,7 +46,7 @@ def _rho(folder: Path) -> float:
 def paper_verdicts(root: str | Path, device: str = "cpu") -> pd.DataFrame:
     """One row per paper claim: ``claim``, ``statement``, ``evidence``, ``status``, ``measured`` (the verdict's
     sentence, or the reason it is not judged here). Reads only committed reference sets under ``root``."""
-    from ..lmref import lm_frame, lm_matched_table
+    from ..lm_tables import lm_frame, lm_matched_table
     from ..reference import SPIKED_PAPER_TRAIN, committed_sets, outlier_frame, seeds_frame, set_frames
     from .synthetic import dead_definitions, figure2_verdicts
 
@@ -129,7 +129,7 @@ def lm_verdicts(root: str | Path) -> pd.DataFrame:
     """The book's own claims about its committed language-model sets (chapter 8; :mod:`aen_lib.results.claims.language_model`),
     one row each: ``claim``, ``statement``, ``evidence`` (the sets), ``status`` (holds, does not hold, not testable
     here) and ``measured`` (the verdict's sentence). Reads only the sets under ``root``."""
-    from ..lmref import lm_dead_windows, lm_frame
+    from ..lm_tables import lm_dead_windows, lm_frame
     from ..reference import committed_sets
 
     sets = committed_sets(root, study=None, kind="language_model")
