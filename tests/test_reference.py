@@ -142,7 +142,7 @@ def test_the_ledger_writes_versioned_invocations_and_reads_legacy_ones(tmp_path)
 def test_git_state_names_the_uncommitted_files(tmp_path):
     import subprocess
 
-    from aen_lib.results.reference import _git_state
+    from aen_lib.results.ledger import _git_state
 
     assert _git_state(tmp_path) == ("unknown", [])  # not a repository
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
@@ -164,7 +164,7 @@ def test_git_state_names_the_uncommitted_files(tmp_path):
 def test_an_invocation_with_uncommitted_library_code_warns_and_records_the_files(tmp_path, monkeypatch):
     import torch
 
-    import aen_lib.results.reference as reference
+    import aen_lib.results.ledger as reference
 
     monkeypatch.setattr(reference, "_git_state", lambda repo: ("abc+uncommitted", ["README.md", "aen_lib/sae.py"]))
     with pytest.warns(UserWarning, match="uncommitted changes to aen_lib/sae.py"):
@@ -617,7 +617,7 @@ def test_a_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
 
 
 def test_a_part_that_fails_is_named(tmp_path):
-    from aen_lib.results.reference import _run_parts
+    from aen_lib.results.spiked_sets import _run_parts
 
     with pytest.raises(RuntimeError, match="part 0 of 2 failed"):
         _run_parts(tmp_path, ["spiked", "--rho", "2.0", "--steps", "2", "--work", str(tmp_path)], 2)

@@ -28,7 +28,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = [
+__all__ = ["outlier_severity", 
     "l0",
     "mse",
     "explained_variance",
@@ -494,3 +494,12 @@ def recovery_metrics(sae: "torch.nn.Module", D_true: Tensor, x: Tensor, h_true: 
         "support_f1": s["f1"],
         "support_jaccard": s["jaccard"],
     }
+
+
+def outlier_severity(x: torch.Tensor) -> float:
+    """||mean|| / ||std|| of samples ``x [B, n]`` (per-coordinate mean and standard deviation; Simon, Adams & Zou 2026):
+    how far the data's centre lies from the origin relative to its spread. 0 for centred data."""
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be [B, n] samples with B >= 2, got shape {tuple(x.shape)}")
+    x = x.double()
+    return float(x.mean(0).norm() / x.std(0).norm())

@@ -24,8 +24,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .reference import (FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE, MECHANISM_FILE, SPIKED_PAPER_SAE, STUDIES,
-                        committed_sets, set_frames)
+from .sets import committed_sets
+from .spiked_frames import set_frames
+from .spiked_mechanism import MECHANISM_FILE
+from .spiked_sets import FACTORIAL_TARGET_L0, FACTORIAL_TOLERANCE, SPIKED_PAPER_SAE, STUDIES
 from .records import read_result, variant_id
 from ..training.sweep import expand_grid
 
@@ -73,7 +75,7 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
     different machines they may differ (float rounding differs between CPU kernels and grows over 50,000 steps); then
     ``replicate_sets`` names both and ``replicate_l0_diff`` / ``replicate_dead_diff`` give their absolute difference,
     a measured floor under which no difference between cells means anything (:func:`replicate_spread`)."""
-    from .reference import FACTORIAL_L1, _factorial_grid
+    from .spiked_sets import FACTORIAL_L1, _factorial_grid
 
     if float(rho) not in FACTORIAL_L1:
         raise ValueError(f"the factorial has no calibrated λ1 at ρ = {rho:g} (it has {sorted(FACTORIAL_L1)}); train "

@@ -112,7 +112,7 @@ def evaluate_lm_set(folder: str | os.PathLike[str], *, work_root: str | os.PathL
     from ..evaluation.splice import spliced_evaluation_many
     from ..evaluation.features import firing_statistics
     from ..evaluation.metrics import DEAD_THRESHOLD, firing_density_histogram, latent_reach
-    from .reference import DEFAULT_WORK, _git_state
+    from .ledger import DEFAULT_WORK, _git_state
 
     folder = Path(folder)
     prov = read_result(folder / "provenance.json", "provenance")
@@ -186,7 +186,7 @@ def latent_samples(folder: str | os.PathLike[str], *, work_root: str | os.PathLi
     (firing on more than :data:`DENSE_SHARE` of held-out tokens) and of silent ones."""
     from ..evaluation.features import (feature_contexts, firing_statistics, logit_effect, render_contexts_text,
                            top_activations, top_logit_tokens, unembedding_directions)
-    from .reference import DEFAULT_WORK, _git_state
+    from .ledger import DEFAULT_WORK, _git_state
 
     folder = Path(folder)
     prov = read_result(folder / "provenance.json", "provenance")

@@ -230,7 +230,8 @@ def run_lm_set(study: str, seed: int, *, cache_root: str | os.PathLike[str] = DE
     with ``--split train`` and ``--split heldout``); a cache too short is refused with the command that extends it.
     ``lm`` = ``(model, tokenizer, layer)``, ``sae_base`` (replacing :data:`LM_SAE`) and ``train_overrides`` (on
     :data:`LM_TRAIN`) let tests run the whole pipeline on a tiny model."""
-    from .reference import DEFAULT_WORK, InvocationLedger, outlier_severity
+    from ..evaluation.metrics import outlier_severity
+    from .ledger import DEFAULT_WORK, InvocationLedger
     from .records import member_record, variant_id
     from ..training.runlock import RunLock
     from ..data.sources import cache_source

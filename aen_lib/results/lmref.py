@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--work", default=None, help="checkpoints (default: ~/.cache/aen_lib/reference_runs)")
     args = ap.parse_args(argv)
     if args.stage == "table":
-        from .reference import committed_sets
+        from .sets import committed_sets
 
         sets = committed_sets(args.root, study=None, kind="language_model")
         if not sets:
@@ -152,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(lm_table(sets))
         return 0
     if args.stage == "status":
-        from .reference import DEFAULT_WORK, latest_metrics, set_status
+        from .ledger import DEFAULT_WORK
+        from .sets import latest_metrics, set_status
 
         work = (Path(args.work) if args.work else DEFAULT_WORK) / lm_set_name(args.study, args.seed, args.steps)
         try:

@@ -47,7 +47,9 @@ def paper_verdicts(root: str | Path, device: str = "cpu") -> pd.DataFrame:
     """One row per paper claim: ``claim``, ``statement``, ``evidence``, ``status``, ``measured`` (the verdict's
     sentence, or the reason it is not judged here). Reads only committed reference sets under ``root``."""
     from ..lm_tables import lm_frame, lm_matched_table
-    from ..reference import SPIKED_PAPER_TRAIN, committed_sets, outlier_frame, seeds_frame, set_frames
+    from ..sets import committed_sets
+    from ..spiked_frames import outlier_frame, seeds_frame, set_frames
+    from ..spiked_sets import SPIKED_PAPER_TRAIN
     from .synthetic import dead_definitions, figure2_verdicts
 
     root = Path(root)
@@ -130,7 +132,7 @@ def lm_verdicts(root: str | Path) -> pd.DataFrame:
     one row each: ``claim``, ``statement``, ``evidence`` (the sets), ``status`` (holds, does not hold, not testable
     here) and ``measured`` (the verdict's sentence). Reads only the sets under ``root``."""
     from ..lm_tables import lm_dead_windows, lm_frame
-    from ..reference import committed_sets
+    from ..sets import committed_sets
 
     sets = committed_sets(root, study=None, kind="language_model")
     rows: list[dict[str, Any]] = []
