@@ -61,9 +61,27 @@ def test_a_differing_harvest_reports_its_largest_difference(tmp_path, corpus, ti
     assert not cmp["match"] and cmp["same_key"]
     assert cmp["probe_max_abs_diff"] == pytest.approx(0.25, abs=1e-6)
     assert cmp["moment_max_rel_diff"] == pytest.approx(0.01, rel=1e-6)
+    assert cmp["first_differing_shard"] == 0 and cmp["identical_windows"] == 0
+    assert compare_harvests(rec, {**rec, "checksum": "0" * 64})["first_differing_shard"] is None
     longer = copy.deepcopy(rec)
     longer["windows"] += 1
     assert not compare_harvests(rec, longer)["match"]  # same checksum, other windows: not the same harvest
+    # three shards; the same tokens up to the second, where the text moves: its plain sum moves (normalised rows
+    # keep the sum of squares), and rounding between CPUs (1e-8 here) does not count as a difference
+    three = {**rec, "shard_moments": [{"rows": 127, "sum": 10.0 + i, "sum_sq": 72_000.0, "first_window": 10 * i}
+                                      for i in range(3)]}
+    shifted = copy.deepcopy(three)
+    shifted["checksum"] = "0" * 64
+    shifted["shard_moments"][0]["sum"] *= 1 + 1e-8
+    for m in shifted["shard_moments"][1:]:
+        m["sum"] += 0.05
+    cmp = compare_harvests(three, shifted)
+    assert cmp["first_differing_shard"] == 1 and cmp["identical_windows"] == 10
+    assert cmp["sum_max_rel_diff"] == pytest.approx(0.05 / 11) and cmp["moment_max_rel_diff"] == 0
+    for m in three["shard_moments"]:  # a record from before shards named their first window: rows tell it
+        del m["first_window"]
+    three["config"] = {**three["config"], "window": 128, "drop_first": 1}
+    assert compare_harvests(three, shifted)["identical_windows"] == 1
     keyed = copy.deepcopy(rec)
     keyed["config"]["lm_dtype"] = "bfloat16"
     assert compare_harvests(rec, keyed)["key_differences"] == ["lm_dtype"]

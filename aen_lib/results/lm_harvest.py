@@ -25,6 +25,9 @@ HARVEST_STORAGE = "float16"
 """Storage dtype of the cached activations (10-bit mantissa; the normalised values are far inside its range)."""
 DEFAULT_CORPUS = Path("~/.cache/aen_lib/corpus")
 DEFAULT_CACHE_ROOT = Path("~/.cache/aen_lib/lm_caches")
+SHARD_MOMENT_TOLERANCE = 1e-5
+"""Relative difference of a shard's sum or sum of squares above which two harvests of it read different tokens:
+the same tokens on two CPUs differ by about 1e-7 (README, the offline corpus)."""
 RECORD_NAME = "harvest_record.json"
 PROBE_ROWS = 2
 
@@ -117,7 +120,8 @@ def harvest_record(cache: ActivationCache | str | os.PathLike[str]) -> dict[str,
             per_field.setdefault(name, hashlib.sha256()).update(
                 (t.view(torch.int16) if t.dtype in (torch.float16, torch.bfloat16) else t).numpy().tobytes())
         a = shard.acts.double()
-        moments.append({"rows": int(a.shape[0]), "sum": float(a.sum()), "sum_sq": float(a.pow(2).sum())})
+        moments.append({"rows": int(a.shape[0]), "sum": float(a.sum()), "sum_sq": float(a.pow(2).sum()),
+                        "first_window": int(cache.shards[i]["windows"][0])})
     h = hashlib.sha256()
     for name in sorted(per_field):
         h.update(f"{name}:{per_field[name].hexdigest()};".encode())
@@ -130,7 +134,12 @@ def harvest_record(cache: ActivationCache | str | os.PathLike[str]) -> dict[str,
 def compare_harvests(recorded: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Whether a re-harvest reproduces a recorded one: ``same_key`` (cache configs equal but for nothing),
     ``match`` (equal checksums over the same windows), and otherwise ``probe_max_abs_diff`` (largest difference of
-    the probe rows) and ``moment_max_rel_diff`` (of the shards' sums of squares), over the shards both hold."""
+    the probe rows), ``moment_max_rel_diff`` (of the shards' sums of squares, which per-token normalisation keeps
+    nearly fixed) and ``sum_max_rel_diff`` (of their plain sums, which move with the text), over the shards both hold,
+    and ``first_differing_shard``: the first shard whose rows or moments differ by more than
+    :data:`SHARD_MOMENT_TOLERANCE` (float rounding between CPUs stays far below it), None when none does. Where the
+    recorded shard layout is known, ``identical_windows`` is the number of leading windows before that shard: a
+    re-harvest that agrees up to there read the same tokens there."""
     out: dict[str, Any] = {"same_key": recorded["config"] == new["config"],
                            "key_differences": sorted(k for k in recorded["config"]
                                                      if recorded["config"][k] != new["config"].get(k)),
@@ -144,5 +153,18 @@ def compare_harvests(recorded: dict[str, Any], new: dict[str, Any]) -> dict[str,
         rel = [abs(x["sum_sq"] - y["sum_sq"]) / max(abs(x["sum_sq"]), 1e-30) for x, y in pairs
                if x["rows"] == y["rows"]]
         out["moment_max_rel_diff"] = max(rel) if rel else None
+        sums = [abs(x["sum"] - y["sum"]) / max(abs(x["sum"]), 1e-30) for x, y in pairs if x["rows"] == y["rows"]]
+        out["sum_max_rel_diff"] = max(sums) if sums else None
         out["shards_compared"] = len(rel)
+        first = next((i for i, (x, y) in enumerate(pairs)
+                      if x["rows"] != y["rows"] or any(abs(x[k] - y[k]) > SHARD_MOMENT_TOLERANCE * max(abs(x[k]), 1e-30)
+                                                       for k in ("sum", "sum_sq"))), None)
+        out["first_differing_shard"] = first
+        first_windows = [m.get("first_window") for m in recorded["shard_moments"]]
+        per_window = recorded["config"].get("window", 0) - recorded["config"].get("drop_first", 0)
+        if None in first_windows and per_window > 0:  # a record from before shards named their first window
+            starts = [sum(m["rows"] for m in recorded["shard_moments"][:i]) for i in range(len(first_windows))]
+            first_windows = [r // per_window if r % per_window == 0 else None for r in starts]
+        if first is not None and first_windows[first] is not None:
+            out["identical_windows"] = int(first_windows[first])
     return out
