@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aen_lib.data import corpus
+from aen_lib.data import corpus, corpus_sources
 from aen_lib.data.corpus import (
     SOURCES,
     Source,
@@ -256,6 +256,7 @@ def test_command_line_missing_source_is_one_line_naming_package_and_install(tmp_
     registry = dict(SOURCES)
     registry["ghost"] = ghost_source("ghost", "ghost-text")
     registry["ghost_pip"] = ghost_source("ghost_pip", "ghost-pip-text", kind="pip")
+    monkeypatch.setattr(corpus_sources, "SOURCES", registry)
     monkeypatch.setattr(corpus, "SOURCES", registry)
     out = tmp_path / "c"
     for name, line in (("ghost", "needs the Debian package ghost-text: apt-get install ghost-text"),
@@ -376,7 +377,7 @@ def test_asciidoc_and_markdown_text():
 
 def test_a_debian_source_counts_as_missing_when_its_package_is_not_installed(tmp_path, monkeypatch):
     """A file at the source's path is not enough: perl's core modules leave one .pod where perl-doc puts hundreds."""
-    import aen_lib.data.corpus as corpus
+    import aen_lib.data.corpus_sources as corpus
 
     (tmp_path / "a.pod").write_text("=head1 NAME\n\nleft behind by another package\n")
     files = lambda: [tmp_path / "a.pod"]  # noqa: E731
