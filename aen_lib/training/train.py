@@ -38,11 +38,11 @@ from torch import Tensor
 from ..evaluation import metrics as M
 from ..sae.config import ConfigBase
 from ..errors import fail
-from ..store import atomic_write
 from ..sae.model import SAE, LossTerms, SAEOutput
 from ..sae.optim import MemberAdam
 from ..sae.reduce import LOCAL, Reducer
 from ..data.sources import DataSource
+from .run_files import RunFiles, write_checkpoint
 
 CHECKPOINT_VERSION = 2
 
@@ -223,10 +223,13 @@ class Trainer:
     one record per member. A member whose loss or gradient is not finite skips the step entirely: parameters, Adam
     moments and step count, architecture state (adaptive EMA, thresholds, AuxK counters) and dead statistics keep
     their values (its dead window still advances by one step). Under DDP all ranks vote, so they skip together.
+
+    The loop opens no file: checkpoints and metrics lines go to ``files`` (a
+    :class:`~aen_lib.training.run_files.RunFiles`; by default the one of ``cfg.checkpoint_dir``, or none).
     """
 
     def __init__(self, sae: SAE, data: DataSource, cfg: TrainConfig, *, reducer: Reducer = LOCAL,
-                 bar: Any = None) -> None:
+                 bar: Any = None, files: RunFiles | None = None) -> None:
         if not isinstance(sae, SAE):
             raise TypeError(f"sae must be an aen_lib SAE, got {type(sae).__name__}")
         if not isinstance(cfg, TrainConfig):
@@ -249,7 +252,8 @@ class Trainer:
         self.dead = M.DeadLatentTracker(mm * sae.d_sae, window=cfg.dead_window_steps, unit="steps", device=self.device)
         self.dead_tokens = (M.DeadLatentTracker(mm * sae.d_sae, window=cfg.dead_window_tokens, unit="tokens",
                                                 device=self.device) if cfg.dead_window_tokens else None)
-        self.ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        # where checkpoints and metrics lines go: the runner's RunFiles, or cfg.checkpoint_dir's; None keeps nothing
+        self.files = files if files is not None else (RunFiles(cfg.checkpoint_dir) if cfg.checkpoint_dir else None)
         self.bar = bar
         # no global reseeding: every random draw of training (initialisation, data, shuffles) has its own generator
 
@@ -304,16 +308,17 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write the full training state atomically (temp file, then rename); rank 0 writes, every rank waits."""
-        if path is None:
-            if self.ckpt_dir is None:
-                raise ValueError("no path given and TrainConfig.checkpoint_dir is empty")
-            path = self.ckpt_dir / "checkpoint.pt"
+        if path is None and self.files is None:
+            raise ValueError("no path given and TrainConfig.checkpoint_dir is empty")
         state = self.state_dict()
-        path = Path(path)
+        out = self.files.checkpoint if path is None else Path(path)
         if self.reducer.is_main:
-            atomic_write(path, lambda p: torch.save(state, p))
+            if path is None:
+                self.files.save_checkpoint(state)
+            else:
+                write_checkpoint(out, state)
         self.reducer.barrier()
-        return path
+        return out
 
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save_checkpoint` and continue from its step."""
@@ -392,6 +397,7 @@ class Trainer:
         dead_tok = (100.0 * self.dead_tokens.dead_mask().reshape(mm, m).float().mean(dim=1).cpu()
                     if self.dead_tokens is not None else None)
         fill = self.dead.steps_in_window / self.dead.window
+        lines = []
         for j in range(mm):
             rec: dict[str, float] = {"step": self.step}
             rec.update({k: float(loss[i, j]) for i, k in enumerate(LossTerms.NAMES)})
@@ -404,9 +410,9 @@ class Trainer:
             rec["skipped_steps"] = int(self.skipped[j])
             rec.update(self.sae.summary(j))
             self.histories[j].append(rec)
-            if self.ckpt_dir is not None and self.reducer.is_main:
-                with (self.ckpt_dir / "metrics.jsonl").open("a") as f:
-                    f.write(self._jsonl_line(rec, j))
+            lines.append(self._jsonl_line(rec, j))
+        if self.files is not None and self.reducer.is_main:
+            self.files.append_metrics(lines)
 
     def _jsonl_line(self, rec: dict[str, float], j: int) -> str:
         """One line of metrics.jsonl; a stack's lines name their member."""
@@ -418,17 +424,14 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         mm = self.sae.n_members
-        if self.ckpt_dir is not None:
-            used = self.step == 0 and any((self.ckpt_dir / f).exists() for f in ("checkpoint.pt", "metrics.jsonl"))
+        if self.files is not None:
+            used = self.step == 0 and self.files.holds_run()
             if self.reducer.gather_objects(used)[0]:  # rank 0's view, on every rank: all stop together
-                raise ValueError(f"checkpoint_dir {self.ckpt_dir} already holds a run (checkpoint.pt / metrics.jsonl); "
-                                 "resume it (resume_from=...) or choose another folder")
-        if self.ckpt_dir is not None and self.reducer.is_main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            if self.step > 0:  # on resume, keep exactly the lines up to the checkpoint's step
-                lines = [self._jsonl_line(h[i], j) for i in range(len(self.histories[0]))
-                         for j, h in enumerate(self.histories)]
-                atomic_write(self.ckpt_dir / "metrics.jsonl", lambda p: p.write_text("".join(lines)))
+                raise ValueError(f"checkpoint_dir {self.files.folder} already holds a run (checkpoint.pt / "
+                                 "metrics.jsonl); resume it (resume_from=...) or choose another folder")
+            if self.reducer.is_main:  # on resume, the metrics lines up to the checkpoint's step
+                self.files.start([self._jsonl_line(h[i], j) for i in range(len(self.histories[0]))
+                                  for j, h in enumerate(self.histories)] if self.step > 0 else None)
         own_bar = self.bar is None and cfg.progress and self.reducer.is_main
         bar = _progress(cfg, self.step, mm) if own_bar else self.bar
         tokens = cfg.batch_size * self.reducer.world_size
@@ -444,7 +447,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{last[0]['total']:.4g}" if mm == 1 else f"{mm} members",
                                     L0=f"{min(l0):.1f}" if mm == 1 else f"{min(l0):.1f}-{max(l0):.1f}",
                                     dead=f"{max(r['dead_pct'] for r in last):.1f}%")
-            if self.ckpt_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            if self.files is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
             if bar is not None:
                 bar.update(mm)
