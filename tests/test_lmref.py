@@ -397,6 +397,10 @@ def test_matched_claim_pairs_seeds_and_judges_the_protocol_beta_only():
     claim = CLAIMS["lm_topk_more_dead_than_aen_at_matched_l0"]
     v = claim(lm_matched_table(both, target=32))
     assert v.holds is True and v.numbers == {"seeds": [0, 1], "topk": [10.0, 10.0], "aen": [2.0, 2.0]}
+    assert "training splits" not in v.sentence
+    split = lm_matched_table(both.assign(train_split=["a2882c5f"] * len(both)), target=32)
+    split.loc[split["method"] == "aen", "train_split"] = "818e8edf"
+    assert "different training splits: 818e8edf, a2882c5f" in claim(split).sentence
     # one seed where AEN starves as much as TopK breaks the verdict
     both.loc[(both["seed"] == 1) & (both["method"] == "aen"), "dead_pct_paper_window"] = 30.0
     assert claim(lm_matched_table(both, target=32)).holds is False

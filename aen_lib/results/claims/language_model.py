@@ -450,6 +450,10 @@ def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float 
     sentence = "; ".join(f"seed {s}: {t['label']} (held-out L0 {float(t['heldout_l0']):.1f}) has "
                          f"{float(t['dead_pct_paper_window']):.1f}% dead latents over the window, {a['label']} "
                          f"(L0 {float(a['heldout_l0']):.1f}) {float(a['dead_pct_paper_window']):.1f}%" for s, t, a in pairs)
+    splits = sorted({str(r["train_split"]) for _, t, a in pairs for r in (t, a)
+                     if "train_split" in r and isinstance(r["train_split"], str) and r["train_split"]})
+    if len(splits) > 1:  # never pooled silently: the sentence says the rows read different builds of the corpus
+        sentence += f" (the rows read different training splits: {', '.join(splits)})"
     if off:
         sentence += "; not matched, left out: " + ", ".join(f"{r['label']} (L0 {float(r['heldout_l0']):.1f})"
                                                            for r in off)
