@@ -92,6 +92,15 @@ def heldout_windows(corpus: str | os.PathLike[str], tokenizer: Any, cache: Activ
     return ids
 
 
+def _lm_set(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """A committed set's folder and provenance; ``ValueError`` when it is not a language-model set."""
+    folder = Path(folder)
+    prov = read_result(folder / "provenance.json", "provenance")
+    if prov.get("kind") != "language_model":
+        raise ValueError(f"{folder} is not a language-model set (its provenance says kind={prov.get('kind')!r})")
+    return folder, prov
+
+
 def evaluate_lm_set(folder: str | os.PathLike[str], *, work_root: str | os.PathLike[str] | None = None,
                     corpus: str | os.PathLike[str] = DEFAULT_CORPUS,
                     cache_root: str | os.PathLike[str] = DEFAULT_CACHE_ROOT, max_windows: int = EVAL_WINDOWS,
@@ -114,10 +123,7 @@ def evaluate_lm_set(folder: str | os.PathLike[str], *, work_root: str | os.PathL
     from ..evaluation.metrics import DEAD_THRESHOLD, firing_density_histogram, latent_reach
     from .ledger import DEFAULT_WORK, _git_state
 
-    folder = Path(folder)
-    prov = read_result(folder / "provenance.json", "provenance")
-    if prov.get("kind") != "language_model":
-        raise ValueError(f"{folder} is not a language-model set (its provenance says kind={prov.get('kind')!r})")
+    folder, prov = _lm_set(folder)
     target = folder / EVALUATION_NAME
     if target.exists():
         return None
@@ -188,10 +194,7 @@ def latent_samples(folder: str | os.PathLike[str], *, work_root: str | os.PathLi
                            top_activations, top_logit_tokens, unembedding_directions)
     from .ledger import DEFAULT_WORK, _git_state
 
-    folder = Path(folder)
-    prov = read_result(folder / "provenance.json", "provenance")
-    if prov.get("kind") != "language_model":
-        raise ValueError(f"{folder} is not a language-model set (its provenance says kind={prov.get('kind')!r})")
+    folder, prov = _lm_set(folder)
     target = folder / FEATURES_NAME
     if target.exists():
         return None
