@@ -282,6 +282,12 @@ def test_the_outlier_figures_draw_what_they_are_given():
     fig = twin_dead_figure(f)
     ys = sorted(float(v) for line in fig.axes[0].lines for v in line.get_ydata())
     assert ys == [10.0, 96.0]
+    # with a rho column: one panel per ρ, each drawing only its own pairs
+    two = pd.concat([f.assign(rho=0.9), f.assign(rho=0.5, dead_pct_window=[50.0, 20.0])], ignore_index=True)
+    fig = twin_dead_figure(two)
+    assert [ax.get_title() for ax in fig.axes] == ["ρ = 0.5", "ρ = 0.9"]
+    assert [sorted(float(v) for line in ax.lines for v in line.get_ydata()) for ax in fig.axes] == [[20.0, 50.0],
+                                                                                                  [10.0, 96.0]]
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -468,7 +468,7 @@ def test_a_sweep_started_at_another_bias_is_not_resumed(tmp_path):
 
 def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_path):
     from aen_lib.results.claims import CLAIMS
-    from aen_lib.results.reference import outlier_frame
+    from aen_lib.results.reference import outlier_frame, outlier_frames
 
     with pytest.raises(ValueError, match="--study paper --rho 0.9 --seed 0"):
         outlier_frame(tmp_path, 0.9, steps=3)
@@ -484,6 +484,14 @@ def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_
     zero = df[df["study"] == "paper"]
     assert (zero["init_negative_pct"] > 20).all() and (mean["init_negative_pct"] == 0).all()
     assert CLAIMS["init_out_of_reach"](df).holds is True
+    # over several ρ: the committed ρ stacked with its ρ named, the missing one told how to train it
+    both, missing = outlier_frames(tmp_path, [0.5, 0.9], steps=3)
+    assert set(both["rho"]) == {0.9} and len(both) == len(df)
+    assert list(missing) == [0.5] and "--study paper --rho 0.5 --seed 0" in missing[0.5]
+    with pytest.raises(ValueError, match="twice"):
+        outlier_frames(tmp_path, [0.9, 0.9], steps=3)
+    with pytest.raises(ValueError, match="at least one"):
+        outlier_frames(tmp_path, [], steps=3)
 
 
 def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():

@@ -1,5 +1,5 @@
 """The committed synthetic sets as frames for the chapters (book: chapters 6 and 7): every SAE's records
-(:func:`set_frames`), the outlier study's twins (:func:`outlier_frame`), the step-0 measures (:func:`outlier_at_init`,
+(:func:`set_frames`), the outlier study's twins (:func:`outlier_frame`, over several ρ :func:`outlier_frames`), the step-0 measures (:func:`outlier_at_init`,
 :func:`initial_reach`), the bias/centring equivalence and the seed ranges."""
 
 from __future__ import annotations
@@ -107,6 +107,28 @@ def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cp
     runs = runs.merge(reach, on=["set", "variant"], how="left")
     twins = set(runs.loc[runs["study"] == "biasmean", "variant"])
     return runs[runs["variant"].isin(twins)].reset_index(drop=True)
+
+
+def outlier_frames(root: str | Path, rhos: Sequence[float], seed: int = 0, device: str = "cpu",
+                   steps: int | None = None) -> tuple[pd.DataFrame, dict[float, str]]:
+    """:func:`outlier_frame` at each ρ of ``rhos`` whose two sets are committed, stacked (its ``rho`` column tells
+    them apart), and for each ρ whose sets are not, the message that names the set missing and the command that
+    trains it. Raises ``ValueError`` when ``rhos`` is empty or lists a ρ twice."""
+    rhos = [float(r) for r in rhos]
+    if not rhos:
+        raise ValueError("outlier_frames needs at least one ρ")
+    if len(set(rhos)) != len(rhos):
+        raise ValueError(f"outlier_frames got a ρ twice: {rhos}")
+    frames, missing = [], {}
+    for rho in rhos:
+        try:
+            frames.append(outlier_frame(root, rho, seed=seed, device=device, steps=steps).assign(rho=rho))
+        except ValueError as err:
+            if "needs the set" not in str(err):
+                raise
+            missing[rho] = str(err)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return frame, missing
 
 
 def outlier_at_init(rhos: Sequence[float], *, seed: int = 0, k: int = 32, samples: int = EVAL_SAMPLES,

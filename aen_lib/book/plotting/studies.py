@@ -206,7 +206,8 @@ def outlier_at_init_figure(table: Any, *, k: int = 32) -> Figure:
 
 def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: str = "dead latents (%)") -> Figure:
     """Every SAE of :func:`aen_lib.results.reference.outlier_frame` as a line from its dead % with b_dec at 0 (circle) to
-    its twin's with b_dec at the mean (diamond), at its L0, in its architecture's colour; L0 on a log axis."""
+    its twin's with b_dec at the mean (diamond), at its L0, in its architecture's colour; L0 on a log axis. A frame with
+    a ``rho`` column (:func:`aen_lib.results.reference.outlier_frames`) gets one panel per ρ, on a shared dead-% axis."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -215,35 +216,42 @@ def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: s
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ValueError(f"twin_dead_figure: the frame lacks {missing} (pass aen_lib.results.reference.outlier_frame)")
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    zero = df[df["study"] == "paper"].set_index("variant")
-    mean = df[df["study"] == "biasmean"].set_index("variant")
-    seen: set[str] = set()
-    drawn = 0
-    for v in zero.index.intersection(mean.index):
-        a, b = zero.loc[v], mean.loc[v]
-        if pd.isna(a[dead]) or pd.isna(b[dead]):
-            continue  # e.g. a smoke run shorter than one dead window
-        drawn += 1
-        arch = str(a["method"])
-        color = architecture_color(arch)
-        ax.plot([a["l0"], b["l0"]], [a[dead], b[dead]], color=color, alpha=0.6, lw=1.2)
-        ax.scatter([a["l0"]], [a[dead]], color=color, marker="o", s=30,
-                   label=architecture_label(arch) if arch not in seen else None)
-        ax.scatter([b["l0"]], [b[dead]], color=color, marker="D", s=30, edgecolor="black", linewidths=0.5)
-        seen.add(arch)
-    if drawn:
-        ax.set_xscale("log")
-        _log_axis_plain_ticks(ax.xaxis)
-    else:
-        ax.text(0.5, 0.5, f"no SAE pair has a value of {dead!r}", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("L0 (active latents per sample)")
-    ax.set_ylabel(dead_label)
-    ax.set_ylim(-3, 103)
-    ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
-    ax.set_title("Starting b_dec at the data mean, each SAE against itself", fontsize=10)
+    panels = sorted(df["rho"].unique()) if "rho" in df.columns else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 if len(panels) == 1 else 4.8 * len(panels), 3.8),
+                             squeeze=False, sharey=True)
+    for ax, rho in zip(axes[0], panels):
+        part = df if rho is None else df[df["rho"] == rho]
+        zero = part[part["study"] == "paper"].set_index("variant")
+        mean = part[part["study"] == "biasmean"].set_index("variant")
+        seen: set[str] = set()
+        drawn = 0
+        for v in zero.index.intersection(mean.index):
+            a, b = zero.loc[v], mean.loc[v]
+            if pd.isna(a[dead]) or pd.isna(b[dead]):
+                continue  # e.g. a smoke run shorter than one dead window
+            drawn += 1
+            arch = str(a["method"])
+            color = architecture_color(arch)
+            ax.plot([a["l0"], b["l0"]], [a[dead], b[dead]], color=color, alpha=0.6, lw=1.2)
+            ax.scatter([a["l0"]], [a[dead]], color=color, marker="o", s=30,
+                       label=architecture_label(arch) if arch not in seen else None)
+            ax.scatter([b["l0"]], [b[dead]], color=color, marker="D", s=30, edgecolor="black", linewidths=0.5)
+            seen.add(arch)
+        if drawn:
+            ax.set_xscale("log")
+            _log_axis_plain_ticks(ax.xaxis)
+        else:
+            ax.text(0.5, 0.5, f"no SAE pair has a value of {dead!r}", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlabel("L0 (active latents per sample)")
+        ax.set_ylim(-3, 103)
+        ax.grid(True, alpha=0.3)
+        if drawn:
+            ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
+        if rho is not None:
+            ax.set_title(f"ρ = {rho:g}", fontsize=10)
+    axes[0, 0].set_ylabel(dead_label)
+    fig.suptitle("Starting b_dec at the data mean, each SAE against itself", fontsize=10)
     fig.tight_layout()
     return fig
 
