@@ -135,6 +135,37 @@ def test_every_language_model_study_fits_a_few_hours_of_one_core():
         assert 0 < hours <= 5.0, (name, members, hours)
 
 
+def test_the_planned_sets_include_the_second_seed_and_untrained_ones_are_named():
+    from aen_lib.results.lmref import LM_STUDIES, lm_planned_sets, lm_untrained
+
+    planned = lm_planned_sets()
+    assert ("pilot", 1) in planned and ("aen_matched_2", 1) in planned and ("pilot", 0) in planned
+    assert len(planned) == len(set(planned)) and {s for s, _ in planned} == set(LM_STUDIES)
+
+    def prov(study, seed):
+        return {"set": f"lm_smollm2_{study}_seed{seed}", "study": study, "protocol": {"train": {"seed": seed}}}
+
+    left = lm_untrained([prov("pilot", 0), prov("aen_matched_2", 0)])
+    assert "lm_smollm2_pilot_seed1" in left and "lm_smollm2_aen_matched_2_seed1" in left
+    assert "lm_smollm2_pilot_seed0" not in left and len(left) == len(planned) - 2
+    # a seed-1 set does not stand in for seed 0
+    assert "lm_smollm2_topk_seed0" in lm_untrained([prov("topk", 1)])
+    with pytest.raises(ValueError, match="protocol.train.seed"):
+        lm_untrained([{"set": "x", "study": "pilot", "protocol": {}}])
+
+
+def test_the_outlier_twins_of_aen_share_the_matched_aen_config():
+    """aen_biasmean and aen_centred differ from the matched AEN only in the input treatment, so each is its twin."""
+    from aen_lib.results.lmref import LM_STUDIES
+
+    base = LM_STUDIES["aen_matched_2"]
+    for name, b_dec, inputs in (("aen_biasmean", "mean", "raw"), ("aen_centred", "zero", "centred")):
+        study = LM_STUDIES[name]
+        assert study.grid == base.grid and study.steps == base.steps
+        assert (study.b_dec_init, study.inputs) == (b_dec, inputs)
+    assert LM_STUDIES["topk_biasmean"].grid == LM_STUDIES["pilot"].grid == LM_STUDIES["topk_centred"].grid
+
+
 def test_lm_table_gives_one_row_per_sae_with_its_heldout_numbers_and_settling(tmp_path):
     from aen_lib.results.lmref import lm_table
 

@@ -120,10 +120,40 @@ LM_STUDIES: dict[str, LMStudy] = {
                              "started at the training rows' mean", b_dec_init="mean"),
     "topk_centred": LMStudy({"topk": {"k": [32]}}, "the outlier explanation: TopK k=32 on mean-centred rows",
                             inputs="centred"),
+    "aen_biasmean": LMStudy({"aen": {"l1": [0.0041], "l2": [0.001], **_ADAPTIVE}},
+                            "the outlier explanation: AEN at the matched λ1 0.0041 (aen_matched_2, held-out L0 33.2) "
+                            "with the pre-encoder bias started at the training rows' mean", b_dec_init="mean"),
+    "aen_centred": LMStudy({"aen": {"l1": [0.0041], "l2": [0.001], **_ADAPTIVE}},
+                           "the outlier explanation: AEN at the matched λ1 0.0041 on mean-centred rows",
+                           inputs="centred"),
 }
 """The language-model sets, each sized to finish within a few hours on one CPU core (about 1.2 s per SAE step at
 576 x 4,608, batch 4,096). The matched-L0 grid of the ℓ1 family, AEN near L0 16 and 128, AEN at β 0.999, a second
 seed and the mean-centred variants follow from the bracket's λ1."""
+
+
+LM_SEEDS: dict[str, tuple[int, ...]] = {"pilot": (0, 1), "aen_matched_2": (0, 1)}
+"""The seeds each study of :data:`LM_STUDIES` is to be trained at, seed 0 where a study is not listed: the second seed
+of issue 21's grid is TopK k=32 (the pilot) and AEN at the matched λ1 (``aen_matched_2``). ``train --seed 1`` trains it;
+the seed sets the SAE's initialisation and the order of the training rows."""
+
+
+def lm_planned_sets() -> list[tuple[str, int]]:
+    """Every ``(study, seed)`` the language-model grid plans (:data:`LM_STUDIES` × :data:`LM_SEEDS`), in their order."""
+    return [(study, seed) for study in LM_STUDIES for seed in LM_SEEDS.get(study, (0,))]
+
+
+def lm_untrained(provenances: Sequence[dict[str, Any]]) -> list[str]:
+    """The set names (:func:`lm_set_name`) of the planned sets (:func:`lm_planned_sets`) that none of ``provenances``
+    (committed sets' ``provenance.json``) holds; a provenance is matched by its study and its training seed."""
+    trained = set()
+    for prov in provenances:
+        try:
+            trained.add((prov["study"], int(prov["protocol"]["train"]["seed"])))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"provenance of {prov.get('set', '?')!r} lacks study or protocol.train.seed ({err}); "
+                             "pass the provenance.json of a language-model set") from None
+    return [lm_set_name(study, seed) for study, seed in lm_planned_sets() if (study, seed) not in trained]
 
 
 def training_mean(cache: ActivationCache, windows: int, *, progress: bool = False) -> Tensor:

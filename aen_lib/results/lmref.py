@@ -49,14 +49,14 @@ from .lm_evaluate import (DENSE_SHARE, EVAL_WINDOWS, EVALUATION_NAME, FEATURES_N
 from .lm_harvest import (DEFAULT_CACHE_ROOT, DEFAULT_CORPUS, HARVEST_LM_DTYPE, HARVEST_STORAGE, LM_NAME, LM_WINDOW,
                          PROBE_ROWS, RECORD_NAME, compare_harvests, corpus_documents, harvest, harvest_config,
                          harvest_record, load_harvest_lm)
-from .lm_sets import (LM_ADAPTIVE_BETA, LM_CHECKPOINT_EVERY, LM_SAE, LM_STUDIES, LM_TRAIN, LM_TRAIN_WINDOWS, LMStudy,
-                      dead_curve_settled, final_window_record, heldout_metrics, lm_set_name, run_lm_set,
-                      training_mean)
+from .lm_sets import (LM_ADAPTIVE_BETA, LM_CHECKPOINT_EVERY, LM_SAE, LM_SEEDS, LM_STUDIES, LM_TRAIN, LM_TRAIN_WINDOWS,
+                      LMStudy, dead_curve_settled, final_window_record, heldout_metrics, lm_planned_sets, lm_set_name,
+                      lm_untrained, run_lm_set, training_mean)
 from .lm_tables import (MATCH_TOLERANCE, PAPER_WINDOW_TOKENS, lm_dead_windows, lm_frame, lm_matched_table, lm_table,
                         training_split_label, treatment)
 from .records import read_result
 
-__all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "LM_ADAPTIVE_BETA", "LMStudy",
+__all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "LM_SEEDS", "lm_planned_sets", "lm_untrained", "LM_ADAPTIVE_BETA", "LMStudy",
            "harvest_config", "harvest", "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics",
            "dead_curve_settled", "run_lm_set", "lm_set_name", "training_mean", "final_window_record",
            "evaluate_lm_set", "trained_saes", "heldout_windows", "latent_samples", "EVAL_WINDOWS", "EVALUATION_NAME",
