@@ -452,3 +452,41 @@ def test_matched_claim_waits_for_a_matched_aen_and_then_judges_it():
     rows.loc[rows["label"] == "aen 0.0041", "dead_pct_paper_window"] = 2.0
     v = CLAIMS["lm_topk_more_dead_than_aen_at_matched_l0"](lm_matched_table(rows, target=32))
     assert v.holds is True and v.numbers == {"topk": 10.0, "aen": 2.0}
+
+
+def test_the_matched_claim_judged_with_the_mean_taken_away_and_the_explanation_it_gives():
+    import pandas as pd
+    from aen_lib.results.claims import CLAIMS
+    from aen_lib.results.claims.language_model import lm_outlier_explanation
+    from aen_lib.results.lmref import lm_matched_table
+
+    rows = _frame_rows()
+    rows.loc[rows["label"] == "aen 0.0041", "dead_pct_paper_window"] = 2.0
+    rows.loc[rows["label"] == "topk k=32 mean", "dead_pct_paper_window"] = 0.1
+    topk = rows[rows["method"] == "topk"]
+    removal = CLAIMS["lm_mean_removal_cuts_topk_death"](topk.assign(heldout_dead_pct=[40.0, 20.0]))
+    claim = CLAIMS["lm_topk_more_dead_than_aen_at_matched_l0"]
+    # no AEN with the mean taken away yet: not testable, and the explanation says what is missing
+    at_mean = claim(lm_matched_table(rows, target=32), treatment="b_dec at the mean")
+    assert removal.holds is True and at_mean.holds is None and "b_dec at the mean" in at_mean.sentence
+    text = lm_outlier_explanation(removal, at_mean)
+    assert text.startswith("The outlier explanation, for TopK") and "aen_biasmean" in text
+    # AEN at the mean with more dead latents than TopK at the mean: the advantage belongs to the mean
+    aen_mean = pd.DataFrame([{**rows.iloc[3].to_dict(), "label": "aen 0.0041 mean", "b_dec_init": "mean",
+                              "dead_pct_paper_window": 1.5}])
+    judged = claim(lm_matched_table(pd.concat([rows, aen_mean], ignore_index=True), target=32),
+                   treatment="b_dec at the mean")
+    assert judged.holds is False and judged.numbers == {"topk": 0.1, "aen": 1.5}
+    assert "belongs to the mean" in lm_outlier_explanation(removal, judged)
+    # the other way round: both hold
+    aen_mean["dead_pct_paper_window"] = 0.0
+    topk_mean_starved = pd.concat([rows, aen_mean], ignore_index=True)
+    topk_mean_starved.loc[topk_mean_starved["label"] == "topk k=32 mean", "dead_pct_paper_window"] = 9.0
+    both = claim(lm_matched_table(topk_mean_starved, target=32), treatment="b_dec at the mean")
+    assert both.holds is True and lm_outlier_explanation(removal, both).startswith("Both")
+    # the default still judges the paper's start only, and an unknown treatment is refused
+    assert claim(lm_matched_table(rows, target=32)).numbers == {"topk": 10.0, "aen": 2.0}
+    with pytest.raises(ValueError, match="treatment must be one of"):
+        claim(lm_matched_table(rows, target=32), treatment="mean")
+    with pytest.raises(ValueError, match="takes the verdicts"):
+        lm_outlier_explanation(at_mean, removal)

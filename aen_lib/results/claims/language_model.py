@@ -406,16 +406,22 @@ def _aen_starved(df: pd.DataFrame) -> pd.DataFrame:
           "paper", source="paper", counterexample=_aen_starved, example=_matched_sets_example,
           needs=("method", "treatment", "label", "heldout_l0", "matched", "dead_pct_paper_window"))
 def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MARGIN,
-                                             beta: str | None = None) -> Verdict:
+                                             beta: str | None = None, treatment: str = "b_dec at 0") -> Verdict:
     """``df``: :func:`aen_lib.results.lm_tables.lm_matched_table`. TopK and AEN rows are paired by seed (a frame without a
     ``seed`` column is one seed); AEN's rows are those of the sets' adaptive rule (``beta``, default the β of
     :data:`aen_lib.results.lm_sets.LM_ADAPTIVE_BETA`), so a β study does not stand in for the matched row. Holds when
     TopK's dead % exceeds AEN's by more than ``margin`` points on every seed where both are matched; not testable
-    when no seed has both rows with b_dec at 0, or none has both matched (the sentence names the L0 reached)."""
+    when no seed has both rows with ``treatment`` (the paper's b_dec at 0 by default; ``"b_dec at the mean"`` or
+    ``"centred rows"`` judge the same claim once the mean is taken away from both), or none has both matched (the
+    sentence names the L0 reached)."""
     from ..lm_sets import LM_ADAPTIVE_BETA
+    from ..lm_tables import treatment as _treatment
 
+    known = {_treatment("zero", "raw"), _treatment("mean", "raw"), _treatment("zero", "centred")}
+    if treatment not in known:
+        raise ValueError(f"treatment must be one of {sorted(known)}, got {treatment!r}")
     name = "lm_topk_more_dead_than_aen_at_matched_l0"
-    base = df[df["treatment"] == "b_dec at 0"]
+    base = df[df["treatment"] == treatment]
     if "seed" not in base:
         base = base.assign(seed=0)
     want = f"{LM_ADAPTIVE_BETA:g}" if beta is None else beta
@@ -425,7 +431,7 @@ def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float 
     rows = {"topk": base[base["method"] == "topk"], "aen": aen}
     missing = [m for m, r in rows.items() if r.empty]
     if missing:
-        return Verdict(name, None, {}, f"No full-length {' or '.join(missing)} SAE with b_dec at 0 is committed yet.")
+        return Verdict(name, None, {}, f"No full-length {' or '.join(missing)} SAE with {treatment} is committed yet.")
     seeds = sorted(set(rows["topk"]["seed"]) & set(rows["aen"]["seed"]))
     if not seeds:
         return Verdict(name, None, {}, "TopK and AEN have no seed in common yet.")
@@ -458,6 +464,34 @@ def lm_topk_more_dead_than_aen_at_matched_l0(df: pd.DataFrame, *, margin: float 
         sentence += "; not matched, left out: " + ", ".join(f"{r['label']} (L0 {float(r['heldout_l0']):.1f})"
                                                            for r in off)
     return Verdict(name, bool(holds), numbers, sentence + ".")
+
+
+def lm_outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
+    """The answer to "which explanation do the numbers support here?" on the language-model sets, from two verdicts:
+    ``lm_mean_removal_cuts_topk_death`` (TopK with the mean taken away against the pilot) and
+    ``lm_topk_more_dead_than_aen_at_matched_l0`` judged with ``treatment="b_dec at the mean"`` (TopK and AEN both
+    started at the mean). Says what is not yet trained rather than guessing."""
+    if removal.claim != "lm_mean_removal_cuts_topk_death" or \
+            aen_with_mean.claim != "lm_topk_more_dead_than_aen_at_matched_l0":
+        raise ValueError("lm_outlier_explanation takes the verdicts of lm_mean_removal_cuts_topk_death and "
+                         f"lm_topk_more_dead_than_aen_at_matched_l0, got {removal.claim!r} and {aen_with_mean.claim!r}")
+    if removal.holds is None:
+        return ("Neither explanation can be judged yet: TopK has not been trained both with b_dec at 0 and with the "
+                "mean taken away.")
+    if aen_with_mean.holds is None:
+        after = ("whether AEN's objective still starves less than TopK once both start at the mean cannot be judged "
+                 "until AEN is trained that way at matched L0 too (the study aen_biasmean)")
+    elif aen_with_mean.holds:
+        after = "with both started at the mean, AEN still has fewer dead latents than TopK at matched L0"
+    else:
+        after = ("once both start at the mean, AEN no longer has fewer dead latents than TopK at matched L0: its "
+                 "advantage with b_dec at 0 belongs to the mean, not to the objective")
+    if removal.holds:
+        lead = ("Both" if aen_with_mean.holds else "The outlier explanation, for TopK" if aen_with_mean.holds is None
+                else "The outlier explanation")
+        return f"{lead}: taking the activations' mean away cuts TopK's dead latents, and {after}."
+    return ("The outlier explanation is at most part of the story here: taking the mean away does not cut TopK's dead "
+            f"latents by more than the margin, and {after}.")
 
 
 def _weights_example() -> pd.DataFrame:
