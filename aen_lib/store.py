@@ -21,6 +21,16 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 its git state for provenance)."""
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a message or a page shows it: relative to the checkout when inside it (``reference/...``), so that
+    nothing the book renders names the folders of the machine that built it; otherwise as given."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(CHECKOUT)) if p.is_absolute() else str(p)
+    except ValueError:
+        return str(p)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write a file via ``write(tmp_path)`` then rename over ``path``: a failed write leaves the old file intact."""
     path = Path(path)

@@ -74,3 +74,11 @@ def test_missing_and_corrupt_files(tmp_path):
     (tmp_path / "s" / "cfg.json").write_text("{oops")
     with pytest.raises(ValueError, match="corrupt"):
         load_sae(tmp_path / "s")
+
+
+def test_shown_path_hides_the_machine_folders_of_the_checkout(tmp_path):
+    from aen_lib.store import CHECKOUT, shown_path
+
+    assert shown_path(CHECKOUT / "reference") == "reference"
+    assert shown_path("reference/x") == "reference/x"  # a relative path is left as given
+    assert shown_path(tmp_path) == str(tmp_path)  # outside the checkout: as given

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ..store import shown_path
 from .sets import committed_sets
 from .spiked_frames import set_frames
 from .spiked_mechanism import MECHANISM_FILE
@@ -85,7 +86,7 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
     folders = [f for f in committed_sets(root, device=device, study=None)
                if _plain(f) and read_result(f / "provenance.json", "provenance")["protocol"]["data"]["rho"] == rho]
     if not folders:
-        raise ValueError(f"no committed set at ρ = {rho:g} under {root}")
+        raise ValueError(f"no committed set at ρ = {rho:g} under {shown_path(root)}")
     runs = pd.concat([set_frames([f])[0] for f in folders], ignore_index=True)  # one set at a time: studies repeat
     mech = pd.concat([mechanism_frame(f).assign(set=read_result(f / "provenance.json", "provenance")["set"])
                       for f in folders], ignore_index=True)
@@ -121,7 +122,7 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
             row.update({"replicate_sets": None, "replicate_l0_diff": None, "replicate_dead_diff": None, **replicate})
             rows.append(row)
     if not rows:
-        raise ValueError(f"no factorial cell at ρ = {rho:g} for seeds {list(seeds)} under {root}; train them with "
+        raise ValueError(f"no factorial cell at ρ = {rho:g} for seeds {list(seeds)} under {shown_path(root)}; train them with "
                          f"python -m aen_lib.results.reference spiked --study factorial --rho {rho:g} --seed <s>")
     return pd.DataFrame(rows)
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..data.synthetic import SpikedDictionaryConfig, SpikedDictionaryData
-from ..store import CHECKOUT
+from ..store import CHECKOUT, shown_path
 from ..evaluation.metrics import latent_reach
 from ..sae.config import SAEConfig
 from ..sae.model import SAE
@@ -97,7 +97,8 @@ def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cp
     for study in ("paper", "biasmean"):
         folder = root / (set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else ""))
         if not (folder / "provenance.json").is_file():
-            raise ValueError(f"the outlier study at ρ = {rho:g}, seed {seed} needs the set {folder.name} under {root}; "
+            raise ValueError(f"the outlier study at ρ = {rho:g}, seed {seed} needs the set {folder.name} under "
+                             f"{shown_path(root)}; "
                              f"train it with python -m aen_lib.results.reference spiked --study {study} --rho {rho:g} "
                              f"--seed {seed}")
         folders.append(folder)
@@ -194,7 +195,7 @@ def seeds_frame(root: str | Path, rho: float, device: str = "cpu") -> pd.DataFra
                                                                                                study="seeds")
                if read_result(f / "provenance.json", "provenance")["protocol"]["data"]["rho"] == rho]
     if not any(set_study(f) == "seeds" for f in folders):
-        raise ValueError(f"no seeds set is committed at ρ = {rho:g} under {root}; train one with "
+        raise ValueError(f"no seeds set is committed at ρ = {rho:g} under {shown_path(root)}; train one with "
                          f"python -m aen_lib.results.reference spiked --study seeds --rho {rho:g} --seed 1")
     runs, _ = set_frames(folders)
     keep = set(runs.loc[runs["study"] == "seeds", "variant"])

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ...store import shown_path
 from ..records import read_result
 from .core import CLAIMS, Verdict, over_seeds
 
@@ -71,12 +72,12 @@ def paper_verdicts(root: str | Path, device: str = "cpu") -> pd.DataFrame:
     by_rho = {_rho(f): f for f in paper}
     def paper_set(rho: float) -> Path:
         if rho not in by_rho:
-            raise ValueError(f"no paper set is committed at ρ = {rho:g} under {root}")
+            raise ValueError(f"no paper set is committed at ρ = {rho:g} under {shown_path(root)}")
         return by_rho[rho]
 
     sets0 = by_rho.get(0.0)
     f2 = (figure2_verdicts(frame, k=16, target_l0=16, dead=dead, dead_name=dead_name) if sets0 is not None else
-          {n: Verdict(n, None, {}, f"Not judged: no paper set is committed at ρ = 0 under {root}")
+          {n: Verdict(n, None, {}, f"Not judged: no paper set is committed at ρ = 0 under {shown_path(root)}")
            for n in ("fig2_topk_starves_more", "fig2_aen_has_none", "fig2_equal_reconstruction",
                      "fig2_adaptive_lasso_near_k")})
     for name, v in f2.items():
@@ -94,18 +95,19 @@ def paper_verdicts(root: str | Path, device: str = "cpu") -> pd.DataFrame:
     add("aen_fewer_dead_than_vanilla_nearby_l0", "chapter 6, set spiked_paper_rho0.9_seed0 (one seed)",
         lambda: paper_set(0.9) and CLAIMS["aen_fewer_dead_than_vanilla_nearby_l0"](
             frame[frame["rho"] == 0.9], dead=dead, dead_name=dead_name))
-    for rho in (0.0, 0.9):
+    for rho in sorted(set(by_rho) | {0.0, 0.9}):  # every committed paper set's ρ; 0 and 0.9 named even if missing
         add("adaptive_weights_cut_shrinkage", f"chapter 6, set spiked_paper_rho{rho:g}_seed0 (one seed)",
             lambda rho=rho: paper_set(rho) and CLAIMS["adaptive_weights_cut_shrinkage"](frame[frame["rho"] == rho]))
-    add("aen_starves_less_at_matched_l0", "chapter 7, sets spiked_paper_rho0.9_seed0 and spiked_biasmean_rho0.9_seed0 "
-        "(every SAE's b_dec started at the data mean; one seed)",
-        lambda: CLAIMS["aen_starves_less_at_matched_l0"](
-            (lambda s: s[s["study"] == "biasmean"])(outlier_frame(root, 0.9))))
+    for rho in (0.5, 0.9):  # the outlier study's ρ (chapter 7's outlier_rhos)
+        add("aen_starves_less_at_matched_l0", f"chapter 7, sets spiked_paper_rho{rho:g}_seed0 and "
+            f"spiked_biasmean_rho{rho:g}_seed0 (every SAE's b_dec started at the data mean; one seed)",
+            lambda rho=rho: CLAIMS["aen_starves_less_at_matched_l0"](
+                (lambda s: s[s["study"] == "biasmean"])(outlier_frame(root, rho))))
     lm_sets = committed_sets(root, study=None, kind="language_model")
 
     def lm_full() -> pd.DataFrame:
         if not lm_sets:
-            raise ValueError(f"no language-model set is committed under {root}")
+            raise ValueError(f"no language-model set is committed under {shown_path(root)}")
         f = lm_frame(lm_sets)
         return f[f["steps"] == f["steps"].max()]
 
@@ -139,7 +141,7 @@ def lm_verdicts(root: str | Path) -> pd.DataFrame:
 
     def add(name: str, evidence: str, frame: pd.DataFrame | None) -> None:
         v = (CLAIMS[name](frame) if frame is not None and len(frame)
-             else Verdict(name, None, {}, f"Not judged: no committed set under {root} gives it evidence."))
+             else Verdict(name, None, {}, f"Not judged: no committed set under {shown_path(root)} gives it evidence."))
         rows.append({"claim": name, "statement": CLAIMS[name].statement, "evidence": evidence,
                      "status": BOOK_STATUS[v.holds], "measured": v.sentence})
 
