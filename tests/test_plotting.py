@@ -444,13 +444,19 @@ def test_lm_latents_table_names_its_columns_and_adds_the_dense_counts():
 
     frame = pd.DataFrame({"name": ["TopK", "AEN"], "heldout_l0": [32.004, 30.5], "heldout_dead_pct": [12.346, 0.0],
                           "dead_out_of_reach_pct": [1.0, 0.0], "dead_pct_window": [20.0, 1.5],
-                          "dead_window_tokens": [1_000_000, 1_000_000], "method": ["topk", "aen"]},
+                          "dead_window_tokens": [1_000_000, 1_000_000], "dead_pct_paper_window": [25.0, None],
+                          "method": ["topk", "aen"]},
                          index=pd.MultiIndex.from_tuples([("set", "topk"), ("set", "aen")]))
     table = plotting.lm_latents_table(frame, {"TopK": 7})
     assert list(table.columns) == list(plotting.LM_LATENT_COLUMNS.values())
     assert table.index.tolist() == [0, 1] and table["name"].tolist() == ["TopK", "AEN"]
     assert table["held-out L0"].tolist() == [32.0, 30.5] and table["silent on held-out (%)"].tolist() == [12.35, 0.0]
     assert table["dense (> 10% of tokens)"].iloc[0] == 7 and pd.isna(table["dense (> 10% of tokens)"].iloc[1])
+    paper = "dead % (last 4,096,000 tokens: the paper's window, scaled)"
+    assert table[paper].iloc[0] == 25.0 and pd.isna(table[paper].iloc[1])  # a set trained before that window: missing
+    from aen_lib.results.lm_tables import PAPER_WINDOW_TOKENS
+
+    assert paper in plotting.LM_LATENT_COLUMNS.values() and f"{PAPER_WINDOW_TOKENS:,}" in paper  # the header follows it
     with pytest.raises(ValueError, match="'dead_out_of_reach_pct'"):
         plotting.lm_latents_table(frame.drop(columns="dead_out_of_reach_pct"), {})
     with pytest.raises(ValueError, match="no rows"):

@@ -196,7 +196,9 @@ def latent_profile_figure(frequencies: Sequence[float], frequency: float, promot
 LM_LATENT_COLUMNS = {"name": "name", "heldout_l0": "held-out L0", "heldout_dead_pct": "silent on held-out (%)",
                      "dead_out_of_reach_pct": "out of reach (%)",
                      "dead_pct_window": "dead % (last complete training window)",
-                     "dead_window_tokens": "that window (tokens)", "dense_latents": "dense (> 10% of tokens)"}
+                     "dead_window_tokens": "that window (tokens)",
+                     "dead_pct_paper_window": "dead % (last 4,096,000 tokens: the paper's window, scaled)",
+                     "dense_latents": "dense (> 10% of tokens)"}
 """The columns of :func:`lm_latents_table`: ``{column of the frame: header}``, in order."""
 
 
@@ -204,6 +206,7 @@ def lm_latents_table(frame: Any, dense: Mapping[str, int], *, decimals: int = 2)
     """Chapter 9's table of the committed language-model SAEs: per SAE (a row of
     :func:`aen_lib.results.lm_tables.lm_frame` with a ``name`` column added), its held-out L0, the shares silent on the
     held-out tokens and out of reach, the dead share of the last complete training window and that window's length,
+    the dead share over the last 4,096,000 training tokens (:data:`aen_lib.results.lm_tables.PAPER_WINDOW_TOKENS`),
     and ``dense[name]``, its number of latents firing on more than 10% of the held-out tokens (missing when the set
     has no features file). Headers as in :data:`LM_LATENT_COLUMNS`, numbers rounded to ``decimals``."""
     df = _frame_with(frame, [c for c in LM_LATENT_COLUMNS if c != "dense_latents"], "lm_latents_table")
