@@ -33,11 +33,31 @@ def test_mean_removal_reads_each_twin_pair():
     assert CLAIMS["mean_removal_cuts_death"](df).holds is False
 
 
+
+def test_mean_removal_leaves_out_pairs_with_no_death_to_cut():
+    """A pair already at most the margin dead with b_dec at 0 cannot fall by more than the margin: it is named, not
+    judged, and a failing pair elsewhere still fails the claim."""
+    claim = CLAIMS["mean_removal_cuts_death"]
+    df = claim.example()
+    aen = df["method"] == "aen"
+    df.loc[aen & (df["study"] == "paper"), DEAD_COLUMN] = 0.9
+    df.loc[aen & (df["study"] == "biasmean"), DEAD_COLUMN] = 0.0
+    v = claim(df)
+    assert v.holds is True and v.numbers["left_out"] == ["AEN λ1=0.001"] and "not judged" in v.sentence
+    assert v.numbers["drop_min"] == pytest.approx(15.0)  # the two judged pairs only
+    df.loc[(df["study"] == "biasmean") & (df["method"] == "relu_l1"), DEAD_COLUMN] = 44.5
+    assert claim(df).holds is False
+    calm = df.assign(**{DEAD_COLUMN: 0.5})
+    v = claim(calm)
+    assert v.holds is None and "no death for the mean to cut" in v.sentence
+
+
 def test_aen_against_its_neighbours_in_l0():
     claim = CLAIMS["aen_starves_less_at_matched_l0"]
     df = claim.example()
     v = claim(df)
     assert v.holds and len(v.numbers["pairs"]) == 2 and v.numbers["gap_min"] == pytest.approx(15.0)
+    assert v.numbers["beats"] == {"topk": True, "relu_l1": True}
     far = df.assign(l0=df["l0"].where(df["method"] != "aen", 500.0))  # no neighbour within a factor 1.5
     assert claim(far).holds is None
     assert claim(df, others=("topk",)).numbers["gap_min"] == pytest.approx(15.0)
@@ -55,7 +75,11 @@ def test_the_outlier_explanation_follows_the_two_verdicts():
     assert outlier_explanation(v(r, True), v(a, True)).startswith("Both:")
     partial = outlier_explanation(v(r, False), v(a, True))
     assert "at most part of the story" in partial and "AEN still starves less" in partial
-    assert "no longer starves less" in outlier_explanation(v(r, False), v(a, False))
+    assert "no longer has fewer dead latents than TopK and vanilla ℓ1" in outlier_explanation(v(r, False), v(a, False))
+    # with the per-method outcome, the sentence says which comparison AEN lost and which it kept
+    mixed = Verdict(a, False, {"beats": {"topk": True, "relu_l1": False}}, "")
+    text = outlier_explanation(v(r, True), mixed)
+    assert "no longer has fewer dead latents than vanilla ℓ1" in text and "still has fewer than TopK" in text
     assert "close enough in L0" in outlier_explanation(v(r, True), v(a, None))
     assert "Neither" in outlier_explanation(v(r, None), v(a, None))
     with pytest.raises(ValueError, match="takes the verdicts"):

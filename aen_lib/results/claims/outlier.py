@@ -78,7 +78,8 @@ def _flip_removal(df: pd.DataFrame) -> pd.DataFrame:
           source="book", counterexample=_flip_removal, example=_outlier_example, needs=("study", "variant", "label", DEAD_COLUMN))
 def mean_removal_cuts_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) -> Verdict:
     """Holds when every twin pair's dead % (:data:`DEAD_VARIANT`) is lower with b_dec at the mean by more than
-    ``margin`` points."""
+    ``margin`` points. A pair whose dead % with b_dec at 0 is already at most ``margin`` cannot fall by more than the
+    margin, so it is left out of the judgement and named in the sentence; with no pair left the claim is not testable."""
     t = _twins(df)
     name = "mean_removal_cuts_death"
     if t.empty:
@@ -86,14 +87,22 @@ def mean_removal_cuts_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) ->
     drop = t[f"{DEAD_COLUMN}_zero"] - t[f"{DEAD_COLUMN}_mean"]
     if drop.isna().any():
         return Verdict(name, None, {}, "Some SAE lacks a complete dead window (a run shorter than one window).")
-    holds = bool((drop > margin).all())
     per = {str(r["label_zero"]): (float(r[f"{DEAD_COLUMN}_zero"]), float(r[f"{DEAD_COLUMN}_mean"]))
            for _, r in t.iterrows()}
-    sentence = ("Dead % with b_dec at 0 → at the mean: " +
-                "; ".join(f"{k} {a:.1f} → {b:.1f}" for k, (a, b) in per.items()) +
-                f" (drops of {drop.min():.1f}–{drop.max():.1f} points).")
-    return Verdict(name, holds, {"per_sae": per, "drop_min": float(drop.min()), "drop_max": float(drop.max())},
-                   sentence)
+    room = t[f"{DEAD_COLUMN}_zero"] > margin
+    floor = [str(lab) for lab in t.loc[~room, "label_zero"]]
+    sentence = "Dead % with b_dec at 0 → at the mean: " + "; ".join(f"{k} {a:.1f} → {b:.1f}" for k, (a, b) in per.items())
+    numbers: dict = {"per_sae": per, "left_out": floor}
+    if not room.any():
+        return Verdict(name, None, numbers, sentence + f"; every SAE has at most {margin:g}% dead with b_dec at 0, so "
+                                                       "there is no death for the mean to cut.")
+    judged = drop[room]
+    holds = bool((judged > margin).all())
+    numbers.update(drop_min=float(judged.min()), drop_max=float(judged.max()))
+    sentence += f" (drops of {judged.min():.1f}–{judged.max():.1f} points"
+    if floor:
+        sentence += (f"; not judged, already at most {margin:g}% dead with b_dec at 0: {', '.join(floor)}")
+    return Verdict(name, holds, numbers, sentence + ").")
 
 
 def _flip_aen(df: pd.DataFrame) -> pd.DataFrame:
@@ -115,20 +124,25 @@ def aen_starves_less_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MAR
 
     name = "aen_starves_less_at_matched_l0"
     frame = df.dropna(subset=[DEAD_COLUMN]).assign(_all=0)  # an SAE without a complete dead window says nothing
-    pairs, gaps = [], []
+    pairs, gaps, whom = [], [], []
     for other in others:
         p = nearest_in_l0(frame, "aen", other, by=["_all"], max_ratio=max_ratio)
         for _, r in p.iterrows():
             gap = float(r[f"{DEAD_COLUMN}_{other}"] - r[f"{DEAD_COLUMN}_aen"])
             gaps.append(gap)
+            whom.append(other)
             pairs.append(f"{r['label_aen']} (L0 {r['l0_aen']:.1f}) {r[f'{DEAD_COLUMN}_aen']:.1f}% against "
                          f"{r[f'label_{other}']} (L0 {r[f'l0_{other}']:.1f}) {r[f'{DEAD_COLUMN}_{other}']:.1f}%")
     if not pairs:
         return Verdict(name, None, {}, f"No AEN SAE has a {' or '.join(others)} SAE within a factor {max_ratio:g} "
                                        "of its L0.")
     holds = bool(min(gaps) > margin)
-    return Verdict(name, holds, {"pairs": pairs, "gap_min": min(gaps), "gap_max": max(gaps)},
+    by_other = {o: bool(min(g for g, w in zip(gaps, whom) if w == o) > margin) for o in dict.fromkeys(whom)}
+    return Verdict(name, holds, {"pairs": pairs, "gap_min": min(gaps), "gap_max": max(gaps), "beats": by_other},
                    "Dead % at comparable L0: " + "; ".join(pairs) + ".")
+
+
+_OTHER_NAMES = {"topk": "TopK", "relu_l1": "vanilla ℓ1"}
 
 
 def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
@@ -145,13 +159,18 @@ def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
     elif aen_with_mean.holds:
         after = "with every SAE started at the mean, AEN still starves less than TopK and vanilla ℓ1 at comparable L0"
     else:
-        after = ("once every SAE starts at the mean, AEN no longer starves less than TopK and vanilla ℓ1 at comparable "
-                 "L0: its advantage with b_dec at 0 belongs to the mean, not to the objective")
+        beats = aen_with_mean.numbers.get("beats", {})
+        kept = [_OTHER_NAMES.get(o, o) for o, ok in beats.items() if ok]
+        lost = [_OTHER_NAMES.get(o, o) for o, ok in beats.items() if not ok] or ["TopK and vanilla ℓ1"]
+        after = (f"once every SAE starts at the mean, AEN no longer has fewer dead latents than {' and '.join(lost)} "
+                 "at comparable L0" + (f" (it still has fewer than {' and '.join(kept)})" if kept else "") +
+                 ": whatever advantage it has there with b_dec at 0 comes from the mean, not from its objective")
+    cut = ("the dead latents of every SAE that had more than the margin to lose"
+           if removal.numbers.get("left_out") else "every SAE's dead latents")
     if removal.holds:
         if aen_with_mean.holds is False:
-            return f"The outlier explanation: taking the input mean away lowers every SAE's dead latents, and {after}."
-        return (f"{'Both' if aen_with_mean.holds else 'The input mean'}: taking the input mean away lowers every SAE's "
-                f"dead latents, and {after}.")
+            return f"The outlier explanation: taking the input mean away lowers {cut}, and {after}."
+        return f"{'Both' if aen_with_mean.holds else 'The input mean'}: taking the input mean away lowers {cut}, and {after}."
     return ("The outlier explanation is at most part of the story: taking the input mean away does not lower every "
             f"SAE's dead latents by more than the margin, and {after}.")
 
