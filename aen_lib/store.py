@@ -25,10 +25,9 @@ def shown_path(path: str | Path) -> str:
     """``path`` as a message or a page shows it: relative to the checkout when inside it (``reference/...``), so that
     nothing the book renders names the folders of the machine that built it; otherwise as given."""
     p = Path(path)
-    try:
-        return str(p.resolve().relative_to(CHECKOUT)) if p.is_absolute() else str(p)
-    except ValueError:
-        return str(p)
+    if p.is_absolute() and p.resolve().is_relative_to(CHECKOUT):
+        return str(p.resolve().relative_to(CHECKOUT))
+    return str(path)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -490,3 +490,12 @@ def test_the_matched_claim_judged_with_the_mean_taken_away_and_the_explanation_i
         claim(lm_matched_table(rows, target=32), treatment="mean")
     with pytest.raises(ValueError, match="takes the verdicts"):
         lm_outlier_explanation(at_mean, removal)
+
+
+def test_sae_names_tell_apart_the_sets_that_repeat_a_config():
+    import pandas as pd
+    from aen_lib.results.lmref import sae_names
+
+    frame = pd.DataFrame({"label": ["topk k=32"] * 3, "b_dec_init": ["zero", "mean", "zero"],
+                          "inputs": ["raw", "raw", "centred"]})
+    assert sae_names(frame) == ["topk k=32", "topk k=32 · b_dec at the mean", "topk k=32 · centred rows"]

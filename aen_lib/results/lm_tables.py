@@ -99,6 +99,14 @@ def treatment(b_dec_init: str, inputs: str) -> str:
     return "b_dec at the mean" if b_dec_init == "mean" else "b_dec at 0"
 
 
+def sae_names(frame: Any) -> list[str]:
+    """Each SAE's label (rows of :func:`lm_frame`), followed by how its set treated the activations' mean where that
+    differs from the paper (``"topk k=32 · b_dec at the mean"``): the sets repeat a config, so a label alone does not
+    tell two SAEs apart."""
+    return [lab if t == "b_dec at 0" else f"{lab} · {t}"
+            for lab, t in zip(frame["label"], (treatment(b, i) for b, i in zip(frame["b_dec_init"], frame["inputs"])))]
+
+
 MATCH_TOLERANCE = 0.15
 """How far (as a share of the target) a held-out L0 may lie from the target for its SAE to count as matched."""
 

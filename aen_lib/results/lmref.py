@@ -53,10 +53,10 @@ from .lm_sets import (LM_ADAPTIVE_BETA, LM_CHECKPOINT_EVERY, LM_SAE, LM_SEEDS, L
                       LMStudy, dead_curve_settled, final_window_record, heldout_metrics, lm_planned_sets, lm_set_name,
                       lm_untrained, run_lm_set, training_mean)
 from .lm_tables import (MATCH_TOLERANCE, PAPER_WINDOW_TOKENS, lm_dead_windows, lm_frame, lm_matched_table, lm_table,
-                        training_split_label, treatment)
+                        sae_names, training_split_label, treatment)
 from .records import read_result
 
-__all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "LM_SEEDS", "lm_planned_sets", "lm_untrained", "LM_ADAPTIVE_BETA", "LMStudy",
+__all__ = ["LM_NAME", "LM_WINDOW", "LM_SAE", "LM_TRAIN", "LM_TRAIN_WINDOWS", "LM_STUDIES", "LM_SEEDS", "lm_planned_sets", "lm_untrained", "sae_names", "LM_ADAPTIVE_BETA", "LMStudy",
            "harvest_config", "harvest", "harvest_record", "compare_harvests", "corpus_documents", "heldout_metrics",
            "dead_curve_settled", "run_lm_set", "lm_set_name", "training_mean", "final_window_record",
            "evaluate_lm_set", "trained_saes", "heldout_windows", "latent_samples", "EVAL_WINDOWS", "EVALUATION_NAME",
@@ -82,7 +82,7 @@ def recorded_command(argv: Sequence[str]) -> str:
     ``features``) is written relative to it."""
     import shlex
 
-    from ..store import CHECKOUT
+    from ..store import shown_path
 
     words, skip = [], False
     for a in argv:
@@ -91,8 +91,7 @@ def recorded_command(argv: Sequence[str]) -> str:
         elif a in _MACHINE_FLAGS:
             skip = True
         elif not a.startswith(tuple(f + "=" for f in _MACHINE_FLAGS)):
-            p = Path(a)
-            words.append(str(p.relative_to(CHECKOUT)) if p.is_absolute() and p.is_relative_to(CHECKOUT) else a)
+            words.append(shown_path(a) if Path(a).is_absolute() else a)
     return "python -m aen_lib.results.lmref " + " ".join(shlex.quote(a) for a in words)
 
 

@@ -85,6 +85,21 @@ def initial_reach(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _outlier_sets(root: str | Path, rho: float, seed: int, device: str,
+                  steps: int | None) -> tuple[list[Path], str | None]:
+    """The outlier study's two set folders at one (ρ, seed), paper then biasmean, and ``None``; or, for the first one
+    not committed, the message that names it and the command that trains it."""
+    root = Path(root)
+    folders = [root / (set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else ""))
+               for study in ("paper", "biasmean")]
+    for study, folder in zip(("paper", "biasmean"), folders):
+        if not (folder / "provenance.json").is_file():
+            return folders, (f"the outlier study at ρ = {rho:g}, seed {seed} needs the set {folder.name} under "
+                             f"{shown_path(root)}; train it with python -m aen_lib.results.reference spiked --study "
+                             f"{study} --rho {rho:g} --seed {seed}")
+    return folders, None
+
+
 def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cpu",
                   steps: int | None = None) -> pd.DataFrame:
     """The SAEs of the outlier study at one (ρ, seed): the paper set's SAEs (b_dec at 0) and the ``biasmean`` set's
@@ -92,16 +107,9 @@ def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cp
     :func:`initial_reach`'s ``init_dead_pct`` / ``init_negative_pct``). Only the paper set's SAEs whose config the
     biasmean set also trained are kept, so that every row has its twin. Raises ``ValueError`` naming the set that is
     not committed. ``steps`` reads smoke sets (``..._steps<N>``)."""
-    root = Path(root)
-    folders = []
-    for study in ("paper", "biasmean"):
-        folder = root / (set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else ""))
-        if not (folder / "provenance.json").is_file():
-            raise ValueError(f"the outlier study at ρ = {rho:g}, seed {seed} needs the set {folder.name} under "
-                             f"{shown_path(root)}; "
-                             f"train it with python -m aen_lib.results.reference spiked --study {study} --rho {rho:g} "
-                             f"--seed {seed}")
-        folders.append(folder)
+    folders, missing = _outlier_sets(root, rho, seed, device, steps)
+    if missing:
+        raise ValueError(missing)
     runs, _ = set_frames(folders)
     reach = pd.concat([initial_reach(f).assign(set=f.name) for f in folders], ignore_index=True)
     runs = runs.drop(columns=[c for c in ("init_dead_pct", "init_negative_pct") if c in runs.columns])
@@ -122,12 +130,11 @@ def outlier_frames(root: str | Path, rhos: Sequence[float], seed: int = 0, devic
         raise ValueError(f"outlier_frames got a ρ twice: {rhos}")
     frames, missing = [], {}
     for rho in rhos:
-        try:
+        why = _outlier_sets(root, rho, seed, device, steps)[1]
+        if why:
+            missing[rho] = why
+        else:
             frames.append(outlier_frame(root, rho, seed=seed, device=device, steps=steps).assign(rho=rho))
-        except ValueError as err:
-            if "needs the set" not in str(err):
-                raise
-            missing[rho] = str(err)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return frame, missing
 

@@ -124,21 +124,20 @@ def aen_starves_less_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MAR
 
     name = "aen_starves_less_at_matched_l0"
     frame = df.dropna(subset=[DEAD_COLUMN]).assign(_all=0)  # an SAE without a complete dead window says nothing
-    pairs, gaps, whom = [], [], []
+    pairs, gaps = [], {}
     for other in others:
         p = nearest_in_l0(frame, "aen", other, by=["_all"], max_ratio=max_ratio)
         for _, r in p.iterrows():
-            gap = float(r[f"{DEAD_COLUMN}_{other}"] - r[f"{DEAD_COLUMN}_aen"])
-            gaps.append(gap)
-            whom.append(other)
+            gaps.setdefault(other, []).append(float(r[f"{DEAD_COLUMN}_{other}"] - r[f"{DEAD_COLUMN}_aen"]))
             pairs.append(f"{r['label_aen']} (L0 {r['l0_aen']:.1f}) {r[f'{DEAD_COLUMN}_aen']:.1f}% against "
                          f"{r[f'label_{other}']} (L0 {r[f'l0_{other}']:.1f}) {r[f'{DEAD_COLUMN}_{other}']:.1f}%")
     if not pairs:
         return Verdict(name, None, {}, f"No AEN SAE has a {' or '.join(others)} SAE within a factor {max_ratio:g} "
                                        "of its L0.")
-    holds = bool(min(gaps) > margin)
-    by_other = {o: bool(min(g for g, w in zip(gaps, whom) if w == o) > margin) for o in dict.fromkeys(whom)}
-    return Verdict(name, holds, {"pairs": pairs, "gap_min": min(gaps), "gap_max": max(gaps), "beats": by_other},
+    every = [g for gs in gaps.values() for g in gs]
+    beats = {o: bool(min(gs) > margin) for o, gs in gaps.items()}
+    return Verdict(name, all(beats.values()), {"pairs": pairs, "gap_min": min(every), "gap_max": max(every),
+                                               "beats": beats},
                    "Dead % at comparable L0: " + "; ".join(pairs) + ".")
 
 
