@@ -288,6 +288,29 @@ def test_the_outlier_figures_draw_what_they_are_given():
     assert [ax.get_title() for ax in fig.axes] == ["ρ = 0.5", "ρ = 0.9"]
     assert [sorted(float(v) for line in ax.lines for v in line.get_ydata()) for ax in fig.axes] == [[20.0, 50.0],
                                                                                                   [10.0, 96.0]]
+    # centred inputs instead of b_dec at the mean: same drawing, named in the legend; two treatments at once refused
+    cen = f.assign(study=["paper", "centred"])
+    fig = twin_dead_figure(cen)
+    assert "centred inputs" in fig.axes[0].get_legend().get_title().get_text()
+    with pytest.raises(ValueError, match="mixes the studies"):
+        twin_dead_figure(pd.concat([f, cen[cen["study"] == "centred"]]))
+
+
+def test_centring_figure_draws_each_start_of_each_sae_in_its_own_panel():
+    import pandas as pd
+
+    from aen_lib.book.plotting import centring_figure
+
+    rows = []
+    for variant, method in (("topk-a", "topk"), ("aen-b", "aen")):
+        for study, dead in (("paper", 90.0), ("biasmean", 10.0), ("centred", 11.0)):
+            rows += [{"variant": variant, "SAE": variant, "method": method, "study": study, "step": st,
+                      "dead_pct": dead + st} for st in (100, 200)]
+    fig = centring_figure(pd.DataFrame(rows))
+    assert [ax.get_title() for ax in fig.axes] == ["topk-a", "aen-b"]
+    assert [sorted(float(line.get_ydata()[0]) for line in ax.lines) for ax in fig.axes] == [[110.0, 111.0, 190.0]] * 2
+    with pytest.raises(ValueError, match="lacks"):
+        centring_figure(pd.DataFrame(rows).drop(columns="study"))
 
 
 # ------------------------------------------------------------------------------------------------------------------

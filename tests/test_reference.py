@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from aen_lib.results.reference import REFERENCE_SPIKED_GRID, STUDIES, check_set, committed_sets, main, run_spiked, set_study
@@ -501,6 +502,44 @@ def test_the_outlier_frame_pairs_each_sae_with_its_twin_and_rebuilds_step_0(tmp_
         outlier_frames(tmp_path, [0.9, 0.9], steps=3)
     with pytest.raises(ValueError, match="at least one"):
         outlier_frames(tmp_path, [], steps=3)
+    # the second way of taking the mean away: centred inputs, paired with the same paper SAEs
+    with pytest.raises(ValueError, match="--study centred --rho 0.9 --seed 0"):
+        outlier_frame(tmp_path, 0.9, steps=3, treatment="centred")
+    with pytest.raises(ValueError, match="treatment='median'"):
+        outlier_frame(tmp_path, 0.9, steps=3, treatment="median")
+    run_spiked(0.9, 0, out_root=tmp_path, work_root=tmp_path / "work", steps=3, progress=False, study="centred")
+    centred = outlier_frame(tmp_path, 0.9, steps=3, treatment="centred")
+    assert set(centred["study"]) == {"paper", "centred"} and len(centred) == 12
+    assert (centred.loc[centred["study"] == "centred", "init_negative_pct"] == 0).all()
+    with pytest.raises(ValueError, match="mixes the studies"):
+        CLAIMS["init_out_of_reach"](pd.concat([df, centred[centred["study"] == "centred"]]))
+
+
+def test_centring_at_size_compares_the_two_remedies_over_the_whole_history(tmp_path):
+    from aen_lib.results.claims import CLAIMS
+    from aen_lib.results.reference import centring_at_size, centring_histories
+
+    for study in ("paper", "biasmean"):
+        run_spiked(0.9, 0, out_root=tmp_path, work_root=tmp_path / "work", steps=40, progress=False, study=study)
+    with pytest.raises(ValueError, match="spiked_centred_rho0.9_seed0_steps40"):
+        centring_histories(tmp_path, 0.9, steps=40)
+    run_spiked(0.9, 0, out_root=tmp_path, work_root=tmp_path / "work", steps=40, progress=False, study="centred")
+    hist = centring_histories(tmp_path, 0.9, steps=40)
+    assert set(hist["study"]) == {"paper", "biasmean", "centred"} and hist["variant"].nunique() == 6
+    table = centring_at_size(hist)
+    assert len(table) == 6
+    # the library's centred stream and b_dec-at-the-mean start follow one path (rounding apart) ...
+    assert (table["max_diff_ev"] < 1e-4).all() and (table["max_diff_l0"] < 1e-2).all()
+    # ... which the paper's start does not
+    assert table["max_diff_raw_ev"].max() > 1e-2
+    assert CLAIMS["centring_equals_biasmean"](table).holds is True
+    # a centred set that trained something else (here: its history replaced by the paper set's) fails the claim
+    broken = hist.copy()
+    paper = broken[broken["study"] == "paper"].set_index(["variant", "step"])
+    cen = broken["study"] == "centred"
+    for col in ("ev", "dead_pct", "l0", "mse"):
+        broken.loc[cen, col] = [paper.loc[(v, st), col] for v, st in zip(broken.loc[cen, "variant"], broken.loc[cen, "step"])]
+    assert CLAIMS["centring_equals_biasmean"](centring_at_size(broken)).holds is False
 
 
 def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():

@@ -85,41 +85,58 @@ def initial_reach(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _outlier_sets(root: str | Path, rho: float, seed: int, device: str,
-                  steps: int | None) -> tuple[list[Path], str | None]:
-    """The outlier study's two set folders at one (ρ, seed), paper then biasmean, and ``None``; or, for the first one
-    not committed, the message that names it and the command that trains it."""
-    root = Path(root)
-    folders = [root / (set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else ""))
-               for study in ("paper", "biasmean")]
-    for study, folder in zip(("paper", "biasmean"), folders):
+MEAN_TREATMENTS = ("biasmean", "centred")
+"""The outlier study's two ways of taking the input mean away, by study name: b_dec started at the data mean, and
+b_dec at 0 on mean-centred inputs."""
+
+
+def _treatment(treatment: str) -> str:
+    if treatment not in MEAN_TREATMENTS:
+        raise ValueError(f"treatment={treatment!r} is not a way of taking the mean away; choose one of {MEAN_TREATMENTS}")
+    return treatment
+
+
+def _missing_set(root: Path, studies: Sequence[str], rho: float, seed: int, device: str,
+                 steps: int | None) -> tuple[list[Path], str | None]:
+    """The set folders of ``studies`` at one (ρ, seed), and ``None``; or, for the first one not committed, the message
+    that names it and the command that trains it."""
+    folders = [root / (set_name(rho, seed, device, study) + (f"_steps{steps}" if steps else "")) for study in studies]
+    for study, folder in zip(studies, folders):
         if not (folder / "provenance.json").is_file():
             return folders, (f"the outlier study at ρ = {rho:g}, seed {seed} needs the set {folder.name} under "
-                             f"{shown_path(root)}; train it with python -m aen_lib.results.reference spiked --study "
+                             f"{shown_path(root)}; train it with python -m aen_lib.reference spiked --study "
                              f"{study} --rho {rho:g} --seed {seed}")
     return folders, None
 
 
+def _outlier_sets(root: str | Path, rho: float, seed: int, device: str, steps: int | None,
+                  treatment: str = "biasmean") -> tuple[list[Path], str | None]:
+    """The outlier study's two set folders at one (ρ, seed), paper then ``treatment``, and ``None``; or, for the first
+    one not committed, the message that names it and the command that trains it."""
+    return _missing_set(Path(root), ("paper", _treatment(treatment)), rho, seed, device, steps)
+
+
 def outlier_frame(root: str | Path, rho: float, seed: int = 0, device: str = "cpu",
-                  steps: int | None = None) -> pd.DataFrame:
-    """The SAEs of the outlier study at one (ρ, seed): the paper set's SAEs (b_dec at 0) and the ``biasmean`` set's
-    (b_dec at the mean) side by side, one row per SAE (:func:`set_frames` columns, ``study``, and
-    :func:`initial_reach`'s ``init_dead_pct`` / ``init_negative_pct``). Only the paper set's SAEs whose config the
-    biasmean set also trained are kept, so that every row has its twin. Raises ``ValueError`` naming the set that is
-    not committed. ``steps`` reads smoke sets (``..._steps<N>``)."""
-    folders, missing = _outlier_sets(root, rho, seed, device, steps)
+                  steps: int | None = None, treatment: str = "biasmean") -> pd.DataFrame:
+    """The SAEs of the outlier study at one (ρ, seed): the paper set's SAEs (b_dec at 0, raw inputs) and the
+    ``treatment`` set's (``"biasmean"``: b_dec started at the mean; ``"centred"``: mean-centred inputs) side by side,
+    one row per SAE (:func:`set_frames` columns, ``study``, and :func:`initial_reach`'s ``init_dead_pct`` /
+    ``init_negative_pct``). Only the paper set's SAEs whose config the treatment set also trained are kept, so that
+    every row has its twin. Raises ``ValueError`` naming the set that is not committed. ``steps`` reads smoke sets
+    (``..._steps<N>``)."""
+    folders, missing = _outlier_sets(root, rho, seed, device, steps, treatment)
     if missing:
         raise ValueError(missing)
     runs, _ = set_frames(folders)
     reach = pd.concat([initial_reach(f).assign(set=f.name) for f in folders], ignore_index=True)
     runs = runs.drop(columns=[c for c in ("init_dead_pct", "init_negative_pct") if c in runs.columns])
     runs = runs.merge(reach, on=["set", "variant"], how="left")
-    twins = set(runs.loc[runs["study"] == "biasmean", "variant"])
+    twins = set(runs.loc[runs["study"] == treatment, "variant"])
     return runs[runs["variant"].isin(twins)].reset_index(drop=True)
 
 
 def outlier_frames(root: str | Path, rhos: Sequence[float], seed: int = 0, device: str = "cpu",
-                   steps: int | None = None) -> tuple[pd.DataFrame, dict[float, str]]:
+                   steps: int | None = None, treatment: str = "biasmean") -> tuple[pd.DataFrame, dict[float, str]]:
     """:func:`outlier_frame` at each ρ of ``rhos`` whose two sets are committed, stacked (its ``rho`` column tells
     them apart), and for each ρ whose sets are not, the message that names the set missing and the command that
     trains it. Raises ``ValueError`` when ``rhos`` is empty or lists a ρ twice."""
@@ -130,13 +147,70 @@ def outlier_frames(root: str | Path, rhos: Sequence[float], seed: int = 0, devic
         raise ValueError(f"outlier_frames got a ρ twice: {rhos}")
     frames, missing = [], {}
     for rho in rhos:
-        why = _outlier_sets(root, rho, seed, device, steps)[1]
+        why = _outlier_sets(root, rho, seed, device, steps, treatment)[1]
         if why:
             missing[rho] = why
         else:
-            frames.append(outlier_frame(root, rho, seed=seed, device=device, steps=steps).assign(rho=rho))
+            frames.append(outlier_frame(root, rho, seed=seed, device=device, steps=steps,
+                                        treatment=treatment).assign(rho=rho))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return frame, missing
+
+
+CENTRING_METRICS = ("l0", "ev", "mse", "dead_pct")
+"""The logged metrics :func:`centring_at_size` compares over training."""
+
+
+def centring_histories(root: str | Path, rho: float, seed: int = 0, device: str = "cpu",
+                       steps: int | None = None) -> pd.DataFrame:
+    """The logged history of every SAE trained in all three sets of the outlier study at one (ρ, seed): ``paper``
+    (b_dec at 0, raw inputs), ``biasmean`` (b_dec started at the mean) and ``centred`` (mean-centred inputs). A long
+    frame: ``variant``, ``SAE`` (its label), ``method``, ``study``, ``step``, :data:`CENTRING_METRICS`, and the set's
+    final dead % over the last window in ``dead_pct_window``. Raises ``ValueError`` naming a set that is not committed,
+    when the sets share no SAE, or when one SAE was logged at different steps in different sets."""
+    from .records import load_records
+
+    studies = ("paper", "biasmean", "centred")
+    folders, missing = _missing_set(Path(root), studies, rho, seed, device, steps)
+    if missing:
+        raise ValueError(missing)
+    recs = {}
+    for study, folder in zip(studies, folders):
+        check_set(folder)
+        recs[study] = {r["variant"]: r for r in load_records(folder, pattern="*-*.json")}
+    shared = [v for v in recs["biasmean"] if v in recs["centred"] and v in recs["paper"]]
+    if not shared:
+        raise ValueError(f"the paper, biasmean and centred sets at ρ = {rho:g}, seed {seed} share no SAE config")
+    parts = []
+    for variant in shared:
+        steps_seen = {s: [h["step"] for h in recs[s][variant]["history"]] for s in studies}
+        if len({tuple(v) for v in steps_seen.values()}) > 1:
+            raise ValueError(f"{variant}: the sets logged it at different steps; compare sets trained with one protocol")
+        for s in studies:
+            r = recs[s][variant]
+            h = pd.DataFrame(r["history"])[["step", *CENTRING_METRICS]]
+            parts.append(h.assign(variant=variant, SAE=recs["biasmean"][variant]["label"], method=r["method"], study=s,
+                                  dead_pct_window=r["final"].get("dead_pct_window")))
+    return pd.concat(parts, ignore_index=True)
+
+
+def centring_at_size(histories: pd.DataFrame) -> pd.DataFrame:
+    """The two remedies at the paper's size, SAE by SAE, from :func:`centring_histories`: one row per SAE in the
+    columns of :func:`bias_centring_equivalence` (``SAE``, ``max_diff_<metric>``, the largest difference over the
+    logged history between b_dec started at the mean and centred inputs, and ``max_diff_raw_<metric>``, between b_dec
+    at the mean and the paper's start, for :data:`CENTRING_METRICS`) and each set's final dead % over the last window
+    (``dead_paper``, ``dead_biasmean``, ``dead_centred``)."""
+    rows = []
+    for variant, h in histories.groupby("variant", sort=False):
+        by = {s: part.set_index("step") for s, part in h.groupby("study")}
+        row: dict[str, Any] = {"SAE": h["SAE"].iloc[0], "variant": variant, "method": h["method"].iloc[0]}
+        for metric in CENTRING_METRICS:
+            row[f"max_diff_{metric}"] = float((by["biasmean"][metric] - by["centred"][metric]).abs().max())
+            row[f"max_diff_raw_{metric}"] = float((by["biasmean"][metric] - by["paper"][metric]).abs().max())
+        for s in ("paper", "biasmean", "centred"):
+            row[f"dead_{s}"] = float(by[s]["dead_pct_window"].iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def outlier_at_init(rhos: Sequence[float], *, seed: int = 0, k: int = 32, samples: int = EVAL_SAMPLES,

@@ -22,7 +22,8 @@ Statistics with seaborn (imported lazily too), in the same architecture colours:
 The outlier study (the input mean and dead latents):
 
 * :func:`outlier_at_init_figure`: latents out of reach and TopK latents dead at step 0 per ρ, b_dec at 0 or at the mean;
-* :func:`twin_dead_figure`: every SAE's dead % with b_dec at 0 joined to its twin's with b_dec at the mean.
+* :func:`twin_dead_figure`: every SAE's dead % with b_dec at 0 joined to its twin's with the mean taken away;
+* :func:`centring_figure`: the two ways of taking the mean away (and the paper's start) over training, SAE by SAE.
 
 What the chapters draw, moved here so that a chapter shows the call that answers its question and not the drawing
 (each takes the data it draws and returns the Figure or table):
@@ -46,6 +47,6 @@ from ...palette import OKABE_ITO, TOL_OLIVE
 from .base import (ARCHITECTURE_COLORS, ARCHITECTURE_LABELS, ARCHITECTURE_MARKERS, architecture_color, architecture_label, dead_ev_vs_l0_figure, plot_firing_histogram, plot_pareto_panel, plot_training_curves, sae_pipeline_diagram, save_figure)
 from .chapters import (PLAN_COLUMNS, adaptive_weights_figure, plan_display_table, run_seed_strips_figure, seed_range_table, warmup_ablation_figure, weights_vs_usage_figure)
 from .language_model import (LM_LATENT_COLUMNS, density_histogram_figure, l1_bracket_figure, latent_profile_figure, lm_latents_table, lm_sets_figure, lm_training_figure)
-from .studies import (architecture_palette, factorial_figure, outlier_at_init_figure, plot_firing_ecdf, plot_grid_heatmap, plot_seed_spread, twin_dead_figure)
+from .studies import (architecture_palette, centring_figure, factorial_figure, outlier_at_init_figure, plot_firing_ecdf, plot_grid_heatmap, plot_seed_spread, twin_dead_figure)
 
-__all__ = ["OKABE_ITO", "TOL_OLIVE", "ARCHITECTURE_COLORS", "ARCHITECTURE_LABELS", "ARCHITECTURE_MARKERS", "architecture_color", "architecture_label", "dead_ev_vs_l0_figure", "plot_firing_histogram", "plot_pareto_panel", "plot_training_curves", "sae_pipeline_diagram", "save_figure", "architecture_palette", "factorial_figure", "outlier_at_init_figure", "plot_firing_ecdf", "plot_grid_heatmap", "plot_seed_spread", "twin_dead_figure", "LM_LATENT_COLUMNS", "density_histogram_figure", "l1_bracket_figure", "latent_profile_figure", "lm_latents_table", "lm_sets_figure", "lm_training_figure", "PLAN_COLUMNS", "adaptive_weights_figure", "plan_display_table", "run_seed_strips_figure", "seed_range_table", "warmup_ablation_figure", "weights_vs_usage_figure"]
+__all__ = ["OKABE_ITO", "TOL_OLIVE", "ARCHITECTURE_COLORS", "ARCHITECTURE_LABELS", "ARCHITECTURE_MARKERS", "architecture_color", "architecture_label", "dead_ev_vs_l0_figure", "plot_firing_histogram", "plot_pareto_panel", "plot_training_curves", "sae_pipeline_diagram", "save_figure", "architecture_palette", "centring_figure", "factorial_figure", "outlier_at_init_figure", "plot_firing_ecdf", "plot_grid_heatmap", "plot_seed_spread", "twin_dead_figure", "LM_LATENT_COLUMNS", "density_histogram_figure", "l1_bracket_figure", "latent_profile_figure", "lm_latents_table", "lm_sets_figure", "lm_training_figure", "PLAN_COLUMNS", "adaptive_weights_figure", "plan_display_table", "run_seed_strips_figure", "seed_range_table", "warmup_ablation_figure", "weights_vs_usage_figure"]

@@ -206,8 +206,9 @@ def outlier_at_init_figure(table: Any, *, k: int = 32) -> Figure:
 
 def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: str = "dead latents (%)") -> Figure:
     """Every SAE of :func:`aen_lib.results.reference.outlier_frame` as a line from its dead % with b_dec at 0 (circle) to
-    its twin's with b_dec at the mean (diamond), at its L0, in its architecture's colour; L0 on a log axis. A frame with
-    a ``rho`` column (:func:`aen_lib.results.reference.outlier_frames`) gets one panel per ρ, on a shared dead-% axis."""
+    its twin's with the mean taken away (diamond: b_dec started at the mean, or centred inputs, whichever study the
+    frame holds besides "paper"), at its L0, in its architecture's colour; L0 on a log axis. A frame with a ``rho``
+    column (:func:`aen_lib.results.reference.outlier_frames`) gets one panel per ρ, on a shared dead-% axis."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -216,13 +217,18 @@ def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: s
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ValueError(f"twin_dead_figure: the frame lacks {missing} (pass aen_lib.results.reference.outlier_frame)")
+    treated = sorted(set(df["study"]) - {"paper"})
+    if len(treated) > 1:
+        raise ValueError(f"twin_dead_figure: the frame mixes the studies {treated}; draw one treatment at a time")
+    treatment = treated[0] if treated else "biasmean"
+    shown = _TREATMENT_NAMES.get(treatment, treatment)
     panels = sorted(df["rho"].unique()) if "rho" in df.columns else [None]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 if len(panels) == 1 else 4.8 * len(panels), 3.8),
                              squeeze=False, sharey=True)
     for ax, rho in zip(axes[0], panels):
         part = df if rho is None else df[df["rho"] == rho]
         zero = part[part["study"] == "paper"].set_index("variant")
-        mean = part[part["study"] == "biasmean"].set_index("variant")
+        mean = part[part["study"] == treatment].set_index("variant")
         seen: set[str] = set()
         drawn = 0
         for v in zero.index.intersection(mean.index):
@@ -247,11 +253,58 @@ def twin_dead_figure(frame: Any, *, dead: str = "dead_pct_window", dead_label: s
         ax.set_ylim(-3, 103)
         ax.grid(True, alpha=0.3)
         if drawn:
-            ax.legend(frameon=False, fontsize=8, title="○ b_dec = 0   ◆ b_dec = mean", title_fontsize=8)
+            ax.legend(frameon=False, fontsize=8, title=f"○ b_dec = 0   ◆ {shown}", title_fontsize=8)
         if rho is not None:
             ax.set_title(f"ρ = {rho:g}", fontsize=10)
     axes[0, 0].set_ylabel(dead_label)
-    fig.suptitle("Starting b_dec at the data mean, each SAE against itself", fontsize=10)
+    fig.suptitle(f"With the mean taken away ({shown}), each SAE against itself", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+_TREATMENT_NAMES = {"biasmean": "b_dec = mean", "centred": "centred inputs"}
+_STUDY_STYLES = {"paper": ("b_dec = 0, raw inputs (the paper)", ":", 2.2),
+                 "biasmean": ("b_dec = mean", "-", 2.6), "centred": ("centred inputs", "--", 1.4)}
+
+
+def centring_figure(histories: Any, *, metric: str = "dead_pct", metric_label: str = "dead latents (%)",
+                    columns: int = 3) -> Figure:
+    """The outlier study's three starts over training, one panel per SAE
+    (:func:`aen_lib.results.reference.centring_histories`): ``metric`` against the step for b_dec at 0 on the raw
+    inputs (dotted), b_dec started at the mean (thick solid) and mean-centred inputs (thin dashed), in the SAE's
+    architecture colour. Where the two remedies train the same SAE the dashed line runs inside the solid one."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.DataFrame(histories)
+    need = ["variant", "SAE", "method", "study", "step", metric]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"centring_figure: the frame lacks {missing} (pass aen_lib.results.reference.centring_histories)")
+    if df.empty:
+        raise ValueError("centring_figure: the frame has no rows")
+    variants = list(dict.fromkeys(df["variant"]))
+    rows = -(-len(variants) // columns)
+    fig, axes = plt.subplots(rows, min(columns, len(variants)), figsize=(3.6 * min(columns, len(variants)), 2.8 * rows),
+                             squeeze=False, sharex=True)
+    for ax, variant in zip(axes.flat, variants):
+        part = df[df["variant"] == variant]
+        color = architecture_color(str(part["method"].iloc[0]))
+        for study, (name, style, width) in _STUDY_STYLES.items():
+            h = part[part["study"] == study].sort_values("step")
+            if len(h):
+                ax.plot(h["step"], h[metric], style, color=color if study != "paper" else "0.45", lw=width,
+                        label=name)
+        ax.set_title(str(part["SAE"].iloc[0]).replace(" γ=0.5 β=0.9999 p=0.05", ""), fontsize=8)
+        ax.grid(True, alpha=0.3)
+    for ax in axes.flat[len(variants):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(metric_label)
+    axes.flat[0].legend(frameon=False, fontsize=7)
+    fig.suptitle("Two ways of taking the mean away, over training: b_dec at the mean against centred inputs", fontsize=10)
     fig.tight_layout()
     return fig
 
