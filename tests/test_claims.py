@@ -84,6 +84,12 @@ def test_the_outlier_explanation_follows_the_two_verdicts():
     assert "Neither" in outlier_explanation(v(r, None), v(a, None))
     with pytest.raises(ValueError, match="takes the verdicts"):
         outlier_explanation(v(a, True), v(r, True))
+    # the same answer for centred inputs names that remedy, not b_dec's start
+    centred = outlier_explanation(v(r, True), v(a, True), treatment="centred")
+    assert "every SAE trained on centred inputs" in centred and "started at the mean" not in centred
+    assert "on centred inputs" in outlier_explanation(v(r, None), v(a, None), treatment="centred")
+    with pytest.raises(ValueError, match="treatment='median'"):
+        outlier_explanation(v(r, True), v(a, True), treatment="median")
 
 
 def test_runs_without_a_complete_dead_window_are_not_evidence():

@@ -76,6 +76,10 @@ def init_out_of_reach(df: pd.DataFrame, *, min_pct: float = 1.0) -> Verdict:
                                  "mean_max": float(mean.max()), "pairs": len(t)}, sentence)
 
 
+_AFTER = {"biasmean": "at the mean", "centred": "on centred inputs"}
+"""How a removal sentence names each way of taking the mean away."""
+
+
 def _flip_removal(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     mean = _treated(out)
@@ -103,7 +107,9 @@ def mean_removal_cuts_death(df: pd.DataFrame, *, margin: float = DEAD_MARGIN) ->
            for _, r in t.iterrows()}
     room = t[f"{DEAD_COLUMN}_zero"] > margin
     floor = [str(lab) for lab in t.loc[~room, "label_zero"]]
-    sentence = "Dead % with b_dec at 0 → at the mean: " + "; ".join(f"{k} {a:.1f} → {b:.1f}" for k, (a, b) in per.items())
+    treated = sorted(set(df.loc[_treated(df), "study"]))
+    after = _AFTER.get(treated[0], "with the mean taken away") if treated else "with the mean taken away"
+    sentence = f"Dead % with b_dec at 0 → {after}: " + "; ".join(f"{k} {a:.1f} → {b:.1f}" for k, (a, b) in per.items())
     numbers: dict = {"per_sae": per, "left_out": floor}
     if not room.any():
         return Verdict(name, None, numbers, sentence + f"; every SAE has at most {margin:g}% dead with b_dec at 0, so "
@@ -156,24 +162,33 @@ def aen_starves_less_at_matched_l0(df: pd.DataFrame, *, margin: float = DEAD_MAR
 _OTHER_NAMES = {"topk": "TopK", "relu_l1": "vanilla ℓ1"}
 
 
-def outlier_explanation(removal: Verdict, aen_with_mean: Verdict) -> str:
+_STARTED = {"biasmean": ("started at the mean", "starts at the mean"), "centred": ("trained on centred inputs",
+                                                                                "is trained on centred inputs")}
+"""How the explanation names each way of taking the mean away (after "every SAE", in two tenses)."""
+
+
+def outlier_explanation(removal: Verdict, aen_with_mean: Verdict, treatment: str = "biasmean") -> str:
     """The answer to "which explanation do the numbers support?" from two verdicts: ``mean_removal_cuts_death`` (on
-    the twin pairs) and ``aen_starves_less_at_matched_l0`` on the SAEs that all started b_dec at the mean."""
+    the twin pairs) and ``aen_starves_less_at_matched_l0`` on the SAEs that all had the mean taken away, the way
+    ``treatment`` names (``"biasmean"``: b_dec started at the mean; ``"centred"``: centred inputs)."""
     if removal.claim != "mean_removal_cuts_death" or aen_with_mean.claim != "aen_starves_less_at_matched_l0":
         raise ValueError("outlier_explanation takes the verdicts of mean_removal_cuts_death and "
                          f"aen_starves_less_at_matched_l0, got {removal.claim!r} and {aen_with_mean.claim!r}")
+    if treatment not in _STARTED:
+        raise ValueError(f"treatment={treatment!r}: choose one of {sorted(_STARTED)}")
+    were, are = _STARTED[treatment]
     if removal.holds is None:
-        return "Neither explanation can be judged: no SAE was trained both with b_dec at 0 and at the mean."
+        return f"Neither explanation can be judged: no SAE was trained both with b_dec at 0 and {_AFTER[treatment]}."
     if aen_with_mean.holds is None:
-        after = ("with every SAE started at the mean, no AEN SAE has a TopK or vanilla neighbour close enough in L0 to "
+        after = (f"with every SAE {were}, no AEN SAE has a TopK or vanilla neighbour close enough in L0 to "
                  "say whether AEN's objective adds anything")
     elif aen_with_mean.holds:
-        after = "with every SAE started at the mean, AEN still starves less than TopK and vanilla ℓ1 at comparable L0"
+        after = f"with every SAE {were}, AEN still starves less than TopK and vanilla ℓ1 at comparable L0"
     else:
         beats = aen_with_mean.numbers.get("beats", {})
         kept = [_OTHER_NAMES.get(o, o) for o, ok in beats.items() if ok]
         lost = [_OTHER_NAMES.get(o, o) for o, ok in beats.items() if not ok] or ["TopK and vanilla ℓ1"]
-        after = (f"once every SAE starts at the mean, AEN no longer has fewer dead latents than {' and '.join(lost)} "
+        after = (f"once every SAE {are}, AEN no longer has fewer dead latents than {' and '.join(lost)} "
                  "at comparable L0" + (f" (it still has fewer than {' and '.join(kept)})" if kept else "") +
                  ": whatever advantage it has there with b_dec at 0 comes from the mean, not from its objective")
     cut = ("the dead latents of every SAE that had more than the margin to lose"
