@@ -111,14 +111,36 @@ def test_a_rho_without_calibration_or_cells_is_named(tmp_path):
 
 @pytest.mark.skipif(not PAPER0.is_dir(), reason="no paper set committed")
 def test_the_factorial_claims_judge_the_committed_cells_and_flip_on_a_broken_frame():
-    frame = factorial_frame(REPO / "reference", 0.0)
-    for name in ("factorial_l2_lowers_death", "factorial_adaptive_smaller_than_l2"):
-        claim = CLAIMS[name]
+    claim = CLAIMS["factorial_l2_lowers_death"]
+    for replicate in ("factorial", "other"):  # either machine's copy of the cells trained twice
+        frame = factorial_frame(REPO / "reference", 0.0, replicate=replicate)
         verdict = claim(frame)
         # what chapter 7 states at ρ = 0 on every seed; the deliberately broken frame must turn it over
         assert verdict.holds is True, verdict.sentence
-        assert claim(claim.counterexample(frame)).holds is False, name
-    assert "effect on L0 itself" in CLAIMS["factorial_l2_lowers_death"](frame).sentence
+        assert claim(claim.counterexample(frame)).holds is False
+        assert "effect on L0 itself" in verdict.sentence
+    smaller = CLAIMS["factorial_adaptive_smaller_than_l2"]
+    assert smaller(smaller.example()).holds is True and smaller(smaller.counterexample(smaller.example())).holds is False
+
+
+def test_replicate_chooses_which_copy_of_a_cell_trained_twice_is_read(tmp_path):
+    """The paper set and the factorial set at ρ = 0, seed 0, trained on two CPU models: each choice reads its own copy
+    of the four cells, with the values that copy's records hold."""
+    fact0 = REPO / "reference" / "spiked_factorial_rho0_seed0"
+    if not (PAPER0.is_dir() and fact0.is_dir()):
+        pytest.skip("the paper and factorial sets at ρ = 0, seed 0 are not both committed")
+    for folder in (PAPER0, fact0):
+        shutil.copytree(folder, tmp_path / folder.name)
+    ours = factorial_frame(tmp_path, 0.0, seeds=(0,)).set_index("method")
+    other = factorial_frame(tmp_path, 0.0, seeds=(0,), replicate="other").set_index("method")
+    assert set(ours["set"]) == {fact0.name} and set(other["set"]) == {PAPER0.name}
+    for frame, folder in ((ours, fact0), (other, PAPER0)):
+        recs = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in folder.glob("*-*.json")
+                if json.loads(p.read_text())["sae_config"]["l1"] == 0.005 and json.loads(p.read_text())["method"] in frame.index}
+        for method, rec in recs.items():
+            assert frame.loc[method, "dead_pct_window"] == pytest.approx(rec["final"]["dead_pct_window"])
+    with pytest.raises(ValueError, match="replicate='mine'"):
+        factorial_frame(tmp_path, 0.0, seeds=(0,), replicate="mine")
 
 
 FACT09 = REPO / "reference" / "spiked_factorial_rho0.9_seed0"

@@ -64,19 +64,24 @@ def _plain(folder: Path) -> bool:
     return spec.inputs == "raw" and spec.b_dec_init == "zero"
 
 
-def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 2), device: str = "cpu"
-                    ) -> pd.DataFrame:
+def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 2), device: str = "cpu",
+                    replicate: str = "factorial") -> pd.DataFrame:
     """One row per (seed, cell) of the factorial at ``rho``: the cell's method, ``l2`` and ``adaptive`` flags, its λ1
     and λ2 (``lambda2``),
     :data:`FACTORIAL_METRICS`, the mechanism measures where its set has them, the set it comes from, and
     ``matched`` (its L0 within the tolerance of the target). Seeds with no committed cell are left out.
 
-    A cell trained in two sets is read from one (the factorial set first). Trained with the same commit, torch and CPU
+    A cell trained in two sets is read from one: the factorial set (``replicate="factorial"``) or the other
+    (``replicate="other"``, to see whether a verdict survives reading the other machine's copy). Trained with the same commit, torch and CPU
     model the two must agree in L0 and dead % to 1e-9, or this raises: they should be the same SAE. Trained on
     different machines they may differ (float rounding differs between CPU kernels and grows over 50,000 steps); then
     ``replicate_sets`` names both and ``replicate_l0_diff`` / ``replicate_dead_diff`` give their absolute difference,
     a measured floor under which no difference between cells means anything (:func:`replicate_spread`)."""
     from .spiked_sets import FACTORIAL_L1, _factorial_grid
+
+    if replicate not in ("factorial", "other"):
+        raise ValueError(f"replicate={replicate!r}: read a cell trained twice from the 'factorial' set or the 'other' one")
+    factorial_first = replicate == "factorial"
 
     if float(rho) not in FACTORIAL_L1:
         raise ValueError(f"the factorial has no calibrated λ1 at ρ = {rho:g} (it has {sorted(FACTORIAL_L1)}); train "
@@ -98,7 +103,7 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
             hit = runs[(runs["variant"] == variant_id(cfg)) & (runs["seed"] == seed) & (runs["data_seed"] == seed)]
             if hit.empty:
                 continue
-            replicate: dict[str, Any] = {}
+            twice: dict[str, Any] = {}
             if len(hit) > 1:
                 spread = hit[["l0", "dead_pct_window"]].max() - hit[["l0", "dead_pct_window"]].min()
                 if (spread > 1e-9).any():
@@ -108,9 +113,9 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
                                          f"{spread.to_dict()}, though they were trained with the same commit, "
                                          f"torch and CPU model ({next(iter(machines.values()))}); they should train "
                                          f"the same SAE")
-                    replicate = {"replicate_sets": sorted(hit["set"]), "replicate_l0_diff": float(spread["l0"]),
-                                 "replicate_dead_diff": float(spread["dead_pct_window"])}
-                hit = hit.sort_values("study", key=lambda s: s != "factorial")  # prefer the factorial set
+                    twice = {"replicate_sets": sorted(hit["set"]), "replicate_l0_diff": float(spread["l0"]),
+                             "replicate_dead_diff": float(spread["dead_pct_window"])}
+                hit = hit.sort_values("study", key=lambda s: (s != "factorial") == factorial_first)
             r = hit.iloc[0]
             l2, adaptive = CELLS[cfg.architecture]
             row: dict[str, Any] = {"seed": seed, "method": cfg.architecture, "l2": l2, "adaptive": adaptive,
@@ -119,7 +124,7 @@ def factorial_frame(root: str | Path, rho: float, seeds: Sequence[int] = (0, 1, 
             for c in MECHANISM_COLUMNS:
                 row[c] = r[c] if c in r.index else None
             row["matched"] = abs(r["l0"] - FACTORIAL_TARGET_L0) <= FACTORIAL_TOLERANCE * FACTORIAL_TARGET_L0
-            row.update({"replicate_sets": None, "replicate_l0_diff": None, "replicate_dead_diff": None, **replicate})
+            row.update({"replicate_sets": None, "replicate_l0_diff": None, "replicate_dead_diff": None, **twice})
             rows.append(row)
     if not rows:
         raise ValueError(f"no factorial cell at ρ = {rho:g} for seeds {list(seeds)} under {shown_path(root)}; train them with "
