@@ -540,6 +540,17 @@ def test_centring_at_size_compares_the_two_remedies_over_the_whole_history(tmp_p
     for col in ("ev", "dead_pct", "l0", "mse"):
         broken.loc[cen, col] = [paper.loc[(v, st), col] for v, st in zip(broken.loc[cen, "variant"], broken.loc[cen, "step"])]
     assert CLAIMS["centring_equals_biasmean"](centring_at_size(broken)).holds is False
+    # the chapter's one call: verdicts, the answer beside b_dec at the mean, the machines (one here)
+    from aen_lib.book.spiked_chapter import centring_studies
+
+    done, missing = centring_studies(tmp_path, [0.5, 0.9], with_mean={}, steps=40)
+    assert list(done) == [0.9] and "--study paper --rho 0.5" in missing[0.5]
+    study = done[0.9]
+    assert study.verdicts["same"].holds is True and len(study.table) == 6
+    assert "no b_dec-at-the-mean answer" in study.explanation and "Both sets were trained on one CPU model" in study.machines
+    with_mean = {"removal": study.verdicts["removal"], "aen_mean": study.verdicts["aen_mean"]}
+    again = centring_studies(tmp_path, [0.9], with_mean={0.9: with_mean}, steps=40)[0][0.9]
+    assert again.explanation.endswith("is the one given with b_dec started at the mean.")
 
 
 def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():

@@ -44,7 +44,7 @@ from .ledger import (DEFAULT_WORK, InvocationLedger, checkpointed_member_steps,
 from .sets import (INVOCATION_KEYS, PROVENANCE_KEYS, check_set, committed_sets, continue_command, latest_metrics,
                    set_status, set_study)
 from .spiked_frames import (MEAN_TREATMENTS, REPOSITORY_SETS, bias_centring_equivalence, centring_at_size,
-                            centring_histories, initial_reach, outlier_at_init, outlier_frame, outlier_frames,
+                            centring_histories, centring_missing, initial_reach, outlier_at_init, outlier_frame, outlier_frames,
                             provenance_table, seed_ranges, seeds_frame, set_frames)
 from .spiked_mechanism import MECHANISM_FILE, mechanism_set, trained_members
 from .spiked_sets import (EVAL_SAMPLES, EVAL_SEED_OFFSET, FACTORIAL_BRACKET_L1, FACTORIAL_L1, FACTORIAL_TARGET_L0,
@@ -57,7 +57,7 @@ from .spiked_sets import (EVAL_SAMPLES, EVAL_SEED_OFFSET, FACTORIAL_BRACKET_L1, 
 __all__ = ["DEFAULT_WORK", "InvocationLedger", "checkpointed_member_steps", "machine_facts", "read_invocations",
            "saved_member_steps", "settled_invocations", "INVOCATION_KEYS", "PROVENANCE_KEYS", "check_set",
            "committed_sets", "continue_command", "latest_metrics", "set_status", "set_study", "REPOSITORY_SETS",
-           "bias_centring_equivalence", "centring_at_size", "centring_histories", "MEAN_TREATMENTS", "initial_reach", "outlier_at_init", "outlier_frame", "outlier_frames", "provenance_table",
+           "bias_centring_equivalence", "centring_at_size", "centring_histories", "centring_missing", "MEAN_TREATMENTS", "initial_reach", "outlier_at_init", "outlier_frame", "outlier_frames", "provenance_table",
            "seed_ranges", "seeds_frame", "set_frames", "MECHANISM_FILE", "mechanism_set", "trained_members",
            "EVAL_SAMPLES", "EVAL_SEED_OFFSET", "FACTORIAL_BRACKET_L1", "FACTORIAL_L1", "FACTORIAL_TARGET_L0",
            "FACTORIAL_TOLERANCE", "LEGACY_RECOVERY_THRESHOLD", "OUTLIER_GRID", "PAPER_ADAPTIVE_RULE",

@@ -161,6 +161,13 @@ CENTRING_METRICS = ("l0", "ev", "mse", "dead_pct")
 """The logged metrics :func:`centring_at_size` compares over training."""
 
 
+def centring_missing(root: str | Path, rho: float, seed: int = 0, device: str = "cpu",
+                     steps: int | None = None) -> str | None:
+    """``None`` when the three sets :func:`centring_histories` reads are committed at (ρ, seed); otherwise the message
+    that names the first one missing and the command that trains it."""
+    return _missing_set(Path(root), ("paper", "biasmean", "centred"), rho, seed, device, steps)[1]
+
+
 def centring_histories(root: str | Path, rho: float, seed: int = 0, device: str = "cpu",
                        steps: int | None = None) -> pd.DataFrame:
     """The logged history of every SAE trained in all three sets of the outlier study at one (ρ, seed): ``paper``
