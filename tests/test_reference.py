@@ -683,6 +683,20 @@ def test_a_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
                    study="biasmean", workers=2)
 
 
+def test_a_centred_set_split_over_two_processes_gives_the_records_of_one(tmp_path):
+    """The parent reads its finished parts back with the source they trained on: for a centred study that is the
+    centred stream (reading them with the raw stream was refused by the sweep's manifest, after the parts had trained)."""
+    args = ["spiked", "--rho", "0.9", "--study", "centred", "--steps", "6", "--no-progress"]
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "o2"), "--work", str(tmp_path / "w2")]) == 0
+    assert main([*args, "--out", str(tmp_path / "o1"), "--work", str(tmp_path / "w1")]) == 0
+    one, two = (tmp_path / o / "spiked_centred_rho0.9_seed0_steps6" for o in ("o1", "o2"))
+    assert check_set(two)["workers"] == 2
+    for f in sorted(one.glob("*-*.json")):
+        a, b = json.loads(f.read_text()), json.loads((two / f.name).read_text())
+        for key in ("l0", "ev", "mse", "dead_pct"):
+            assert a["final"][key] == pytest.approx(b["final"][key], rel=1e-6, abs=1e-9), (f.name, key)
+
+
 def test_a_part_that_fails_is_named(tmp_path):
     from aen_lib.results.spiked_sets import _run_parts
 

@@ -299,8 +299,9 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
             for i in range(workers):
                 folder = part_folder(work, i, workers)
                 idx = list(range(len(configs)))[i::workers]
-                # every chunk is finished: this loads the trained SAEs (done.pt) without training
-                res = train_sweep([configs[j] for j in idx], SpikedDictionaryData(data_cfg, device=dev), tcfg,
+                # every chunk is finished: this loads the trained SAEs (done.pt) without training; with the source
+                # the parts trained on (centred for a centred study), or the sweep's manifest refuses it
+                res = train_sweep([configs[j] for j in idx], source, tcfg,
                                   device=dev, checkpoint_dir=folder / "sweep", b_dec_init=b_dec)
                 for j, m in zip(idx, res.members):
                     members[j] = m
