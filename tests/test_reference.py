@@ -551,6 +551,11 @@ def test_centring_at_size_compares_the_two_remedies_over_the_whole_history(tmp_p
     with_mean = {"removal": study.verdicts["removal"], "aen_mean": study.verdicts["aen_mean"]}
     again = centring_studies(tmp_path, [0.9], with_mean={0.9: with_mean}, steps=40)[0][0.9]
     assert again.explanation.endswith("is the one given with b_dec started at the mean.")
+    # the mechanism measures read the centred set's SAEs back with the centred stream they trained on
+    from aen_lib.results.reference import mechanism_set
+
+    res = mechanism_set(tmp_path / "spiked_centred_rho0.9_seed0_steps40", work_root=tmp_path / "work", samples=64)
+    assert res["inputs"] == "centred" and len(res["members"]) == 6
 
 
 def test_outlier_at_init_grows_with_rho_and_vanishes_at_the_mean():

@@ -14,7 +14,7 @@ from ..store import CHECKOUT
 from ..theory.mechanism import MECHANISM_SAMPLES, mechanism_measures
 from .records import read_result, variant_id, write_result
 from .ledger import DEFAULT_WORK, _git_state, checkpointed_member_steps
-from .spiked_sets import EVAL_SEED_OFFSET, _study, eval_samples, part_folder
+from .spiked_sets import EVAL_SEED_OFFSET, _study, eval_samples, part_folder, study_source
 from ..training.sweep import expand_grid, train_sweep
 from ..training.train import TrainConfig
 
@@ -54,11 +54,11 @@ def trained_members(folder: str | Path, work_root: str | Path = DEFAULT_WORK, de
                 f"(--work {work_root}); the records it writes must equal the committed ones")
     spec = _study(study)
     dev = torch.device(device)
-    mean = SpikedDictionaryData(data_cfg, device=dev).population_mean()
+    source, mean = study_source(spec, data_cfg, dev)  # the stream the set trained on (centred for a centred study)
     b_dec = mean if spec.b_dec_init == "mean" else None
     members: list[Any] = [None] * len(configs)
     for sweep_dir, idx in layout:  # every chunk is finished: this loads the SAEs without training
-        res = train_sweep([configs[j] for j in idx], SpikedDictionaryData(data_cfg, device=dev), tcfg, device=dev,
+        res = train_sweep([configs[j] for j in idx], source, tcfg, device=dev,
                           checkpoint_dir=sweep_dir, b_dec_init=b_dec)
         for j, m in zip(idx, res.members):
             members[j] = m

@@ -243,6 +243,16 @@ def _run_parts(work: Path, argv: Sequence[str], workers: int) -> None:
                 proc.terminate()
 
 
+def study_source(spec: Study, data_cfg: SpikedDictionaryConfig, device: torch.device | str = "cpu"
+                 ) -> tuple[Any, torch.Tensor]:
+    """The training stream a study's SAEs see, and the exact population mean of the inputs: the spiked dictionary's
+    own stream, or for a ``centred`` study that stream with the mean subtracted. Whatever reads a set's checkpoints
+    back must pass this same stream, or the sweep's manifest refuses them."""
+    data = SpikedDictionaryData(data_cfg, device=torch.device(device))
+    mean = data.population_mean()  # exact E[x] of this dictionary (no sampling noise)
+    return (CentredSource(data, mean) if spec.inputs == "centred" else data), mean
+
+
 def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device: str = "cpu", steps: int | None = None,
                command: str = "", progress: bool = True, study: str = "paper", workers: int = 1,
                part: tuple[int, int] | None = None, argv: Sequence[str] = ()) -> Path | None:
@@ -265,9 +275,7 @@ def run_spiked(rho: float, seed: int, *, out_root: Path, work_root: Path, device
     configs = expand_grid(sae_base, grid, seeds=[seed])
     tcfg = TrainConfig(**{**SPIKED_PAPER_TRAIN, **({"steps": steps} if steps else {})}, progress=progress, seed=seed)
     data_cfg = SpikedDictionaryConfig(n=256, m=1024, k=16, rho=rho, seed=seed)
-    train_data = SpikedDictionaryData(data_cfg, device=dev)
-    mean = train_data.population_mean()  # exact E[x] of this dictionary (no sampling noise)
-    source = CentredSource(train_data, mean) if spec.inputs == "centred" else train_data
+    source, mean = study_source(spec, data_cfg, dev)
     work = work_root / name
     work.mkdir(parents=True, exist_ok=True)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
