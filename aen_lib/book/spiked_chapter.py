@@ -113,7 +113,7 @@ def centring_study(root: str | Path, rho: float, *, with_mean: Mapping[str, Verd
     centred one: do the two remedies train the same SAE, does centring cut death, does AEN still starve less at
     matched L0. ``with_mean`` holds the same question's verdicts with b_dec at the mean (keys ``removal`` and
     ``aen_mean``), to say whether the answer changes; ``floor`` is a :func:`aen_lib.results.factorial.replicate_spread`
-    frame, the gap two machines alone set. Raises ``ValueError`` naming a set that is not committed."""
+    frame (with a ``rho`` column, if it is to be named), the gap two machines alone set. Raises ``ValueError`` naming a set that is not committed."""
     histories = centring_histories(root, rho, steps=steps)
     table = centring_at_size(histories)
     at = outlier_frame(root, rho, steps=steps, treatment="centred")
@@ -141,7 +141,10 @@ def centring_study(root: str | Path, rho: float, *, with_mean: Mapping[str, Verd
                     f"differences also hold the rounding of different kernels: at the end of training their dead % "
                     f"differ by up to {gap:.2f} points, "
                     + (f"where the factorial's SAEs trained twice on different machines differ by up to "
-                       f"{floor['replicate_dead_diff'].max():.2f}." if floor is not None and len(floor) else
+                       f"{floor['replicate_dead_diff'].max():.2f}"
+                       + (f" (at ρ = {', '.join(f'{r:g}' for r in sorted(floor['rho'].unique()))}, the only ρ with such "
+                          f"pairs)" if "rho" in floor.columns else "") + "."
+                       if floor is not None and len(floor) else
                        "and no SAE of the factorial was trained twice to measure that gap alone."))
     return CentringStudy(float(rho), histories, table, verdicts, explanation, machines)
 
