@@ -98,16 +98,13 @@ def paper_verdicts(root: str | Path, device: str = "cpu") -> pd.DataFrame:
     for rho in sorted(set(by_rho) | {0.0, 0.9}):  # every committed paper set's ρ; 0 and 0.9 named even if missing
         add("adaptive_weights_cut_shrinkage", f"chapter 6, set spiked_paper_rho{rho:g}_seed0 (one seed)",
             lambda rho=rho: paper_set(rho) and CLAIMS["adaptive_weights_cut_shrinkage"](frame[frame["rho"] == rho]))
-    for rho in (0.5, 0.9):  # the outlier study's ρ (chapter 7's outlier_rhos)
-        add("aen_starves_less_at_matched_l0", f"chapter 7, sets spiked_paper_rho{rho:g}_seed0 and "
-            f"spiked_biasmean_rho{rho:g}_seed0 (every SAE's b_dec started at the data mean; one seed)",
-            lambda rho=rho: CLAIMS["aen_starves_less_at_matched_l0"](
-                (lambda s: s[s["study"] == "biasmean"])(outlier_frame(root, rho))))
-    for rho in (0.5, 0.9):  # the same on mean-centred inputs (chapter 7's centring_rhos)
-        add("aen_starves_less_at_matched_l0", f"chapter 7, sets spiked_paper_rho{rho:g}_seed0 and "
-            f"spiked_centred_rho{rho:g}_seed0 (every SAE on mean-centred inputs; one seed)",
-            lambda rho=rho: CLAIMS["aen_starves_less_at_matched_l0"](
-                (lambda s: s[s["study"] == "centred"])(outlier_frame(root, rho, treatment="centred"))))
+    for treatment, how in (("biasmean", "every SAE's b_dec started at the data mean"),
+                           ("centred", "every SAE on mean-centred inputs")):
+        for rho in (0.5, 0.9):  # the outlier study's ρ (chapter 7's outlier_rhos and centring_rhos)
+            add("aen_starves_less_at_matched_l0", f"chapter 7, sets spiked_paper_rho{rho:g}_seed0 and "
+                f"spiked_{treatment}_rho{rho:g}_seed0 ({how}; one seed)",
+                lambda rho=rho, treatment=treatment: CLAIMS["aen_starves_less_at_matched_l0"](
+                    (lambda s: s[s["study"] == treatment])(outlier_frame(root, rho, treatment=treatment))))
     lm_sets = committed_sets(root, study=None, kind="language_model")
 
     def lm_full() -> pd.DataFrame:
